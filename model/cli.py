@@ -1,0 +1,93 @@
+"""The ``csd-sr`` command: train, evaluate, upscale, serve."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+from pathlib import Path
+
+from model.train import TrainConfig
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "csd-edsr-x4.safetensors"
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per TrainConfig field; lists and tuples are comma-separated."""
+    for name, field in TrainConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
+            continue
+        origin = typing.get_origin(field.annotation)
+        is_seq = origin in (list, tuple) or any(
+            typing.get_origin(a) in (list, tuple) for a in typing.get_args(field.annotation)
+        )
+        parser.add_argument(
+            flag, dest=name, default=None, type=_split if is_seq else str, help=f"default: {field.default}"
+        )
+
+
+def _split(text: str) -> list[str]:
+    return [] if text in ("", "none") else text.split(",")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from model.train import train
+
+    overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.model_fields and v is not None}
+    cfg = TrainConfig.from_toml(args.config, **overrides)
+    train(cfg)
+
+
+def _evaluate(args: argparse.Namespace) -> None:
+    import torch
+
+    from model.evaluate import evaluate_sets, to_markdown, write_results
+    from model.weights import load_weights
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    model, _ = load_weights(args.weights)
+    results = evaluate_sets(model, args.data, args.self_ensemble, timing=not args.no_timing)
+    print(to_markdown(results))
+    if args.out:
+        write_results(results, args.out)
+    if args.update_card:
+        from model.weights import card_path
+
+        path = card_path(args.weights)
+        card = json.loads(path.read_text())
+        key = "metrics_self_ensemble" if args.self_ensemble else "metrics"
+        card[key] = {name: res["rows"] for name, res in results.items()}
+        path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="csd-sr", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a width-switchable EDSR with CSD")
+    p.add_argument("--config", help="TOML file; flags override its values")
+    _add_config_flags(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="PSNR/SSIM/params/MACs/ms per width on HR folders")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--data", nargs="+", required=True, help="HR image folders")
+    p.add_argument("--self-ensemble", action="store_true", help="x8 geometric self-ensemble")
+    p.add_argument("--no-timing", action="store_true")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out", help="write OUT.md and OUT.json")
+    p.add_argument("--update-card", action="store_true", help="store the figures in the model card")
+    p.set_defaults(func=_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Standard SR evaluation: Y-PSNR / SSIM per width (plus bicubic), params, MACs, speed."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.data import Pair, load_pairs, to_image, to_tensor, upscale
+from model.edsr import EDSR, count_macs, count_params
+from model.metrics import psnr_y, ssim_y
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+# The eight dihedral transforms of the x8 self-ensemble: (transpose, flip H, flip W).
+_DIHEDRAL = [(t, h, w) for t in (False, True) for h in (False, True) for w in (False, True)]
+
+
+def _apply(x: torch.Tensor, t: bool, h: bool, w: bool) -> torch.Tensor:
+    x = x.transpose(2, 3) if t else x
+    x = x.flip(2) if h else x
+    return x.flip(3) if w else x
+
+
+def _invert(x: torch.Tensor, t: bool, h: bool, w: bool) -> torch.Tensor:
+    x = x.flip(3) if w else x
+    x = x.flip(2) if h else x
+    return x.transpose(2, 3) if t else x
+
+
+@torch.no_grad()
+def super_resolve(forward: Forward, lr: np.ndarray, self_ensemble: bool = False) -> np.ndarray:
+    """uint8 LR -> uint8 SR through ``forward`` (a 0..255 float network)."""
+    x = to_tensor(lr)
+    if not self_ensemble:
+        return to_image(forward(x))
+    out = sum(_invert(forward(_apply(x, *tf)), *tf) for tf in _DIHEDRAL)
+    return to_image(out / len(_DIHEDRAL))
+
+
+def score(sr: np.ndarray, hr: np.ndarray, shave: int) -> dict[str, float]:
+    return {"psnr": psnr_y(sr, hr, shave), "ssim": ssim_y(sr, hr, shave)}
+
+
+def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+@torch.no_grad()
+def evaluate_widths(
+    model: EDSR, pairs: list[Pair], widths: tuple[float, ...], self_ensemble: bool = False
+) -> dict[str, dict[str, float]]:
+    """Mean PSNR/SSIM per width over ``pairs`` with the width-sliced forward."""
+    was_training = model.training
+    model.eval()
+    shave = model.cfg.scale
+    device = next(model.parameters()).device
+    out = {}
+    for w in widths:
+        rows = []
+        for p in pairs:
+            sr = super_resolve(lambda x, w=w: model(x.to(device), w).cpu(), p.lr, self_ensemble)
+            rows.append(score(sr, p.hr, shave))
+        out[f"{w:g}"] = _mean(rows)
+    model.train(was_training)
+    return out
+
+
+def bicubic_scores(pairs: list[Pair], scale: int) -> dict[str, float]:
+    return _mean([score(upscale(p.lr, scale), p.hr, scale) for p in pairs])
+
+
+@torch.no_grad()
+def time_forward(forward: Forward, pairs: list[Pair], repeats: int = 1) -> float:
+    """Mean milliseconds per image (one warm-up pass first)."""
+    inputs = [to_tensor(p.lr) for p in pairs]
+    forward(inputs[0])
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for x in inputs:
+            forward(x)
+    return 1000 * (time.perf_counter() - start) / (repeats * len(inputs))
+
+
+def evaluate_sets(
+    model: EDSR, folders: list[str | Path], self_ensemble: bool = False, timing: bool = True
+) -> dict[str, dict]:
+    """Full table: per set, bicubic and every width (PSNR, SSIM, params, GMACs and ms per image)."""
+    cfg = model.cfg
+    results: dict[str, dict] = {}
+    for folder in folders:
+        pairs = load_pairs(folder, cfg.scale)
+        name = Path(folder).parent.name if Path(folder).name.upper() == "HR" else Path(folder).name
+        scores = evaluate_widths(model, pairs, cfg.widths, self_ensemble)
+        rows = {"bicubic": bicubic_scores(pairs, cfg.scale)}
+        for w in cfg.widths:
+            dense = model.dense(w)
+            macs = np.mean([count_macs(cfg, w, p.lr.shape[:2]) for p in pairs])
+            rows[f"{w:g}"] = {
+                **scores[f"{w:g}"],
+                "params": count_params(cfg, w),
+                "gmacs_per_image": float(macs / 1e9),
+                **({"ms_per_image": time_forward(dense, pairs)} if timing else {}),
+            }
+        results[name] = {"images": len(pairs), "scale": cfg.scale, "self_ensemble": self_ensemble, "rows": rows}
+    return results
+
+
+def to_markdown(results: dict[str, dict]) -> str:
+    lines = []
+    for name, res in results.items():
+        suffix = " (x8 self-ensemble)" if res["self_ensemble"] else ""
+        lines += [
+            f"### {name} x{res['scale']}{suffix}, {res['images']} images",
+            "",
+            "| width | PSNR (dB) | SSIM | params | GMACs/image | ms/image |",
+            "|---|---|---|---|---|---|",
+        ]
+        for key, r in res["rows"].items():
+            params = f"{r['params']:,}" if "params" in r else "-"
+            gmacs = f"{r['gmacs_per_image']:.2f}" if "gmacs_per_image" in r else "-"
+            ms = f"{r['ms_per_image']:.1f}" if "ms_per_image" in r else "-"
+            lines.append(f"| {key} | {r['psnr']:.2f} | {r['ssim']:.4f} | {params} | {gmacs} | {ms} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_results(results: dict, out: str | Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text(to_markdown(results))

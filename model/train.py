@@ -1,0 +1,254 @@
+"""CSD training loop: single process, or ``torchrun`` with DistributedDataParallel.
+
+Checkpoints (``<out_dir>/last.pt``) hold model, optimizer, step and every RNG
+state, so a resumed run continues exactly; the final model is exported in the
+shipped safetensors + card format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from model.data import PatchSampler, default_cache_dir, load_pairs
+from model.edsr import EDSR, EDSRConfig
+from model.evaluate import evaluate_widths
+from model.losses import ContrastiveLoss, CSDObjective
+from model.weights import load_matching, save_weights
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+class TrainConfig(BaseModel):
+    """Every knob of a run; set by a TOML file and overridden by command-line flags."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # architecture
+    scale: int = 4
+    n_resblocks: int = 16
+    n_feats: int = 64
+    res_scale: float = 1.0
+    widths: tuple[float, ...] = (0.25, 0.5, 1.0)
+    # data
+    train_dirs: list[str] = [str(SHARED_DATA / "train/T91/HR"), str(SHARED_DATA / "train/BSD200/HR")]
+    val_dir: str | None = str(SHARED_DATA / "Set5/HR")
+    patch_size: int = 192
+    batch_size: int = 16
+    # objective (student_widths None = every width below 1.0; [] = teacher alone)
+    student_widths: tuple[float, ...] | None = None
+    t_lambda: float = 1.0
+    contra_lambda: float = 200.0
+    neg_num: int = 10
+    feature_net: Literal["efficientnet-lite0", "vgg19"] = "efficientnet-lite0"
+    feature_weights: str | None = None
+    # optimisation
+    steps: int = 1000
+    lr: float = 1e-4
+    lr_schedule: Literal["cosine", "step", "constant"] = "cosine"
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+    warmup_steps: int = 0
+    init_weights: str | None = None
+    # run
+    out_dir: str = "runs/x4"
+    export: str | None = None
+    device: str = "cpu"
+    bf16: bool = False
+    threads: int | None = None
+    seed: int = 0
+    val_every: int = 500
+    ckpt_every: int = 200
+    log_every: int = 10
+
+    def edsr(self) -> EDSRConfig:
+        return EDSRConfig(self.scale, self.n_resblocks, self.n_feats, self.res_scale, 255.0, self.widths)
+
+    def students(self) -> tuple[float, ...]:
+        ladder = self.edsr().widths
+        chosen = self.student_widths if self.student_widths is not None else ladder
+        return tuple(w for w in chosen if w != 1.0)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides) -> TrainConfig:
+        data = tomllib.loads(Path(path).read_text()) if path else {}
+        return cls(**{**data, **overrides})
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Multiplier on ``cfg.lr`` at ``step`` (a pure function of the step, so resumes are exact)."""
+    warm = min(1.0, (step + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0
+    if cfg.lr_schedule == "constant":
+        return warm
+    if cfg.lr_schedule == "step":
+        return warm * cfg.lr_gamma ** sum(step >= m for m in cfg.lr_milestones)
+    progress = min(1.0, step / max(1, cfg.steps))
+    return warm * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def build_feature_net(cfg: TrainConfig) -> torch.nn.Module:
+    from model.features import build_feature_extractor
+
+    return build_feature_extractor(cfg.feature_net, cfg.feature_weights)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group("nccl" if cfg.device.startswith("cuda") else "gloo")
+        self.rank = dist.get_rank() if self.distributed else 0
+        self.world = dist.get_world_size() if self.distributed else 1
+        self.device = torch.device(
+            f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cfg.device == "cuda" and self.distributed else cfg.device
+        )
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.model = EDSR(cfg.edsr()).to(self.device)
+        if cfg.init_weights:
+            skipped = load_matching(self.model, cfg.init_weights)
+            self._log(f"initialised from {cfg.init_weights}; not loaded: {skipped or 'none'}")
+        contrastive = ContrastiveLoss(build_feature_net(cfg)) if cfg.contra_lambda > 0 else None
+        self.objective = CSDObjective(
+            self.model, cfg.students(), cfg.t_lambda, cfg.contra_lambda, cfg.neg_num, contrastive
+        ).to(self.device)
+        self.step_fn = (
+            DistributedDataParallel(self.objective, broadcast_buffers=False) if self.distributed else self.objective
+        )
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+        self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
+        self.sampler = PatchSampler(cfg.train_dirs, cfg.scale, cfg.patch_size, default_cache_dir())
+        self.val_pairs = load_pairs(cfg.val_dir, cfg.scale) if cfg.val_dir else []
+        self.out_dir = Path(cfg.out_dir)
+        self.step = 0
+        self.history: list[dict] = []
+        self._resume()
+
+    # -- checkpoints -------------------------------------------------------
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    def _resume(self) -> None:
+        if not self.ckpt_path.exists():
+            return
+        state = torch.load(self.ckpt_path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.history = state["step"], json.loads(state["history"])
+        torch.set_rng_state(state["torch_rng"])
+        self.generator.set_state(state["generators"][self.rank])
+        self._log(f"resumed from {self.ckpt_path} at step {self.step}")
+
+    def save_checkpoint(self) -> None:
+        generators = [self.generator.get_state()]
+        if self.distributed:
+            generators = [torch.empty_like(generators[0]) for _ in range(self.world)]
+            dist.all_gather(generators, self.generator.get_state())
+        if self.rank:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "history": json.dumps(self.history),
+            "torch_rng": torch.get_rng_state(),
+            "generators": generators,
+            "config": json.dumps(self.cfg.model_dump()),
+        }
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.ckpt_path)
+
+    # -- loop --------------------------------------------------------------
+    def _log(self, msg: str) -> None:
+        if self.rank == 0:
+            tqdm.write(msg)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.cfg.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def train_step(self) -> dict[str, float]:
+        lr, hr = (t.to(self.device) for t in self.sampler.sample(self.cfg.batch_size, self.generator))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step)
+        self.objective.train()
+        with self._autocast():
+            loss, terms = self.step_fn(lr, hr, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        return {"loss": loss.item(), **terms}
+
+    def validate(self) -> dict:
+        scores = evaluate_widths(self.model, self.val_pairs, self.model.widths)
+        record = {"step": self.step, "psnr": {w: s["psnr"] for w, s in scores.items()}}
+        self.history.append(record)
+        self._log(f"step {self.step} val PSNR " + " ".join(f"{w}:{p:.3f}" for w, p in record["psnr"].items()))
+        return record
+
+    def run(self) -> None:
+        cfg = self.cfg
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True)
+        t0, s0 = time.perf_counter(), self.step
+        while self.step < cfg.steps:
+            terms = self.train_step()
+            bar.update(1)
+            if self.step % cfg.log_every == 0:
+                sec = (time.perf_counter() - t0) / (self.step - s0)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in terms.items()} | {"s/step": f"{sec:.3f}"})
+            if self.rank == 0 and self.val_pairs and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
+                self.validate()
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                self.save_checkpoint()
+        bar.close()
+        if cfg.export and self.rank == 0:
+            self.export(cfg.export)
+        if self.distributed:
+            dist.barrier()
+
+    def export(self, path: str | Path) -> None:
+        cfg = self.cfg
+        card = {
+            "scale": cfg.scale,
+            "widths": list(self.model.widths),
+            "training": {
+                "data": cfg.train_dirs,
+                "steps": self.step,
+                "objective": {
+                    "student_widths": list(cfg.students()),
+                    "t_lambda": cfg.t_lambda,
+                    "contra_lambda": cfg.contra_lambda,
+                    "neg_num": cfg.neg_num,
+                    "feature_net": cfg.feature_net if cfg.contra_lambda > 0 else None,
+                },
+                "config": cfg.model_dump(exclude={"train_dirs"}),
+                "validation_history": self.history,
+            },
+        }
+        save_weights(self.model, path, card)
+        self._log(f"exported {path}")
+
+
+def train(cfg: TrainConfig) -> Trainer:
+    trainer = Trainer(cfg)
+    trainer.run()
+    return trainer

@@ -1,0 +1,70 @@
+"""The shipped format: ``<name>.safetensors`` (weights + architecture) and ``<name>.json`` (model card).
+
+Loading reads tensors and JSON only; nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from model.edsr import EDSR, EDSRConfig, count_macs, count_params
+
+
+def card_path(weights: str | Path) -> Path:
+    return Path(weights).with_suffix(".json")
+
+
+def save_weights(model: EDSR, path: str | Path, card: dict | None = None) -> None:
+    """Write weights (architecture in the safetensors metadata) and the model card beside them."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "csd-sr", "config": json.dumps(model.cfg.to_dict())})
+    full_card = {**base_card(model.cfg), **(card or {})}
+    card_path(path).write_text(json.dumps(full_card, indent=2) + "\n")
+
+
+def base_card(cfg: EDSRConfig) -> dict:
+    """Facts derivable from the architecture: params and MACs per width."""
+    return {
+        "architecture": {"name": "EDSR", **cfg.to_dict()},
+        "per_width": {
+            f"{w:g}": {
+                "channels": cfg.channels(w),
+                "params": count_params(cfg, w),
+                "macs_128x128_input": count_macs(cfg, w, (128, 128)),
+            }
+            for w in cfg.widths
+        },
+    }
+
+
+def read_config(path: str | Path) -> EDSRConfig:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("format") != "csd-sr" or "config" not in meta:
+        raise ValueError(f"{path} is not a csd-sr weights file (no csd-sr metadata)")
+    raw = json.loads(meta["config"])
+    return EDSRConfig(**{**raw, "widths": tuple(raw["widths"])})
+
+
+def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[EDSR, dict]:
+    """Model (eval mode) and its card (``{}`` when the JSON is missing)."""
+    model = EDSR(read_config(path))
+    model.load_state_dict(load_file(str(path), device="cpu"))
+    cp = card_path(path)
+    card = json.loads(cp.read_text()) if cp.exists() else {}
+    return model.to(device).eval(), card
+
+
+def load_matching(model: EDSR, path: str | Path) -> list[str]:
+    """Copy every same-named, same-shaped tensor (e.g. an x2 model into an x4 one); returns skipped names."""
+    source = load_file(str(path), device="cpu")
+    own = model.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matched, strict=False)
+    return sorted(set(own) - set(matched))
