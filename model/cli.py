@@ -14,7 +14,7 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "csd-edsr-x4
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per TrainConfig field; lists and tuples are comma-separated."""
+    """One ``--flag`` per TrainConfig field; lists are comma-separated, ``none`` unsets."""
     for name, field in TrainConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:
@@ -25,12 +25,16 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             typing.get_origin(a) in (list, tuple) for a in typing.get_args(field.annotation)
         )
         parser.add_argument(
-            flag, dest=name, default=None, type=_split if is_seq else str, help=f"default: {field.default}"
+            flag, dest=name, default=None, type=_split if is_seq else _scalar, help=f"default: {field.default}"
         )
 
 
 def _split(text: str) -> list[str]:
     return [] if text in ("", "none") else text.split(",")
+
+
+def _scalar(text: str) -> str | None:
+    return None if text == "none" else text
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -63,6 +67,13 @@ def _evaluate(args: argparse.Namespace) -> None:
         path.write_text(json.dumps(card, indent=2) + "\n")
 
 
+def _export(args: argparse.Namespace) -> None:
+    from model.train import export_checkpoint
+
+    export_checkpoint(args.checkpoint, args.out)
+    print(f"wrote {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="csd-sr", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -81,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write OUT.md and OUT.json")
     p.add_argument("--update-card", action="store_true", help="store the figures in the model card")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("export", help="turn a training checkpoint into shipped safetensors + model card")
+    p.add_argument("--checkpoint", required=True, help="a run's last.pt")
+    p.add_argument("--out", required=True, help="OUT.safetensors (card written to OUT.json)")
+    p.set_defaults(func=_export)
     return parser
 
 

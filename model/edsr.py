@@ -102,9 +102,7 @@ class EDSR(nn.Module):
         super().__init__()
         self.cfg = cfg = cfg or EDSRConfig()
         C = cfg.n_feats
-        self.register_buffer(
-            "rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1) * cfg.rgb_range, persistent=False
-        )
+        self.register_buffer("rgb_mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1) * cfg.rgb_range, persistent=False)
         self.head = SlimConv2d(3, C)
         self.blocks = nn.ModuleList(ResBlock(C, cfg.res_scale) for _ in range(cfg.n_resblocks))
         self.body_conv = SlimConv2d(C, C)
@@ -173,4 +171,3 @@ def count_macs(cfg: EDSRConfig, width: float, lr_hw: tuple[int, int]) -> int:
         macs += pixels * 9 * c * r * r * c
         pixels *= r * r
     return macs + pixels * 9 * c * 3
-

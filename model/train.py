@@ -226,26 +226,38 @@ class Trainer:
             dist.barrier()
 
     def export(self, path: str | Path) -> None:
-        cfg = self.cfg
-        card = {
-            "scale": cfg.scale,
-            "widths": list(self.model.widths),
-            "training": {
-                "data": cfg.train_dirs,
-                "steps": self.step,
-                "objective": {
-                    "student_widths": list(cfg.students()),
-                    "t_lambda": cfg.t_lambda,
-                    "contra_lambda": cfg.contra_lambda,
-                    "neg_num": cfg.neg_num,
-                    "feature_net": cfg.feature_net if cfg.contra_lambda > 0 else None,
-                },
-                "config": cfg.model_dump(exclude={"train_dirs"}),
-                "validation_history": self.history,
-            },
-        }
-        save_weights(self.model, path, card)
+        save_weights(self.model, path, training_card(self.cfg, self.step, self.history))
         self._log(f"exported {path}")
+
+
+def training_card(cfg: TrainConfig, step: int, history: list[dict]) -> dict:
+    """The model card's training section (what, on which data, with which objective, how far)."""
+    return {
+        "scale": cfg.scale,
+        "widths": list(cfg.edsr().widths),
+        "training": {
+            "data": cfg.train_dirs,
+            "steps": step,
+            "objective": {
+                "student_widths": list(cfg.students()),
+                "t_lambda": cfg.t_lambda,
+                "contra_lambda": cfg.contra_lambda,
+                "neg_num": cfg.neg_num,
+                "feature_net": cfg.feature_net if cfg.contra_lambda > 0 else None,
+            },
+            "config": cfg.model_dump(exclude={"train_dirs"}),
+            "validation_history": history,
+        },
+    }
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> None:
+    """Turn a training checkpoint (``last.pt``) into the shipped safetensors + card."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    cfg = TrainConfig(**json.loads(state["config"]))
+    model = EDSR(cfg.edsr())
+    model.load_state_dict(state["model"])
+    save_weights(model, out, training_card(cfg, state["step"], json.loads(state["history"])))
 
 
 def train(cfg: TrainConfig) -> Trainer:

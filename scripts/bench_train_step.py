@@ -1,6 +1,6 @@
 """Seconds per training step for a few recipes, measured side by side in one run.
 
-    python scripts/bench_train_step.py --steps 5 [--threads 2]
+python scripts/bench_train_step.py --steps 5 [--threads 2]
 """
 
 from __future__ import annotations
@@ -31,9 +31,7 @@ def main() -> None:
     for name, overrides in RECIPES.items():
         if args.only and not any(o in name for o in args.only):
             continue
-        cfg = TrainConfig(
-            patch_size=128, batch_size=16, val_dir=None, out_dir="/tmp/csd-bench-unused", **overrides
-        )
+        cfg = TrainConfig(patch_size=128, batch_size=16, val_dir=None, out_dir="/tmp/csd-bench-unused", **overrides)
         trainer = Trainer(cfg)
         trainer.train_step()  # warm-up
         start = time.perf_counter()

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs into .venv and runs lint + tests.
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -m "not slow"`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=$(command -v python3.11 || command -v python3)
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+# torch==2.13.0 is the CPU build; elsewhere add: --extra-index-url https://download.pytorch.org/whl/cpu
+.venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/pytest "$@"

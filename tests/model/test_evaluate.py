@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import json
+
+import torch
+import torch.nn.functional as F
+
+from model.cli import main as cli_main
+from model.edsr import EDSR, EDSRConfig
+from model.evaluate import super_resolve
+from model.weights import save_weights
+from tests.conftest import synthetic_image, write_png
+
+
+def test_self_ensemble_inverts_every_transform() -> None:
+    lr = synthetic_image(9, 14)
+    nearest = lambda x: F.interpolate(x, scale_factor=2, mode="nearest")  # noqa: E731 (equivariant under flips)
+    torch.testing.assert_close(
+        torch.from_numpy(super_resolve(nearest, lr, self_ensemble=True)),
+        torch.from_numpy(super_resolve(nearest, lr)),
+    )
+
+
+def test_evaluate_cli_writes_tables_and_updates_card(tmp_path, capsys) -> None:
+    folder = tmp_path / "Tiny" / "HR"
+    folder.mkdir(parents=True)
+    for i in range(2):
+        write_png(folder / f"{i}.png", synthetic_image(40, 36, seed=i))
+    weights = tmp_path / "m.safetensors"
+    torch.manual_seed(0)
+    save_weights(EDSR(EDSRConfig(n_resblocks=1, n_feats=8)), weights)
+    cli_main(
+        ["evaluate", "--weights", str(weights), "--data", str(folder), "--out", str(tmp_path / "r"), "--update-card"]
+    )
+    table = capsys.readouterr().out
+    assert "### Tiny x4" in table and "| bicubic |" in table and "| 0.25 |" in table
+    result = json.loads((tmp_path / "r.json").read_text())
+    rows = result["Tiny"]["rows"]
+    assert set(rows) == {"bicubic", "0.25", "0.5", "1"}
+    assert rows["1"]["params"] > rows["0.25"]["params"] and rows["1"]["ms_per_image"] > 0
+    assert 5 < rows["bicubic"]["psnr"] < 60
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["metrics"]["Tiny"]["1"]["psnr"] == rows["1"]["psnr"]

@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from model.cli import main as cli_main
+from model.train import TrainConfig, Trainer, lr_factor
+from model.weights import load_weights
+from tests.conftest import synthetic_image, write_png
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    folder = tmp_path / "HR"
+    folder.mkdir()
+    write_png(folder / "a.png", synthetic_image(48, 48, seed=1))
+    return folder
+
+
+def tiny_cfg(data_dir: Path, out_dir: Path, **kw) -> TrainConfig:
+    base = dict(
+        n_resblocks=2,
+        n_feats=16,
+        train_dirs=[str(data_dir)],
+        val_dir=None,
+        patch_size=32,
+        batch_size=4,
+        contra_lambda=0.0,
+        steps=4,
+        lr=1e-3,
+        out_dir=str(out_dir),
+        ckpt_every=2,
+        log_every=1,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.slow
+def test_overfit_one_image_lowers_l1_for_every_width(tmp_path) -> None:
+    folder = tmp_path / "HR"
+    folder.mkdir()
+    write_png(folder / "clean.png", synthetic_image(32, 32, seed=2, noise=0))
+    cfg = tiny_cfg(folder, tmp_path / "run", n_feats=32, steps=300, lr=2e-3, lr_schedule="constant")
+    trainer = Trainer(cfg)
+    first = trainer.train_step()
+    for _ in range(298):
+        trainer.train_step()
+    last = trainer.train_step()
+    for key in ("l1@1", "l1@0.5", "l1@0.25"):
+        assert last[key] < first[key] / 5, (key, first[key], last[key])
+
+
+def test_resume_continues_exactly(data_dir, tmp_path) -> None:
+    straight = Trainer(tiny_cfg(data_dir, tmp_path / "a"))
+    straight.run()
+    interrupted = Trainer(tiny_cfg(data_dir, tmp_path / "b"))
+    interrupted.train_step()
+    interrupted.train_step()
+    interrupted.save_checkpoint()
+    torch.manual_seed(123)  # a fresh process would not share the interrupted one's global RNG
+    resumed = Trainer(tiny_cfg(data_dir, tmp_path / "b"))
+    assert resumed.step == 2
+    resumed.run()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+def test_contrastive_run_validates_and_exports(data_dir, tmp_path) -> None:
+    export = tmp_path / "w" / "model.safetensors"
+    cfg = tiny_cfg(data_dir, tmp_path / "run", contra_lambda=200.0, neg_num=2, val_dir=str(data_dir), val_every=2)
+    cfg.export = str(export)
+    trainer = Trainer(cfg)
+    trainer.run()
+    assert [h["step"] for h in trainer.history] == [2, 4]
+    model, card = load_weights(export)
+    assert model.cfg == trainer.model.cfg
+    for a, b in zip(model.state_dict().values(), trainer.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert card["training"]["objective"]["feature_net"] == "efficientnet-lite0"
+    assert card["training"]["steps"] == 4
+    assert set(card["per_width"]) == {"0.25", "0.5", "1"}
+
+
+def test_lr_schedules() -> None:
+    cfg = TrainConfig(steps=100, lr_schedule="step", lr_milestones=(50,), warmup_steps=10)
+    assert lr_factor(cfg, 0) == pytest.approx(0.1)
+    assert lr_factor(cfg, 20) == 1.0 and lr_factor(cfg, 60) == pytest.approx(0.1)
+    cosine = TrainConfig(steps=100)
+    assert lr_factor(cosine, 0) == 1.0 and lr_factor(cosine, 100) == pytest.approx(0.01)
+
+
+def test_cli_train_with_toml_and_flag_overrides(data_dir, tmp_path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'n_resblocks = 1\nn_feats = 8\ntrain_dirs = ["{data_dir}"]\npatch_size = 32\nbatch_size = 2\n'
+        f'contra_lambda = 0.0\nsteps = 50\nout_dir = "{tmp_path / "run"}"\n'
+    )
+    cli_main(["train", "--config", str(config), "--steps", "2", "--student-widths", "0.5", "--val-dir", "none"])
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert state["step"] == 2
+    assert json.loads(state["config"])["student_widths"] == [0.5]
+    cli_main(["export", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "m.safetensors")])
+    model, card = load_weights(tmp_path / "m.safetensors")
+    assert model.cfg.n_feats == 8 and card["training"]["steps"] == 2
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_keep_weights_identical(data_dir, tmp_path) -> None:
+    cfg = tiny_cfg(data_dir, tmp_path, steps=3).model_dump()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run([*cmd, str(ROOT / "tests/model/ddp_worker.py"), json.dumps(cfg)], check=True, env=env, timeout=300)
+    w0, w1 = (load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1))
+    for name in w0:
+        torch.testing.assert_close(w0[name], w1[name], rtol=0, atol=0, msg=name)
+    n0, n1 = (load_file(tmp_path / f"rank{r}-next.safetensors")["next_patch"] for r in (0, 1))
+    assert not torch.equal(n0, n1)  # ranks sample different data
+    torch.manual_seed(cfg["seed"])
+    from model.edsr import EDSR
+
+    init = EDSR(TrainConfig(**cfg).edsr()).state_dict()
+    assert not torch.equal(init["head.weight"], w0["head.weight"])  # training really happened
