@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     model = load_weights(args.weights)[0] if args.weights else EDSR(EDSRConfig()).eval()
     x = torch.rand(1, 3, args.size, args.size) * 255
-    print(f"| threads | width | GMACs | sliced ms | dense ms | speed-up vs width 1 (dense) |")
+    print("| threads | width | GMACs | sliced ms | dense ms | speed-up vs width 1 (dense) |")
     print("|---|---|---|---|---|---|")
     for threads in args.threads:
         torch.set_num_threads(threads)
