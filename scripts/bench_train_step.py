@@ -13,6 +13,7 @@ import torch
 from model.train import TrainConfig, Trainer
 
 RECIPES = {
+    "default TrainConfig (CSD fp32 p192 neg10)": dict(patch_size=192),
     "teacher L1 fp32 p128 b16": dict(student_widths=[], contra_lambda=0, bf16=False),
     "teacher L1 bf16 p128 b16": dict(student_widths=[], contra_lambda=0, bf16=True),
     "joint L1 bf16 p128 b16": dict(contra_lambda=0, bf16=True),
@@ -31,13 +32,13 @@ def main() -> None:
     for name, overrides in RECIPES.items():
         if args.only and not any(o in name for o in args.only):
             continue
-        cfg = TrainConfig(patch_size=128, batch_size=16, val_dir=None, out_dir="/tmp/csd-bench-unused", **overrides)
+        cfg = TrainConfig(**{"patch_size": 128, "val_dir": None, "out_dir": "/tmp/csd-bench-unused", **overrides})
         trainer = Trainer(cfg)
         trainer.train_step()  # warm-up
         start = time.perf_counter()
         for _ in range(args.steps):
             trainer.train_step()
-        print(f"{name:36s} {(time.perf_counter() - start) / args.steps:.3f} s/step", flush=True)
+        print(f"{name:44s} {(time.perf_counter() - start) / args.steps:.3f} s/step", flush=True)
 
 
 if __name__ == "__main__":

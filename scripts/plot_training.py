@@ -1,0 +1,50 @@
+"""Plot Set5 PSNR per width against training step from model cards' validation history.
+
+    python scripts/plot_training.py weights/teacher-x4.json weights/csd-edsr-x4.json --out weights/training-curve.png
+
+Stages are laid end to end (a card's steps continue the previous card's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("cards", nargs="+", help="model-card JSON files, in training order")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    offset = 0
+    series: dict[str, list[tuple[int, float]]] = {}
+    for path in args.cards:
+        card = json.loads(Path(path).read_text())
+        history = card["training"]["validation_history"]
+        for record in history:
+            for width, psnr in record["psnr"].items():
+                series.setdefault(width, []).append((offset + record["step"], psnr))
+        ax.axvline(offset, color="grey", lw=0.5)
+        offset += card["training"]["steps"]
+    for width, points in sorted(series.items(), key=lambda kv: float(kv[0])):
+        xs, ys = zip(*points, strict=True)
+        ax.plot(xs, ys, marker="o", ms=3, label=f"width {width}")
+    ax.axhline(28.42, color="k", ls="--", lw=0.8, label="bicubic 28.42")
+    ax.set_xlabel("training step (stages end to end)")
+    ax.set_ylabel("Set5 x4 Y-PSNR (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=120)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
