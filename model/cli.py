@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a run's last.pt")
     p.add_argument("--out", required=True, help="OUT.safetensors (card written to OUT.json)")
     p.set_defaults(func=_export)
+
+    from service.cli import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,135 @@
+"""The app factory: ``uvicorn --factory service.app:create_app`` or ``csd-sr serve``.
+
+The model is loaded when the app is created (a missing or bad weights file stops
+start-up with a clear error); the warm-up runs in the background after start-up
+so ``/healthz`` answers at once and ``/readyz`` turns 200 once costs are measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from model.weights import load_weights
+from service import errors, logs, pipeline
+from service.engine import Engine
+from service.metrics import Metrics, width_label
+from service.middleware import RequestContextMiddleware
+from service.policy import CostModel
+from service.routes import health, model_info, upscale
+from service.scheduler import Scheduler
+from service.settings import Settings
+from service.state import ServiceState
+
+log = logging.getLogger("csd_sr.app")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logs.setup(settings.log_level)
+    svc = _build_state(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        warmup = asyncio.create_task(_warm_up(svc))
+        try:
+            yield
+        finally:
+            warmup.cancel()
+            svc.scheduler.shutdown()
+
+    app = FastAPI(
+        title="csd-sr",
+        version=_package_version(),
+        summary=f"Load-adaptive x{svc.engine.scale} super-resolution with one width-switchable EDSR.",
+        lifespan=lifespan,
+    )
+    app.state.service = svc
+    errors.install(app)
+    app.add_middleware(RequestContextMiddleware, metrics=svc.metrics)
+    for module in (upscale, model_info, health):
+        app.include_router(module.router)
+    return app
+
+
+def _build_state(settings: Settings) -> ServiceState:
+    path = Path(settings.weights)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"weights file not found: {path} (set CSD_SR_WEIGHTS or --weights to a .safetensors file from "
+            "`csd-sr export`)"
+        )
+    model, card = load_weights(path)
+    widths = model.cfg.widths
+    fixed = settings.fixed_width
+    if fixed is not None and fixed not in widths:
+        raise ValueError(f"policy {settings.policy}: width not in the model's ladder {list(widths)}")
+    engine = Engine(model, settings.tile_size, settings.tile_overlap)
+    cost = CostModel(widths, settings.cost_ewma_alpha, pipeline.REFERENCE_PIXELS)
+    scheduler = Scheduler(
+        cost,
+        workers=settings.workers,
+        torch_threads=settings.torch_threads,
+        max_queue=settings.max_queue,
+        timeout_s=settings.request_timeout_s,
+    )
+    metrics = Metrics(widths, settings.latency_target_s)
+    metrics.bind(scheduler, cost)
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    cfg = model.cfg
+    metrics.model.info(
+        {
+            "version": sha[:12],
+            "weights": path.name,
+            "scale": str(cfg.scale),
+            "widths": ",".join(width_label(w) for w in widths),
+            "n_resblocks": str(cfg.n_resblocks),
+            "n_feats": str(cfg.n_feats),
+            "service_version": _package_version(),
+        }
+    )
+    return ServiceState(settings, engine, card, sha, scheduler, metrics)
+
+
+async def _warm_up(svc: ServiceState) -> None:
+    """Measure each width's cost on a worker thread, then report ready."""
+    loop = asyncio.get_running_loop()
+    s = svc.settings
+    try:
+        await loop.run_in_executor(
+            svc.scheduler.executor, pipeline.warm_up, svc.engine, svc.scheduler.cost, s.png_compress_level
+        )
+    except Exception as exc:  # stay alive but unready: /readyz reports why
+        svc.warmup_error = f"warm-up failed: {exc!r}"
+        log.exception("warm-up failed")
+        return
+    svc.ready = True
+    svc.metrics.ready.set(1)
+    costs = {width_label(w): vars(c) for w, c in svc.scheduler.cost.snapshot().items()}
+    log.info(
+        "ready",
+        extra={
+            "fields": {
+                "weights": svc.weights_name,
+                "workers": s.workers,
+                "torch_threads": s.torch_threads,
+                "policy": s.policy,
+                "latency_target_s": s.latency_target_s,
+                "cost": costs,
+            }
+        },
+    )
+
+
+def _package_version() -> str:
+    try:
+        return version("csd-sr")
+    except PackageNotFoundError:
+        return "0+unknown"

@@ -1,0 +1,91 @@
+"""``csd-sr serve`` (the HTTP service) and ``csd-sr upscale`` (one local file, no server)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from service.settings import Settings
+
+SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``serve`` and ``upscale`` to the ``csd-sr`` command."""
+    p = sub.add_parser("serve", help="serve the upscale API (settings from CSD_SR_* env; flags override)")
+    p.add_argument("--weights", help=f"default: {Settings.model_fields['weights'].default}")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--latency-target-s", type=float)
+    p.add_argument("--policy", help="auto or fixed:<width>")
+    p.add_argument("--workers", type=int, help="requests processed at once")
+    p.add_argument("--torch-threads", type=int, help="torch threads per worker")
+    p.add_argument("--max-queue", type=int)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("upscale", help="upscale one image file locally (no server)")
+    p.add_argument("input")
+    p.add_argument("output", help="format from the suffix: .png, .jpg/.jpeg or .webp")
+    p.add_argument("--weights", help=f"default: {Settings.model_fields['weights'].default}")
+    p.add_argument("--width", type=float, default=1.0, help="a width of the model's ladder (default: 1.0)")
+    p.add_argument("--quality", type=int, help="JPEG/WebP quality (WebP without it is lossless)")
+    p.add_argument("--torch-threads", type=int)
+    p.set_defaults(func=_upscale)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """Environment settings with the flags that were given on top."""
+    fields = Settings.model_fields
+    return Settings(**{k: v for k, v in vars(args).items() if k in fields and v is not None})
+
+
+def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from service.app import create_app
+
+    settings = _settings(args)
+    try:
+        app = create_app(settings)
+    except (FileNotFoundError, ValueError) as exc:
+        sys.exit(f"csd-sr serve: {exc}")
+    # One process per container: the policy's view of the load is this process's queue.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+
+
+def _upscale(args: argparse.Namespace) -> None:
+    import torch
+
+    from model.weights import load_weights
+    from service import images, pipeline
+    from service.engine import Engine
+    from service.errors import ApiError
+
+    settings = _settings(args)
+    fmt = SUFFIX_FORMATS.get(Path(args.output).suffix.lower())
+    if fmt is None:
+        sys.exit(f"csd-sr upscale: output suffix must be one of {', '.join(SUFFIX_FORMATS)}")
+    if not settings.weights.is_file():
+        sys.exit(f"csd-sr upscale: weights file not found: {settings.weights}")
+    torch.set_num_threads(settings.torch_threads)
+    model, _ = load_weights(settings.weights)
+    if args.width not in model.cfg.widths:
+        sys.exit(f"csd-sr upscale: --width must be one of {list(model.cfg.widths)}")
+    engine = Engine(model, settings.tile_size, settings.tile_overlap)
+    start = time.perf_counter()
+    try:
+        probe = images.probe(Path(args.input).read_bytes(), settings.max_pixels)
+        if fmt == "jpeg" and probe.has_alpha:
+            sys.exit("csd-sr upscale: jpeg cannot carry the alpha channel; use .png or .webp")
+        out = pipeline.process(engine, probe, args.width, fmt, args.quality, settings.png_compress_level)
+    except ApiError as exc:
+        sys.exit(f"csd-sr upscale: {exc.detail}")
+    Path(args.output).write_bytes(out.body)
+    elapsed = time.perf_counter() - start
+    print(
+        f"wrote {args.output}: {probe.width}x{probe.height} -> {out.out_width}x{out.out_height}, "
+        f"width {args.width:g}, {elapsed:.2f} s"
+    )

@@ -1,0 +1,110 @@
+"""Prometheus metrics on the app's own registry (base units, ``_total`` counters, bounded labels).
+
+Labels only take values from fixed sets: route templates, HTTP status codes,
+the model's width ladder and the policy's reasons.
+"""
+
+from __future__ import annotations
+
+import math
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
+
+from service.policy import QUEUE_FULL, REASONS, CostModel
+from service.scheduler import Scheduler
+
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+REJECTION_REASONS = (QUEUE_FULL, "timeout", "cancelled", "not_ready", "body_too_large", "too_many_pixels")
+
+
+def width_label(width: float) -> str:
+    return f"{width:g}"
+
+
+class Metrics:
+    def __init__(self, widths: tuple[float, ...], latency_target_s: float) -> None:
+        self.registry = r = CollectorRegistry()
+        ProcessCollector(registry=r)
+        buckets = sorted({*LATENCY_BUCKETS, latency_target_s})  # so "share within target" is one bucket
+        self.http_requests = Counter(
+            "csd_sr_http_requests",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "csd_sr_upscale_duration_seconds",
+            "Upscale latency, request received to response ready, by width.",
+            ["width"],
+            buckets=buckets,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "csd_sr_inference_duration_seconds",
+            "Model time of one upscale, by width.",
+            ["width"],
+            buckets=buckets,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "csd_sr_queue_wait_seconds", "Time admitted requests waited for a worker.", buckets=buckets, registry=r
+        )
+        self.queue_depth = Gauge("csd_sr_queue_depth", "Admitted requests waiting for a worker.", registry=r)
+        self.busy_workers = Gauge("csd_sr_busy_workers", "Inference workers running a request.", registry=r)
+        self.workers = Gauge("csd_sr_workers", "Inference workers (requests processed at once).", registry=r)
+        self.inflight = Gauge("csd_sr_inflight_requests", "Upscale requests being handled.", registry=r)
+        self.decisions = Counter(
+            "csd_sr_width_decisions", "Widths chosen by the policy, by reason.", ["width", "reason"], registry=r
+        )
+        self.rejections = Counter("csd_sr_rejections", "Refused upscale requests by reason.", ["reason"], registry=r)
+        self.input_pixels = Counter("csd_sr_input_pixels", "Input pixels upscaled.", registry=r)
+        self.output_pixels = Counter("csd_sr_output_pixels", "Output pixels produced.", registry=r)
+        self.cost = Gauge(
+            "csd_sr_cost_seconds_per_megapixel",
+            "Live cost model: worker seconds per LR megapixel, by width.",
+            ["width"],
+            registry=r,
+        )
+        self.cost_overhead = Gauge(
+            "csd_sr_cost_overhead_seconds",
+            "Live cost model: fixed worker seconds per request, by width.",
+            ["width"],
+            registry=r,
+        )
+        self.latency_target = Gauge("csd_sr_latency_target_seconds", "Configured latency target.", registry=r)
+        self.ready = Gauge("csd_sr_ready", "1 once the model is loaded and warmed up.", registry=r)
+        self.model = Info("csd_sr_model", "The served model.", registry=r)
+
+        self.latency_target.set(latency_target_s)
+        for w in map(width_label, widths):  # zero-valued series exist from the start
+            self.request_duration.labels(w)
+            self.inference.labels(w)
+            for reason in REASONS:
+                self.decisions.labels(w, reason)
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
+
+    def bind(self, scheduler: Scheduler, cost: CostModel) -> None:
+        """Gauges read live state at scrape time, so they are never stale."""
+        self.queue_depth.set_function(lambda: scheduler.load().queued)
+        self.busy_workers.set_function(lambda: scheduler.load().running)
+        self.workers.set(scheduler.workers)
+        for w in cost.widths:
+            self.cost.labels(width_label(w)).set_function(lambda w=w: _field(cost, w, "s_per_megapixel"))
+            self.cost_overhead.labels(width_label(w)).set_function(lambda w=w: _field(cost, w, "overhead_s"))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _field(cost: CostModel, width: float, name: str) -> float:
+    entry = cost.snapshot().get(width)
+    return math.nan if entry is None else getattr(entry, name)

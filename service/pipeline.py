@@ -1,0 +1,77 @@
+"""One request's worker-side work (decode, infer, encode) and the warm-up that measures its cost."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from service import images
+from service.engine import Engine
+from service.policy import CostModel
+
+# Warm-up runs each width on inputs of these LR sides, REPEATS times each, to fit overhead + slope.
+WARMUP_SIDES = (32, 96)
+WARMUP_REPEATS = 3
+REFERENCE_PIXELS = WARMUP_SIDES[-1] ** 2
+
+
+@dataclass(frozen=True)
+class Output:
+    body: bytes
+    media_type: str
+    out_width: int
+    out_height: int
+    bit_depth: int
+    inference_s: float
+
+
+def process(
+    engine: Engine,
+    probe: images.Probe,
+    width: float,
+    fmt: str,
+    quality: int | None,
+    png_compress_level: int,
+    before_tile: Callable[[], None] | None = None,
+) -> Output:
+    """Decode, upscale at ``width`` (alpha by bicubic), encode as ``fmt``."""
+    decoded = images.decode(probe)
+    start = time.perf_counter()
+    rgb = engine.run(decoded.rgb, width, before_tile)
+    alpha = None if decoded.alpha is None else images.upscale_alpha(decoded.alpha, engine.scale)
+    inference_s = time.perf_counter() - start
+    body, bit_depth = images.encode(rgb, alpha, decoded, fmt, quality, png_compress_level)
+    h, w = rgb.shape[:2]
+    return Output(body, images.OUTPUT_MEDIA_TYPES[fmt], w, h, bit_depth, inference_s)
+
+
+def synthetic_png(side: int, seed: int = 0) -> bytes:
+    """A textured RGB test image: warm-up inputs should cost what real photos cost to encode."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side].astype(np.float32)
+    base = 128 + 100 * np.sin(x / 5.0)[..., None] * np.cos(y / 7.0)[..., None]
+    img = np.clip(base + rng.normal(0, 12, (side, side, 3)), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def warm_up(engine: Engine, cost: CostModel, png_compress_level: int) -> None:
+    """Time the full worker path at every width and two sizes; fit the cost model (median of repeats)."""
+    inputs = {side: synthetic_png(side) for side in WARMUP_SIDES}
+    for width in engine.widths:
+        samples = []
+        for side, data in inputs.items():
+            times = []
+            for _ in range(WARMUP_REPEATS):
+                start = time.perf_counter()
+                process(engine, images.probe(data, side * side), width, "png", None, png_compress_level)
+                times.append(time.perf_counter() - start)
+            samples.append((engine.work_pixels(side, side), statistics.median(times)))
+        cost.fit(width, samples)

@@ -1,0 +1,157 @@
+"""The width policy: a cost model per width and the per-request decision. Pure logic, no I/O.
+
+A request's predicted completion is the wait until a worker is free (list
+scheduling of the running and queued work over the parallel workers) plus its
+own work at width ``w``; the widest ``w`` whose completion meets the target wins.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+# Why a width was chosen (bounded label values of csd_sr_width_decisions_total).
+IDLE = "idle"  # widest width, a worker is free for it now
+HEADROOM = "headroom"  # widest width, work ahead but the target is still met
+LOAD = "load"  # narrower: the widest alone would meet the target, not with the work ahead
+SIZE = "size"  # narrower: the image is too large for the configured target even on an idle server
+DEADLINE = "deadline"  # narrower: the client's deadline is too tight even on an idle server
+BEST_EFFORT = "best_effort"  # no width meets the target: narrowest, admitted because the queue has room
+FORCED = "forced"  # the client asked for this width
+FIXED = "fixed"  # the server runs a fixed:<width> policy
+REASONS = (IDLE, HEADROOM, LOAD, SIZE, DEADLINE, BEST_EFFORT, FORCED, FIXED)
+
+QUEUE_FULL = "queue_full"  # rejection reason: no room in the bounded queue
+
+
+@dataclass(frozen=True)
+class WidthCost:
+    """Worker seconds of one request at a width: ``overhead_s + s_per_megapixel * megapixels``."""
+
+    overhead_s: float
+    s_per_megapixel: float
+
+    def seconds(self, pixels: int) -> float:
+        return self.overhead_s + self.s_per_megapixel * pixels / 1e6
+
+
+class CostModel:
+    """Per-width cost, fitted at warm-up and updated online by an EWMA of the per-megapixel slope.
+
+    A timing moves the slope by ``alpha`` scaled down for images smaller than
+    ``ref_pixels``: on small images the fixed overhead dominates and the slope
+    they imply is noise. Thread-safe: workers observe, the event loop predicts.
+    """
+
+    def __init__(self, widths: Sequence[float], alpha: float, ref_pixels: int) -> None:
+        self.widths = tuple(sorted(widths))
+        self.alpha = alpha
+        self.ref_pixels = ref_pixels
+        self._costs: dict[float, WidthCost] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return all(w in self._costs for w in self.widths)
+
+    def fit(self, width: float, samples: Iterable[tuple[int, float]]) -> WidthCost:
+        """Least-squares line through (pixels, seconds); overhead and slope kept non-negative."""
+        pts = [(p / 1e6, s) for p, s in samples]
+        n = len(pts)
+        mx, my = sum(x for x, _ in pts) / n, sum(y for _, y in pts) / n
+        var = sum((x - mx) ** 2 for x, _ in pts)
+        slope = sum((x - mx) * (y - my) for x, y in pts) / var if var else 0.0
+        overhead = my - slope * mx
+        if overhead < 0 or slope <= 0:  # noisy timings: the line through the origin and the mean instead
+            overhead, slope = 0.0, my / mx
+        cost = WidthCost(overhead, slope)
+        with self._lock:
+            self._costs[width] = cost
+        return cost
+
+    def observe(self, width: float, pixels: int, seconds: float) -> None:
+        with self._lock:
+            cost = self._costs[width]
+            implied = (seconds - cost.overhead_s) / (pixels / 1e6)
+            weight = self.alpha * min(1.0, pixels / self.ref_pixels)
+            slope = max(cost.s_per_megapixel + weight * (implied - cost.s_per_megapixel), 1e-6)
+            self._costs[width] = WidthCost(cost.overhead_s, slope)
+
+    def predict(self, width: float, pixels: int) -> float:
+        with self._lock:
+            return self._costs[width].seconds(pixels)
+
+    def snapshot(self) -> dict[float, WidthCost]:
+        with self._lock:
+            return dict(self._costs)
+
+
+def predicted_wait(running_remaining_s: Sequence[float], queued_s: Sequence[float], workers: int) -> float:
+    """Seconds until a worker is free for a new request behind the FIFO queue (list scheduling)."""
+    slots = [max(r, 0.0) for r in running_remaining_s] + [0.0] * (workers - len(running_remaining_s))
+    heapq.heapify(slots)
+    for work in queued_s:
+        heapq.heappush(slots, heapq.heappop(slots) + work)
+    return slots[0]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A width (``None``: rejected) and why, with the prediction behind it."""
+
+    width: float | None
+    reason: str
+    wait_s: float
+    predicted_s: float
+    target_s: float
+    retry_after_s: int | None = None
+
+
+def decide(
+    work_s: Mapping[float, float],
+    *,
+    wait_s: float,
+    target_s: float,
+    queue_full: bool,
+    from_deadline: bool = False,
+    forced: float | None = None,
+    fixed: float | None = None,
+) -> Decision:
+    """Choose a width for one request.
+
+    ``work_s`` maps each width to this request's predicted seconds; ``wait_s`` is
+    the predicted wait for a worker; ``target_s`` the client's deadline when it
+    sent one (``from_deadline``), else the configured latency target.
+    """
+    widths = sorted(work_s, reverse=True)
+    narrowest = widths[-1]
+    if queue_full:
+        retry = retry_after(wait_s, target_s, work_s[narrowest])
+        return Decision(None, QUEUE_FULL, wait_s, wait_s + work_s[narrowest], target_s, retry)
+    for width, reason in ((forced, FORCED), (fixed, FIXED)):
+        if width is not None:
+            return Decision(width, reason, wait_s, wait_s + work_s[width], target_s)
+    for width in widths:
+        predicted = wait_s + work_s[width]
+        if predicted <= target_s:
+            reason = _reason(width, widths[0], wait_s, work_s, target_s, from_deadline)
+            return Decision(width, reason, wait_s, predicted, target_s)
+    return Decision(narrowest, BEST_EFFORT, wait_s, wait_s + work_s[narrowest], target_s)
+
+
+def _reason(
+    width: float, widest: float, wait_s: float, work_s: Mapping[float, float], target_s: float, from_deadline: bool
+) -> str:
+    if width == widest:
+        return IDLE if wait_s == 0 else HEADROOM
+    if work_s[widest] <= target_s:
+        return LOAD
+    return DEADLINE if from_deadline else SIZE
+
+
+def retry_after(wait_s: float, target_s: float, narrowest_work_s: float) -> int:
+    """Whole seconds until the backlog has drained enough for the narrowest width to meet the target (>= 1)."""
+    return max(1, math.ceil(wait_s - max(target_s - narrowest_work_s, 0.0)))

@@ -1,0 +1,251 @@
+"""``POST /v1/upscale``: read and check the image, let the policy pick a width, run it on a worker."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from starlette.datastructures import Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from service import images, pipeline
+from service.auth import require_api_key
+from service.errors import ApiError
+from service.metrics import width_label
+from service.policy import QUEUE_FULL
+from service.scheduler import JobAborted
+from service.state import ServiceState, get_state
+
+router = APIRouter(tags=["upscale"], dependencies=[Depends(require_api_key)])
+
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "The image: a multipart `file` part, or the raw bytes with `Content-Type: image/*`.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+_ERROR = {"content": {"application/json": {"example": {"error": "code", "detail": "text"}}}}
+_RESPONSES: dict = {
+    200: {
+        "description": "The upscaled image.",
+        "content": {media: {} for media in images.OUTPUT_MEDIA_TYPES.values()},
+        "headers": {
+            "X-Width": {"description": "model width used", "schema": {"type": "string"}},
+            "X-Width-Reason": {"description": "why the policy chose it", "schema": {"type": "string"}},
+            "X-Queue-Wait-Ms": {"description": "time waiting for a worker", "schema": {"type": "number"}},
+            "X-Inference-Ms": {"description": "model time", "schema": {"type": "number"}},
+            "X-Bit-Depth": {"description": "bits per channel of the output (8 or 16)", "schema": {"type": "integer"}},
+            "X-Request-ID": {"description": "the request id (echoed or generated)", "schema": {"type": "string"}},
+        },
+    },
+    400: {"description": "Undecodable or truncated image.", **_ERROR},
+    401: {"description": "Missing or wrong API key.", **_ERROR},
+    413: {"description": "Body or pixel count over the limit.", **_ERROR},
+    415: {"description": "Unsupported media type.", **_ERROR},
+    422: {"description": "Bad option.", **_ERROR},
+    503: {"description": "Overloaded, timed out or warming up (see Retry-After).", **_ERROR},
+}
+LIMIT_CODES = ("body_too_large", "too_many_pixels")
+
+
+@router.post(
+    "/v1/upscale",
+    response_class=Response,
+    openapi_extra=_BODY_DOC,
+    responses=_RESPONSES,
+    summary="Upscale an image; the width follows the server's load",
+)
+async def upscale(
+    request: Request,
+    width: Annotated[str, Query(description="'auto' (policy) or a width of the ladder, e.g. 0.25")] = "auto",
+    fmt: Annotated[
+        Literal["png", "jpeg", "webp"] | None,
+        Query(alias="format", description="output format; default PNG (lossless WebP for lossless WebP inputs)"),
+    ] = None,
+    quality: Annotated[
+        int | None, Query(ge=1, le=100, description="JPEG/WebP quality; no quality: lossless WebP")
+    ] = None,
+    x_deadline_ms: Annotated[
+        int | None, Header(gt=0, le=3_600_000, description="this request's latency target, replacing the server's")
+    ] = None,
+) -> Response:
+    svc = get_state(request)
+    with svc.metrics.inflight.track_inprogress():
+        try:
+            return await _upscale(request, svc, width, fmt, quality, x_deadline_ms)
+        except ApiError as exc:
+            if exc.code in LIMIT_CODES:
+                svc.metrics.rejections.labels(exc.code).inc()
+            raise
+
+
+async def _upscale(
+    request: Request,
+    svc: ServiceState,
+    width: str,
+    fmt: str | None,
+    quality: int | None,
+    deadline_ms: int | None,
+) -> Response:
+    s, m, log = svc.settings, svc.metrics, request.state.log
+    if not svc.ready:
+        m.rejections.labels("not_ready").inc()
+        raise ApiError(503, "not_ready", svc.warmup_error or "warming up", {"Retry-After": "2"})
+    forced = _parse_width(width, svc.engine.widths)
+    if quality is not None and fmt == "png":
+        raise ApiError(422, "invalid_option", "quality applies to jpeg and webp, not png")
+    data = await _read_image(request, s.max_body_bytes)
+    probe = images.probe(data, s.max_pixels)
+    fmt = fmt or ("webp" if probe.lossless_webp else "png")
+    if fmt == "jpeg" and probe.has_alpha:
+        raise ApiError(422, "invalid_option", "jpeg cannot carry the alpha channel; ask for png or webp")
+    log.update(input=f"{probe.width}x{probe.height}", input_format=probe.format, bytes_in=len(data))
+    if probe.reduced_16bit:
+        log["input_bits"] = 16  # decoded at 8 bits per channel (see service.images)
+
+    target_s = deadline_ms / 1000 if deadline_ms else s.latency_target_s
+    decision, job = svc.scheduler.admit(
+        svc.engine.work_pixels(probe.height, probe.width),
+        target_s=target_s,
+        from_deadline=deadline_ms is not None,
+        forced=forced,
+        fixed=s.fixed_width,
+    )
+    log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
+    if job is None:
+        m.rejections.labels(QUEUE_FULL).inc()
+        detail = f"queue full ({s.max_queue} waiting, {s.workers} running); predicted wait {decision.wait_s:.1f} s"
+        raise ApiError(503, "overloaded", detail, {"Retry-After": str(decision.retry_after_s)})
+    w = width_label(job.width)
+    m.decisions.labels(w, decision.reason).inc()
+    log["width"] = job.width
+    work = asyncio.ensure_future(
+        svc.scheduler.run(
+            job,
+            lambda j: pipeline.process(svc.engine, probe, j.width, fmt, quality, s.png_compress_level, j.check),
+        )
+    )
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        left = not work.done()
+        if left:  # the client left (or the server stops): drop a queued job, stop a running one at its next tile
+            work.cancel()
+    if left:
+        log["error"] = "client_closed_request"
+        return Response(status_code=499)
+    try:
+        out = work.result()
+    except JobAborted as exc:  # timed out, or the server is shutting down
+        m.rejections.labels(exc.reason).inc()
+        retry = max(1, math.ceil(svc.scheduler.load().wait_s))
+        detail = {"timeout": f"not finished within {s.request_timeout_s:g} s"}.get(exc.reason, "server shutting down")
+        raise ApiError(503, exc.reason, detail, {"Retry-After": str(retry)}) from exc
+
+    m.queue_wait.observe(job.queue_wait_s)
+    m.inference.labels(w).observe(out.inference_s)
+    m.input_pixels.inc(probe.pixels)
+    m.output_pixels.inc(out.out_width * out.out_height)
+    m.request_duration.labels(w).observe(time.perf_counter() - request.state.started)
+    wait_ms, infer_ms = round(1000 * job.queue_wait_s, 1), round(1000 * out.inference_s, 1)
+    log.update(
+        output=f"{out.out_width}x{out.out_height}",
+        format=fmt,
+        bytes_out=len(out.body),
+        queue_wait_ms=wait_ms,
+        inference_ms=infer_ms,
+    )
+    headers = {
+        "X-Width": w,
+        "X-Width-Reason": decision.reason,
+        "X-Queue-Wait-Ms": str(wait_ms),
+        "X-Inference-Ms": str(infer_ms),
+        "X-Bit-Depth": str(out.bit_depth),
+    }
+    return Response(out.body, media_type=out.media_type, headers=headers)
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (the body has been read, so only that can arrive)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def _parse_width(text: str, ladder: tuple[float, ...]) -> float | None:
+    """``auto`` -> None (policy decides); otherwise a width of the ladder or 422."""
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    for w in ladder:
+        if math.isclose(w, value):
+            return w
+    choices = ", ".join(width_label(w) for w in ladder)
+    raise ApiError(422, "invalid_option", f"width must be 'auto' or one of {choices}, got {text!r}")
+
+
+async def _read_image(request: Request, limit: int) -> bytes:
+    """The image bytes from a multipart ``file`` part or the raw body; 413 past ``limit``, 415 for other bodies."""
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        return await _file_part(request.headers, await _read_body(request, limit))
+    if not (media.startswith("image/") or media == "application/octet-stream"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"got Content-Type {media or 'none'}; send multipart/form-data with a 'file' part "
+            "or the raw image with Content-Type image/*",
+        )
+    images.check_media_type(media)
+    return await _read_body(request, limit)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused as soon as it is known to exceed ``limit`` (declared length, then bytes read)."""
+    too_large = ApiError(413, "body_too_large", f"request body exceeds the limit of {limit} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _file_part(headers: Headers, body: bytes) -> bytes:
+    async def once() -> AsyncIterator[bytes]:
+        yield body
+
+    try:
+        form = await MultiPartParser(headers, once(), max_files=1, max_fields=16).parse()
+    except MultiPartException as exc:
+        raise ApiError(400, "bad_request", f"malformed multipart body: {exc.message}") from exc
+    try:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "invalid_option", "multipart body without a 'file' part")
+        images.check_media_type(upload.content_type)
+        return await upload.read()
+    finally:
+        await form.close()

@@ -1,0 +1,150 @@
+"""Admission and execution: a bounded FIFO in front of a fixed pool of inference threads.
+
+The event loop admits (policy decision + enqueue, atomically under one lock) and
+awaits; worker threads run the CPU-bound work, so the loop stays free for
+health checks and metrics however saturated the workers are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+from service.policy import CostModel, Decision, decide, predicted_wait
+
+T = TypeVar("T")
+
+
+class JobAborted(Exception):
+    """A job stopped before finishing: ``reason`` is ``timeout`` or ``cancelled``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(eq=False)
+class Job:
+    width: float
+    pixels: int
+    predicted_s: float
+    admitted_at: float
+    expires_at: float
+    started_at: float | None = None
+    cancelled: bool = False
+
+    @property
+    def queue_wait_s(self) -> float:
+        return (self.started_at or time.monotonic()) - self.admitted_at
+
+    def check(self) -> None:
+        """Called before each tile: stop work nobody will receive."""
+        if self.cancelled:
+            raise JobAborted("cancelled")
+        if time.monotonic() > self.expires_at:
+            raise JobAborted("timeout")
+
+
+@dataclass(frozen=True)
+class Load:
+    queued: int
+    running: int
+    wait_s: float
+
+
+class Scheduler:
+    """Owns the worker pool, the queue accounting and the cost model's online updates."""
+
+    def __init__(self, cost: CostModel, *, workers: int, torch_threads: int, max_queue: int, timeout_s: float) -> None:
+        self.cost = cost
+        self.workers = workers
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        # torch's intra-op thread count is per calling thread: set it in every worker.
+        self.executor = ThreadPoolExecutor(
+            workers, thread_name_prefix="csd-sr-worker", initializer=torch.set_num_threads, initargs=(torch_threads,)
+        )
+        self._lock = threading.Lock()
+        self._queued: deque[Job] = deque()
+        self._running: set[Job] = set()
+
+    def load(self) -> Load:
+        with self._lock:
+            return Load(len(self._queued), len(self._running), self._wait_locked(time.monotonic()))
+
+    def admit(
+        self,
+        pixels: int,
+        *,
+        target_s: float,
+        from_deadline: bool = False,
+        forced: float | None = None,
+        fixed: float | None = None,
+        enqueue: bool = True,
+    ) -> tuple[Decision, Job | None]:
+        """Decide a width for ``pixels`` of work and enqueue it, or reject (job ``None``).
+
+        ``enqueue=False`` only reports the decision (the current policy state).
+        """
+        work = {w: self.cost.predict(w, pixels) for w in self.cost.widths}
+        with self._lock:
+            now = time.monotonic()
+            full = len(self._queued) + len(self._running) >= self.workers + self.max_queue
+            decision = decide(
+                work,
+                wait_s=self._wait_locked(now),
+                target_s=target_s,
+                queue_full=full,
+                from_deadline=from_deadline,
+                forced=forced,
+                fixed=fixed,
+            )
+            if decision.width is None or not enqueue:
+                return decision, None
+            job = Job(decision.width, pixels, work[decision.width], now, now + self.timeout_s)
+            self._queued.append(job)
+            return decision, job
+
+    async def run(self, job: Job, fn: Callable[[Job], T]) -> T:
+        """Run ``fn(job)`` on a worker when its turn comes; cancelling the caller abandons the job."""
+        future = self.executor.submit(self._execute, job, fn)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            job.cancelled = True  # a running job stops at its next tile
+            if future.cancelled():  # never started, so it would never leave the queue itself
+                with self._lock:
+                    self._queued.remove(job)
+            raise
+
+    def shutdown(self) -> None:
+        with self._lock:
+            for job in [*self._queued, *self._running]:
+                job.cancelled = True
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def _execute(self, job: Job, fn: Callable[[Job], T]) -> T:
+        with self._lock:
+            self._queued.remove(job)
+            job.started_at = time.monotonic()
+            job.check()
+            self._running.add(job)
+        try:
+            result = fn(job)
+        finally:
+            with self._lock:
+                self._running.discard(job)
+        self.cost.observe(job.width, job.pixels, time.monotonic() - job.started_at)
+        return result
+
+    def _wait_locked(self, now: float) -> float:
+        running = [j.predicted_s - (now - (j.started_at or now)) for j in self._running]
+        return predicted_wait(running, [j.predicted_s for j in self._queued], self.workers)

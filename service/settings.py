@@ -1,0 +1,64 @@
+"""Every service knob in one place: environment variables ``CSD_SR_*``, overridden by ``csd-sr serve`` flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "csd-edsr-x4.safetensors"
+
+
+class Settings(BaseSettings):
+    """Service configuration (env prefix ``CSD_SR_``, e.g. ``CSD_SR_LATENCY_TARGET_S=1.5``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CSD_SR_", extra="ignore")
+
+    weights: Path = Field(DEFAULT_WEIGHTS, description="shipped .safetensors file (model card beside it)")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    latency_target_s: float = Field(2.0, gt=0, description="target for queue wait + processing of one request")
+    policy: str = Field("auto", description="'auto' (width from load) or 'fixed:<width>'")
+    workers: int = Field(2, ge=1, le=64, description="requests processed at once (inference threads)")
+    torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads per worker")
+    max_queue: int = Field(8, ge=0, description="admitted requests waiting for a worker; more get 503")
+    request_timeout_s: float = Field(60.0, gt=0, description="a request still unfinished after this gets 503")
+
+    max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="request body limit (413 above)")
+    max_pixels: int = Field(1_048_576, gt=0, description="input width x height limit (413 above)")
+    tile_size: int = Field(192, ge=8, description="LR tile side; larger inputs run in overlapping tiles")
+    tile_overlap: int | None = Field(
+        None, ge=0, description="LR margin around each tile; default: the model's receptive radius (exact seams)"
+    )
+    png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG responses (1: fast)")
+    cost_ewma_alpha: float = Field(0.2, ge=0, le=1, description="weight of each new timing in the cost model")
+
+    api_key: SecretStr | None = Field(None, description="when set, /v1/* require it (Bearer or X-API-Key)")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("policy")
+    @classmethod
+    def _check_policy(cls, value: str) -> str:
+        parse_policy(value)
+        return value
+
+    @property
+    def fixed_width(self) -> float | None:
+        """The width of a ``fixed:<width>`` policy, ``None`` for ``auto``."""
+        return parse_policy(self.policy)
+
+
+def parse_policy(text: str) -> float | None:
+    """``auto`` -> None, ``fixed:0.5`` -> 0.5; anything else is a ValueError."""
+    if text == "auto":
+        return None
+    kind, _, value = text.partition(":")
+    try:
+        if kind == "fixed":
+            return float(value)
+    except ValueError:
+        pass
+    raise ValueError(f"policy must be 'auto' or 'fixed:<width>', got {text!r}")

@@ -1,0 +1,129 @@
+"""Real servers on 127.0.0.1 (uvicorn in a thread, free port) around tiny saved models, real httpx clients."""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+import uvicorn
+from PIL import Image
+
+from model.edsr import EDSR, EDSRConfig
+from model.weights import save_weights
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import synthetic_image
+
+TINY = EDSRConfig(scale=4, n_resblocks=2, n_feats=16)
+# Wide enough that full width costs ~10x the narrowest: the policy tests need unambiguous costs.
+HEAVY = EDSRConfig(scale=4, n_resblocks=2, n_feats=64)
+CARD = {
+    "metrics": {
+        "Set5": {
+            "bicubic": {"psnr": 28.4, "ssim": 0.81},
+            "0.25": {"psnr": 30.1, "ssim": 0.85, "params": 1},
+            "0.5": {"psnr": 30.9, "ssim": 0.87},
+            "1": {"psnr": 31.5, "ssim": 0.88},
+        }
+    }
+}
+
+
+def make_weights(folder: Path, cfg: EDSRConfig, seed: int = 0) -> Path:
+    torch.manual_seed(seed)
+    path = folder / "model.safetensors"
+    save_weights(EDSR(cfg), path, CARD)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_weights(tmp_path_factory.mktemp("tiny"), TINY)
+
+
+@pytest.fixture(scope="session")
+def heavy_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_weights(tmp_path_factory.mktemp("heavy"), HEAVY)
+
+
+@contextmanager
+def running_server(settings: Settings) -> Iterator[str]:
+    """Serve ``create_app(settings)`` on a free loopback port until the block ends; yields the base URL."""
+    app = create_app(settings)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    try:
+        wait_ready(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def wait_ready(url: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    with client_for(url) as client:
+        while time.monotonic() < deadline:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} not ready after {timeout_s} s")
+
+
+def client_for(url: str, **headers: str) -> httpx.Client:
+    # trust_env=False: never route loopback traffic through a proxy from the environment.
+    return httpx.Client(base_url=url, timeout=120.0, trust_env=False, headers=headers)
+
+
+def settings(weights: Path, **kw) -> Settings:
+    """Test settings: tiny limits so the limit paths are cheap to reach, one torch thread per worker."""
+    base = dict(weights=weights, workers=2, torch_threads=1, max_body_bytes=1_000_000, max_pixels=200_000)
+    return Settings(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def server(tiny_weights: Path) -> Iterator[str]:
+    """The general-purpose server: small tiles, so ordinary test images run tiled."""
+    with running_server(settings(tiny_weights, tile_size=32)) as url:
+        yield url
+
+
+@pytest.fixture
+def client(server: str) -> Iterator[httpx.Client]:
+    with client_for(server) as c:
+        yield c
+
+
+def encode(img: Image.Image | np.ndarray, fmt: str = "PNG", **kw) -> bytes:
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def png_bytes(h: int = 24, w: int = 32, seed: int = 0) -> bytes:
+    return encode(synthetic_image(h, w, seed=seed))
+
+
+def decode(body: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(body))
+    img.load()
+    return img

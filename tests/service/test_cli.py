@@ -1,0 +1,80 @@
+"""``csd-sr serve`` / ``csd-sr upscale``, settings from the environment, and failing clearly at start-up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from pydantic import ValidationError
+
+from model.cli import main as cli_main
+from service.app import create_app
+from service.settings import Settings
+from tests.conftest import synthetic_image, write_png
+from tests.service.conftest import client_for, png_bytes, wait_ready
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CSD_SR_LATENCY_TARGET_S", "0.75")
+    monkeypatch.setenv("CSD_SR_POLICY", "fixed:0.5")
+    monkeypatch.setenv("CSD_SR_API_KEY", "hunter2-key")
+    s = Settings()
+    assert s.latency_target_s == 0.75 and s.fixed_width == 0.5
+    assert s.api_key.get_secret_value() == "hunter2-key" and "hunter2" not in repr(s)  # never in reprs
+    assert Settings(latency_target_s=3).latency_target_s == 3  # arguments (flags) override the environment
+    with pytest.raises(ValidationError, match="policy"):
+        Settings(policy="fastest")
+
+
+def test_missing_weights_fail_clearly(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        create_app(Settings(weights=missing))
+    with pytest.raises(SystemExit, match="weights file not found"):
+        cli_main(["serve", "--weights", str(missing)])
+
+
+def test_fixed_policy_must_be_on_the_ladder(tiny_weights: Path) -> None:
+    with pytest.raises(ValueError, match="ladder"):
+        create_app(Settings(weights=tiny_weights, policy="fixed:0.3"))
+
+
+def test_upscale_command(tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture) -> None:
+    src = write_png(tmp_path / "in.png", synthetic_image(20, 30))
+    cli_main(["upscale", str(src), str(tmp_path / "out.webp"), "--weights", str(tiny_weights), "--width", "0.5"])
+    assert "20" in capsys.readouterr().out
+    with Image.open(tmp_path / "out.webp") as out:
+        assert out.size == (120, 80)
+    with pytest.raises(SystemExit, match="--width"):
+        cli_main(["upscale", str(src), str(tmp_path / "o.png"), "--weights", str(tiny_weights), "--width", "0.3"])
+    with pytest.raises(SystemExit, match="suffix"):
+        cli_main(["upscale", str(src), str(tmp_path / "o.gif"), "--weights", str(tiny_weights)])
+
+
+def test_serve_command_runs_the_service(tiny_weights: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CSD_SR_WORKERS": "1", "CSD_SR_LOG_LEVEL": "warning"}
+    cmd = [sys.executable, "-m", "model.cli", "serve", "--weights", str(tiny_weights), "--port", str(port)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url)
+        with client_for(url) as c:
+            r = c.post("/v1/upscale", files={"file": ("a.png", png_bytes(), "image/png")})
+            assert r.status_code == 200 and r.headers["x-width"] == "1"
+            assert c.get("/v1/model").json()["policy"]["workers"] == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=60)[0].decode()
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught.
+    assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in output, output

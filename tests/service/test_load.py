@@ -1,0 +1,146 @@
+"""The policy under real load: one worker, a model wide enough that full width costs ~10x the narrowest.
+
+Decisions depend on the server's *predicted* costs, which the tests read from
+/v1/model and size their images by, so the outcomes do not hinge on how fast
+this machine happens to be.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import synthetic_image
+from tests.service.conftest import client_for, encode, png_bytes, running_server, settings
+
+PNG = {"content-type": "image/png"}
+
+
+@pytest.fixture(scope="module")
+def busy_server(heavy_weights: Path) -> Iterator[str]:
+    s = settings(heavy_weights, workers=1, max_queue=2, tile_size=2048, max_pixels=4_000_000, max_body_bytes=20_000_000)
+    with running_server(s) as url:
+        yield url
+
+
+def cost(client: httpx.Client, width: float) -> dict[str, float]:
+    row = next(r for r in client.get("/v1/model").json()["per_width"] if r["width"] == width)
+    return row["cost"]
+
+
+def side_for(client: httpx.Client, seconds: float) -> int:
+    """LR side of a square image whose predicted full-width work is ``seconds``."""
+    c = cost(client, 1.0)
+    return max(48, min(1500, int(math.sqrt(max(seconds - c["overhead_s"], 0.01) / c["s_per_megapixel"] * 1e6))))
+
+
+def predicted(client: httpx.Client, width: float, side: int) -> float:
+    c = cost(client, width)
+    return c["overhead_s"] + c["s_per_megapixel"] * side * side / 1e6
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def policy(client: httpx.Client) -> dict:
+    return client.get("/v1/model").json()["policy"]
+
+
+def test_burst_narrows_later_requests(busy_server: str) -> None:
+    with client_for(busy_server) as c:
+        side = side_for(c, 1.0)
+        full, narrow = predicted(c, 1.0, side), predicted(c, 0.25, side)
+        assert narrow < 0.3 * full  # the premise: narrow is much cheaper
+        # A deadline of 1.5x the full-width work: the first request fits at full width,
+        # any request queued behind it cannot.
+        headers = {**PNG, "x-deadline-ms": str(int(1500 * full))}
+        data = encode(synthetic_image(side, side))
+        with ThreadPoolExecutor(3) as pool:  # one runs, two wait: the server holds workers + max_queue = 3
+            responses = list(pool.map(lambda _: c.post("/v1/upscale", content=data, headers=headers), range(3)))
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    order = sorted(responses, key=lambda r: float(r.headers["x-queue-wait-ms"]))  # = admission order
+    widths = [float(r.headers["x-width"]) for r in order]
+    reasons = [r.headers["x-width-reason"] for r in order]
+    assert (widths[0], reasons[0]) == (1.0, "idle")
+    assert all(w < 1.0 for w in widths[1:]), list(zip(widths, reasons, strict=True))
+    assert reasons[1] == "load" and set(reasons[1:]) <= {"load", "best_effort"}
+    assert widths == sorted(widths, reverse=True)
+
+
+def test_full_queue_gets_503_with_retry_after_while_health_stays_fast(busy_server: str) -> None:
+    with client_for(busy_server) as c, ThreadPoolExecutor(3) as pool:
+        side = side_for(c, 3.0)
+        big = encode(synthetic_image(side, side))
+        # One long forced full-width request occupies the only worker...
+        running: Future = pool.submit(c.post, "/v1/upscale", params={"width": "1"}, content=big, headers=PNG)
+        wait_for(lambda: policy(c)["running"] == 1)
+        # ...two more fill the queue (max_queue=2)...
+        small = png_bytes(16, 16)
+        queued = [
+            pool.submit(c.post, "/v1/upscale", params={"width": "0.25"}, content=small, headers=PNG) for _ in range(2)
+        ]
+        wait_for(lambda: policy(c)["queued"] == 2)
+        # ...so the next is refused at once, with a Retry-After from the backlog.
+        r = c.post("/v1/upscale", content=small, headers=PNG)
+        assert r.status_code == 503 and r.json()["error"] == "overloaded", r.text
+        assert "queue full" in r.json()["detail"]
+        assert int(r.headers["retry-after"]) >= 1
+        assert policy(c)["running"] == 1, "the long request must still be running for this test to mean anything"
+        # The event loop is free while the worker is saturated.
+        start = time.monotonic()
+        assert c.get("/healthz").status_code == 200 and c.get("/metrics").status_code == 200
+        assert time.monotonic() - start < 2.0
+        first = running.result()
+        assert (first.status_code, first.headers["x-width"], first.headers["x-width-reason"]) == (200, "1", "forced")
+        assert all(f.result().status_code == 200 for f in queued)
+        metrics = c.get("/metrics").text
+    assert 'csd_sr_rejections_total{reason="queue_full"} 1.0' in metrics
+
+
+def test_a_client_that_leaves_while_queued_costs_no_work(busy_server: str) -> None:
+    with client_for(busy_server) as c, ThreadPoolExecutor(1) as pool:
+        side = side_for(c, 2.0)
+        data = encode(synthetic_image(side, side))
+        before = c.get("/metrics").text
+        running = pool.submit(c.post, "/v1/upscale", params={"width": "1"}, content=data, headers=PNG)
+        wait_for(lambda: policy(c)["running"] == 1)
+        with client_for(busy_server) as impatient, pytest.raises(httpx.ReadTimeout):
+            impatient.post("/v1/upscale", content=png_bytes(), headers=PNG, timeout=0.3)
+        wait_for(lambda: policy(c)["queued"] == 0)  # dropped from the queue without running
+        assert policy(c)["running"] == 1
+        assert running.result().status_code == 200
+        after = c.get("/metrics").text
+    assert served(after) - served(before) == 1
+    assert closed(after) - closed(before) == 1
+
+
+def served(metrics: str) -> float:
+    return sum(s.value for s in samples(metrics, "csd_sr_inference_duration_seconds_count"))
+
+
+def closed(metrics: str) -> float:
+    return sum(s.value for s in samples(metrics, "csd_sr_http_requests_total") if s.labels["status"] == "499")
+
+
+def samples(metrics: str, name: str) -> list:
+    return [s for f in text_string_to_metric_families(metrics) for s in f.samples if s.name == name]
+
+
+def test_fixed_policy(tiny_weights: Path) -> None:
+    with running_server(settings(tiny_weights, policy="fixed:0.25")) as url, client_for(url) as c:
+        r = c.post("/v1/upscale", content=png_bytes(), headers=PNG)
+        assert (r.headers["x-width"], r.headers["x-width-reason"]) == ("0.25", "fixed")
+        r = c.post("/v1/upscale", params={"width": "1"}, content=png_bytes(), headers=PNG)
+        assert (r.headers["x-width"], r.headers["x-width-reason"]) == ("1", "forced")
+        assert policy(c)["mode"] == "fixed:0.25"
