@@ -24,6 +24,7 @@ def save_weights(model: EDSR, path: str | Path, card: dict | None = None) -> Non
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(path), metadata={"format": "csd-sr", "config": json.dumps(model.cfg.to_dict())})
+    path.chmod(0o644)  # safetensors writes 0600; a server running as another user must read the file
     full_card = {**base_card(model.cfg), **(card or {})}
     card_path(path).write_text(json.dumps(full_card, indent=2) + "\n")
 

@@ -9,6 +9,10 @@ python=$(command -v python3.11 || command -v python3)
 # torch==2.13.0 is the CPU build; elsewhere add: --extra-index-url https://download.pytorch.org/whl/cpu
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 
+# Debian packages of the deployment tests (Prometheus, Docker engine, debootstrap): installed
+# when missing and running as root; otherwise those tests skip. The tests start the engines.
+bash scripts/system-deps.sh
+
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/pytest "$@"
