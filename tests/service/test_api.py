@@ -114,7 +114,9 @@ def test_model_info(client: httpx.Client, tiny_weights: Path) -> None:
     assert info["per_width"][0]["quality"] == {"Set5": {"psnr": 30.1, "ssim": 0.85}}
     policy = info["policy"]
     assert policy["mode"] == "auto" and policy["latency_target_s"] == 2.0 and policy["workers"] == 2
-    assert (policy["queued"], policy["running"], policy["width"], policy["reason"]) == (0, 0, 1.0, "idle")
+    assert (policy["queued"], policy["running"]) == (0, 0)
+    # Idle server: full width unless the live cost model (machine speed) says a 256x256 input is too slow for it.
+    assert (policy["width"], policy["reason"]) == (1.0, "idle") or policy["reason"] == "size"
     assert info["card"]["architecture"]["n_feats"] == TINY.n_feats
 
 
