@@ -79,6 +79,7 @@ def _build_state(settings: Settings) -> ServiceState:
         torch_threads=settings.torch_threads,
         max_queue=settings.max_queue,
         timeout_s=settings.request_timeout_s,
+        planning_fraction=settings.planning_fraction,
     )
     metrics = Metrics(widths, settings.latency_target_s)
     metrics.bind(scheduler, cost)

@@ -19,12 +19,13 @@ HEADROOM = "headroom"  # widest width, work ahead but the target is still met
 LOAD = "load"  # narrower: the widest alone would meet the target, not with the work ahead
 SIZE = "size"  # narrower: the image is too large for the configured target even on an idle server
 DEADLINE = "deadline"  # narrower: the client's deadline is too tight even on an idle server
-BEST_EFFORT = "best_effort"  # no width meets the target: narrowest, admitted because the queue has room
+BEST_EFFORT = "best_effort"  # the request alone is too big for the target at any width: narrowest
 FORCED = "forced"  # the client asked for this width
 FIXED = "fixed"  # the server runs a fixed:<width> policy
 REASONS = (IDLE, HEADROOM, LOAD, SIZE, DEADLINE, BEST_EFFORT, FORCED, FIXED)
 
 QUEUE_FULL = "queue_full"  # rejection reason: no room in the bounded queue
+OVERLOADED = "target_unreachable"  # rejection reason: the backlog makes even the narrowest width miss the target
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,9 @@ def decide(
         if predicted <= target_s:
             reason = _reason(width, widths[0], wait_s, work_s, target_s, from_deadline)
             return Decision(width, reason, wait_s, predicted, target_s)
+    if work_s[narrowest] <= target_s:  # it would fit on an idle server: the backlog is why, so shed it
+        retry = retry_after(wait_s, target_s, work_s[narrowest])
+        return Decision(None, OVERLOADED, wait_s, wait_s + work_s[narrowest], target_s, retry)
     return Decision(narrowest, BEST_EFFORT, wait_s, wait_s + work_s[narrowest], target_s)
 
 

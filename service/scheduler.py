@@ -63,8 +63,18 @@ class Load:
 class Scheduler:
     """Owns the worker pool, the queue accounting and the cost model's online updates."""
 
-    def __init__(self, cost: CostModel, *, workers: int, torch_threads: int, max_queue: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        cost: CostModel,
+        *,
+        workers: int,
+        torch_threads: int,
+        max_queue: int,
+        timeout_s: float,
+        planning_fraction: float = 1.0,
+    ) -> None:
         self.cost = cost
+        self.planning_fraction = planning_fraction
         self.workers = workers
         self.max_queue = max_queue
         self.timeout_s = timeout_s
@@ -101,7 +111,8 @@ class Scheduler:
             decision = decide(
                 work,
                 wait_s=self._wait_locked(now),
-                target_s=target_s,
+                # Plan to a share of the target: the rest absorbs cost-prediction error.
+                target_s=target_s * self.planning_fraction,
                 queue_full=full,
                 from_deadline=from_deadline,
                 forced=forced,

@@ -22,6 +22,9 @@ class Settings(BaseSettings):
 
     latency_target_s: float = Field(2.0, gt=0, description="target for queue wait + processing of one request")
     policy: str = Field("auto", description="'auto' (width from load) or 'fixed:<width>'")
+    planning_fraction: float = Field(
+        0.8, gt=0, le=1, description="share of the target the policy plans to fill; the rest absorbs prediction error"
+    )
     workers: int = Field(2, ge=1, le=64, description="requests processed at once (inference threads)")
     torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads per worker")
     max_queue: int = Field(8, ge=0, description="admitted requests waiting for a worker; more get 503")

@@ -127,8 +127,12 @@ async def _upscale(
     )
     log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
     if job is None:
-        m.rejections.labels(QUEUE_FULL).inc()
-        detail = f"queue full ({s.max_queue} waiting, {s.workers} running); predicted wait {decision.wait_s:.1f} s"
+        m.rejections.labels(decision.reason).inc()
+        detail = (
+            f"queue full ({s.max_queue} waiting, {s.workers} running); predicted wait {decision.wait_s:.1f} s"
+            if decision.reason == QUEUE_FULL
+            else f"predicted wait {decision.wait_s:.1f} s: no width can finish within {target_s:g} s"
+        )
         raise ApiError(503, "overloaded", detail, {"Retry-After": str(decision.retry_after_s)})
     w = width_label(job.width)
     m.decisions.labels(w, decision.reason).inc()

@@ -25,7 +25,15 @@ PNG = {"content-type": "image/png"}
 
 @pytest.fixture(scope="module")
 def busy_server(heavy_weights: Path) -> Iterator[str]:
-    s = settings(heavy_weights, workers=1, max_queue=2, tile_size=2048, max_pixels=4_000_000, max_body_bytes=20_000_000)
+    s = settings(
+        heavy_weights,
+        workers=1,
+        max_queue=2,
+        tile_size=2048,
+        max_pixels=4_000_000,
+        max_body_bytes=20_000_000,
+        planning_fraction=1.0,  # plan to the whole target: the tests' arithmetic below is exact
+    )
     with running_server(s) as url:
         yield url
 
@@ -68,13 +76,16 @@ def test_burst_narrows_later_requests(busy_server: str) -> None:
         data = encode(synthetic_image(side, side))
         with ThreadPoolExecutor(3) as pool:  # one runs, two wait: the server holds workers + max_queue = 3
             responses = list(pool.map(lambda _: c.post("/v1/upscale", content=data, headers=headers), range(3)))
-    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
-    order = sorted(responses, key=lambda r: float(r.headers["x-queue-wait-ms"]))  # = admission order
+    served = [r for r in responses if r.status_code == 200]
+    shed = [r for r in responses if r.status_code != 200]
+    # The third may be shed: behind two requests even the narrowest width can miss the deadline.
+    assert len(served) >= 2 and all(r.status_code == 503 and r.json()["error"] == "overloaded" for r in shed)
+    order = sorted(served, key=lambda r: float(r.headers["x-queue-wait-ms"]))  # = admission order
     widths = [float(r.headers["x-width"]) for r in order]
     reasons = [r.headers["x-width-reason"] for r in order]
     assert (widths[0], reasons[0]) == (1.0, "idle")
     assert all(w < 1.0 for w in widths[1:]), list(zip(widths, reasons, strict=True))
-    assert reasons[1] == "load" and set(reasons[1:]) <= {"load", "best_effort"}
+    assert set(reasons[1:]) == {"load"}
     assert widths == sorted(widths, reverse=True)
 
 

@@ -12,6 +12,7 @@ from service.policy import (
     HEADROOM,
     IDLE,
     LOAD,
+    OVERLOADED,
     QUEUE_FULL,
     SIZE,
     CostModel,
@@ -40,7 +41,7 @@ def test_work_ahead_that_still_fits_keeps_full_width() -> None:
 def test_load_narrows_step_by_step() -> None:
     assert choose(0.6) == (0.5, LOAD)  # 0.6 + 1.5 > 2, 0.6 + 0.4 <= 2
     assert choose(1.7) == (0.25, LOAD)
-    assert choose(1.95) == (0.25, BEST_EFFORT)  # nothing fits, the queue has room
+    assert choose(1.95) == (None, OVERLOADED)  # the narrowest would fit alone: the backlog is why, shed it
 
 
 def test_large_image_or_tight_deadline_narrow_an_idle_server() -> None:
@@ -100,3 +101,10 @@ def test_cost_model_ewma_weights_large_images_fully_and_small_ones_little() -> N
     frozen.fit(1.0, [(1, 1.0), (2, 2.0)])
     frozen.observe(1.0, 10, 100.0)
     assert frozen.snapshot()[1.0] == WidthCost(pytest.approx(0.0), pytest.approx(1e6))
+
+
+def test_shedding_says_when_to_retry_and_big_requests_are_still_served() -> None:
+    d = decide(WORK, wait_s=3.0, target_s=2.0, queue_full=False)
+    assert (d.width, d.reason, d.retry_after_s) == (None, OVERLOADED, 2)  # 3 s of backlog, 1.9 s of slack
+    big = {0.25: 3.0, 0.5: 6.0, 1.0: 12.0}  # too big for the target even alone: served narrowest, not shed
+    assert decide(big, wait_s=1.0, target_s=2.0, queue_full=False).reason == BEST_EFFORT
