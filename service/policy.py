@@ -3,6 +3,10 @@
 A request's predicted completion is the wait until a worker is free (list
 scheduling of the running and queued work over the parallel workers) plus its
 own work at width ``w``; the widest ``w`` whose completion meets the target wins.
+Widths the workers could not sustain at the recent arrival rate (offered
+utilisation above ``MAX_UTILIZATION``) are skipped too: otherwise a burst is
+served wide until the queue is full and the rest is shed, instead of narrower
+for everyone.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ DEADLINE = "deadline"  # narrower: the client's deadline is too tight even on an
 BEST_EFFORT = "best_effort"  # the request alone is too big for the target at any width: narrowest
 FORCED = "forced"  # the client asked for this width
 FIXED = "fixed"  # the server runs a fixed:<width> policy
+MAX_UTILIZATION = 0.9  # above this offered load per worker, queues grow faster than they drain
 REASONS = (IDLE, HEADROOM, LOAD, SIZE, DEADLINE, BEST_EFFORT, FORCED, FIXED)
 
 QUEUE_FULL = "queue_full"  # rejection reason: no room in the bounded queue
@@ -120,12 +125,14 @@ def decide(
     from_deadline: bool = False,
     forced: float | None = None,
     fixed: float | None = None,
+    utilization: Mapping[float, float] | None = None,
 ) -> Decision:
     """Choose a width for one request.
 
     ``work_s`` maps each width to this request's predicted seconds; ``wait_s`` is
     the predicted wait for a worker; ``target_s`` the client's deadline when it
-    sent one (``from_deadline``), else the configured latency target.
+    sent one (``from_deadline``), else the configured latency target;
+    ``utilization`` the workers' offered load per width at the recent arrival rate.
     """
     widths = sorted(work_s, reverse=True)
     narrowest = widths[-1]
@@ -137,7 +144,8 @@ def decide(
             return Decision(width, reason, wait_s, wait_s + work_s[width], target_s)
     for width in widths:
         predicted = wait_s + work_s[width]
-        if predicted <= target_s:
+        sustainable = utilization is None or utilization[width] <= MAX_UTILIZATION or width == narrowest
+        if predicted <= target_s and sustainable:
             reason = _reason(width, widths[0], wait_s, work_s, target_s, from_deadline)
             return Decision(width, reason, wait_s, predicted, target_s)
     if work_s[narrowest] <= target_s:  # it would fit on an idle server: the backlog is why, so shed it
@@ -159,3 +167,12 @@ def _reason(
 def retry_after(wait_s: float, target_s: float, narrowest_work_s: float) -> int:
     """Whole seconds until the backlog has drained enough for the narrowest width to meet the target (>= 1)."""
     return max(1, math.ceil(wait_s - max(target_s - narrowest_work_s, 0.0)))
+
+
+def offered_utilization(
+    costs: Mapping[float, WidthCost], requests_per_s: float, megapixels_per_s: float, workers: int
+) -> dict[float, float]:
+    """Share of the workers' time the recent arrivals would take if all were served at each width."""
+    return {
+        w: (requests_per_s * c.overhead_s + megapixels_per_s * c.s_per_megapixel) / workers for w, c in costs.items()
+    }

@@ -18,9 +18,11 @@ from typing import TypeVar
 
 import torch
 
-from service.policy import CostModel, Decision, decide, predicted_wait
+from service.policy import CostModel, Decision, decide, offered_utilization, predicted_wait
 
 T = TypeVar("T")
+
+RATE_WINDOW_S = 10.0  # arrivals this recent set the offered load
 
 
 class JobAborted(Exception):
@@ -85,6 +87,8 @@ class Scheduler:
         self._lock = threading.Lock()
         self._queued: deque[Job] = deque()
         self._running: set[Job] = set()
+        self._arrivals: deque[tuple[float, int]] = deque()  # (time, pixels) of recent admission attempts
+        self._started = time.monotonic()
 
     def load(self) -> Load:
         with self._lock:
@@ -107,6 +111,8 @@ class Scheduler:
         work = {w: self.cost.predict(w, pixels) for w in self.cost.widths}
         with self._lock:
             now = time.monotonic()
+            if enqueue:
+                self._arrivals.append((now, pixels))
             full = len(self._queued) + len(self._running) >= self.workers + self.max_queue
             decision = decide(
                 work,
@@ -117,6 +123,7 @@ class Scheduler:
                 from_deadline=from_deadline,
                 forced=forced,
                 fixed=fixed,
+                utilization=self._utilization_locked(now),
             )
             if decision.width is None or not enqueue:
                 return decision, None
@@ -159,3 +166,12 @@ class Scheduler:
     def _wait_locked(self, now: float) -> float:
         running = [j.predicted_s - (now - (j.started_at or now)) for j in self._running]
         return predicted_wait(running, [j.predicted_s for j in self._queued], self.workers)
+
+    def _utilization_locked(self, now: float) -> dict[float, float]:
+        """Offered load per width from the arrivals of the last ``RATE_WINDOW_S`` (shorter right after start)."""
+        while self._arrivals and self._arrivals[0][0] < now - RATE_WINDOW_S:
+            self._arrivals.popleft()
+        window = max(1.0, min(RATE_WINDOW_S, now - self._started))
+        rate = len(self._arrivals) / window
+        megapixels = sum(p for _, p in self._arrivals) / 1e6 / window
+        return offered_utilization(self.cost.snapshot(), rate, megapixels, self.workers)

@@ -18,6 +18,7 @@ from service.policy import (
     CostModel,
     WidthCost,
     decide,
+    offered_utilization,
     predicted_wait,
     retry_after,
 )
@@ -108,3 +109,17 @@ def test_shedding_says_when_to_retry_and_big_requests_are_still_served() -> None
     assert (d.width, d.reason, d.retry_after_s) == (None, OVERLOADED, 2)  # 3 s of backlog, 1.9 s of slack
     big = {0.25: 3.0, 0.5: 6.0, 1.0: 12.0}  # too big for the target even alone: served narrowest, not shed
     assert decide(big, wait_s=1.0, target_s=2.0, queue_full=False).reason == BEST_EFFORT
+
+
+def test_widths_the_arrival_rate_cannot_sustain_are_skipped() -> None:
+    busy = {0.25: 0.2, 0.5: 0.95, 1.0: 3.0}  # offered load per worker at the recent arrival rate
+    d = decide(WORK, wait_s=0.0, target_s=2.0, queue_full=False, utilization=busy)
+    assert (d.width, d.reason) == (0.25, LOAD)
+    swamped = {0.25: 1.5, 0.5: 6.0, 1.0: 20.0}  # the narrowest is still served: shedding is for the backlog
+    assert decide(WORK, wait_s=0.0, target_s=2.0, queue_full=False, utilization=swamped).width == 0.25
+
+
+def test_offered_utilization() -> None:
+    costs = {0.25: WidthCost(0.01, 1.0), 1.0: WidthCost(0.02, 10.0)}
+    u = offered_utilization(costs, requests_per_s=10.0, megapixels_per_s=0.1, workers=2)
+    assert u == pytest.approx({0.25: (0.1 + 0.1) / 2, 1.0: (0.2 + 1.0) / 2})
