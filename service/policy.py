@@ -3,10 +3,10 @@
 A request's predicted completion is the wait until a worker is free (list
 scheduling of the running and queued work over the parallel workers) plus its
 own work at width ``w``; the widest ``w`` whose completion meets the target wins.
-Widths the workers could not sustain at the recent arrival rate (offered
-utilisation above ``MAX_UTILIZATION``) are skipped too: otherwise a burst is
-served wide until the queue is full and the rest is shed, instead of narrower
-for everyone.
+When requests are already waiting, widths the workers could not sustain at the
+recent arrival rate (offered utilisation above ``MAX_UTILIZATION``) are skipped
+too: otherwise a burst is served wide until the queue is full and the rest is
+shed, instead of narrower for everyone.
 """
 
 from __future__ import annotations
@@ -144,7 +144,10 @@ def decide(
             return Decision(width, reason, wait_s, wait_s + work_s[width], target_s)
     for width in widths:
         predicted = wait_s + work_s[width]
-        sustainable = utilization is None or utilization[width] <= MAX_UTILIZATION or width == narrowest
+        # Only with a queue: a closed-loop client that waits for each answer raises the arrival rate
+        # whenever it is served faster, so a rate with no backlog behind it is no sign of overload.
+        sustainable = wait_s == 0 or utilization is None or utilization[width] <= MAX_UTILIZATION
+        sustainable = sustainable or width == narrowest
         if predicted <= target_s and sustainable:
             reason = _reason(width, widths[0], wait_s, work_s, target_s, from_deadline)
             return Decision(width, reason, wait_s, predicted, target_s)

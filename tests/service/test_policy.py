@@ -113,10 +113,12 @@ def test_shedding_says_when_to_retry_and_big_requests_are_still_served() -> None
 
 def test_widths_the_arrival_rate_cannot_sustain_are_skipped() -> None:
     busy = {0.25: 0.2, 0.5: 0.95, 1.0: 3.0}  # offered load per worker at the recent arrival rate
-    d = decide(WORK, wait_s=0.0, target_s=2.0, queue_full=False, utilization=busy)
+    d = decide(WORK, wait_s=0.1, target_s=2.0, queue_full=False, utilization=busy)
     assert (d.width, d.reason) == (0.25, LOAD)
+    # no backlog: a high rate alone (a closed-loop client served fast) does not narrow
+    assert decide(WORK, wait_s=0.0, target_s=2.0, queue_full=False, utilization=busy).width == 1.0
     swamped = {0.25: 1.5, 0.5: 6.0, 1.0: 20.0}  # the narrowest is still served: shedding is for the backlog
-    assert decide(WORK, wait_s=0.0, target_s=2.0, queue_full=False, utilization=swamped).width == 0.25
+    assert decide(WORK, wait_s=0.1, target_s=2.0, queue_full=False, utilization=swamped).width == 0.25
 
 
 def test_offered_utilization() -> None:
