@@ -2,7 +2,8 @@
 
     python scripts/plot_training.py weights/teacher-x4.json weights/csd-edsr-x4.json --out weights/training-curve.png
 
-Stages are laid end to end (a card's steps continue the previous card's).
+Stages are laid end to end (a card's steps continue the previous card's); a width is
+plotted only where its stage trained it.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ def main() -> None:
     for path in args.cards:
         card = json.loads(Path(path).read_text())
         history = card["training"]["validation_history"]
+        trained = {"1", *(f"{w:g}" for w in card["training"]["objective"]["student_widths"])}
         for record in history:
             for width, psnr in record["psnr"].items():
-                series.setdefault(width, []).append((offset + record["step"], psnr))
+                if width in trained:  # a stage's untrained students would only squash the axis
+                    series.setdefault(width, []).append((offset + record["step"], psnr))
         ax.axvline(offset, color="grey", lw=0.5)
         offset += card["training"]["steps"]
     for width, points in sorted(series.items(), key=lambda kv: float(kv[0])):
