@@ -51,7 +51,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     from model.evaluate import evaluate_sets, to_markdown, write_results
     from model.weights import load_weights
 
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model, _ = load_weights(args.weights)
     results = evaluate_sets(model, args.data, args.self_ensemble, timing=not args.no_timing)
     print(to_markdown(results))
