@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import os
+import platform
 import time
 import tomllib
 from pathlib import Path
@@ -26,7 +27,7 @@ from model.data import PatchSampler, default_cache_dir, load_pairs
 from model.edsr import EDSR, EDSRConfig
 from model.evaluate import evaluate_widths
 from model.losses import ContrastiveLoss, CSDObjective
-from model.weights import load_matching, save_weights
+from model.weights import card_path, load_matching, save_weights
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -119,9 +120,15 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = EDSR(cfg.edsr()).to(self.device)
+        # The init weights' own training record travels into this run's card (read now: an
+        # export may later overwrite the init file), so a card holds the model's whole history.
+        self.lineage: dict | None = None
         if cfg.init_weights:
             skipped = load_matching(self.model, cfg.init_weights)
             self._log(f"initialised from {cfg.init_weights}; not loaded: {skipped or 'none'}")
+            init_card = card_path(cfg.init_weights)
+            if init_card.exists():
+                self.lineage = json.loads(init_card.read_text()).get("training")
         contrastive = ContrastiveLoss(build_feature_net(cfg)) if cfg.contra_lambda > 0 else None
         self.objective = CSDObjective(
             self.model, cfg.students(), cfg.t_lambda, cfg.contra_lambda, cfg.neg_num, contrastive
@@ -136,6 +143,7 @@ class Trainer:
         self.out_dir = Path(cfg.out_dir)
         self.step = 0
         self.history: list[dict] = []
+        self.train_seconds = 0.0  # wall time spent in training steps, summed over resumes
         self._resume()
 
     # -- checkpoints -------------------------------------------------------
@@ -150,6 +158,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.history = state["step"], json.loads(state["history"])
+        self.lineage = json.loads(state.get("lineage", "null"))
+        self.train_seconds = state.get("train_seconds", 0.0)
         torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["generators"][self.rank])
         self._log(f"resumed from {self.ckpt_path} at step {self.step}")
@@ -170,6 +180,8 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "generators": generators,
             "config": json.dumps(self.cfg.model_dump()),
+            "lineage": json.dumps(self.lineage),
+            "train_seconds": self.train_seconds,
         }
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -210,7 +222,9 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=self.rank != 0, dynamic_ncols=True)
         t0, s0 = time.perf_counter(), self.step
         while self.step < cfg.steps:
+            t_step = time.perf_counter()
             terms = self.train_step()
+            self.train_seconds += time.perf_counter() - t_step
             bar.update(1)
             if self.step % cfg.log_every == 0:
                 sec = (time.perf_counter() - t0) / (self.step - s0)
@@ -226,12 +240,32 @@ class Trainer:
             dist.barrier()
 
     def export(self, path: str | Path) -> None:
-        save_weights(self.model, path, training_card(self.cfg, self.step, self.history))
+        card = training_card(self.cfg, self.step, self.history, self.lineage, self.train_seconds)
+        save_weights(self.model, path, card)
         self._log(f"exported {path}")
 
 
-def training_card(cfg: TrainConfig, step: int, history: list[dict]) -> dict:
-    """The model card's training section (what, on which data, with which objective, how far)."""
+def describe_hardware(device: str, threads: int | None) -> str:
+    """What the card says the run ran on, e.g. ``Intel(R) Xeon(R) ... (2 threads)`` or a GPU name."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+        cpu = names[0] if names else cpu
+    return f"{cpu} ({threads or torch.get_num_threads()} threads)"
+
+
+def training_card(
+    cfg: TrainConfig,
+    step: int,
+    history: list[dict],
+    lineage: dict | None = None,
+    train_seconds: float | None = None,
+) -> dict:
+    """The model card's training section: what, on which data, with which objective, how far, on
+    what hardware, and (``init``) the training record of the weights this run started from."""
     return {
         "scale": cfg.scale,
         "widths": list(cfg.edsr().widths),
@@ -247,6 +281,9 @@ def training_card(cfg: TrainConfig, step: int, history: list[dict]) -> dict:
             },
             "config": cfg.model_dump(exclude={"train_dirs"}),
             "validation_history": history,
+            "hardware": describe_hardware(cfg.device, cfg.threads),
+            "train_seconds": None if train_seconds is None else round(train_seconds, 1),
+            "init": lineage,
         },
     }
 
@@ -257,7 +294,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> None:
     cfg = TrainConfig(**json.loads(state["config"]))
     model = EDSR(cfg.edsr())
     model.load_state_dict(state["model"])
-    save_weights(model, out, training_card(cfg, state["step"], json.loads(state["history"])))
+    lineage = json.loads(state.get("lineage", "null"))
+    card = training_card(cfg, state["step"], json.loads(state["history"]), lineage, state.get("train_seconds"))
+    save_weights(model, out, card)
 
 
 def train(cfg: TrainConfig) -> Trainer:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Does CSD pay off? Three runs at one equal step budget from the same teacher:
 #   (a) CSD (contrastive on)  (b) joint L1 for all widths  (c) the 0.25 student alone.
-# Usage: bash scripts/ablation.sh [STEPS] [TEACHER]   (outputs in runs/ablation/, tables in results/ablation/)
+# Usage: bash scripts/ablation.sh [STEPS] [TEACHER]   (outputs in runs/ablation/, tables in weights/ablation/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-1000}
@@ -18,5 +18,5 @@ for name in a-csd b-joint-l1 c-student-alone; do
   # shellcheck disable=SC2086 # the variant flags are meant to split
   $csd train "${common[@]}" ${variant[$name]} --out-dir "runs/ablation/$name" --export "runs/ablation/$name.safetensors"
   $csd evaluate --weights "runs/ablation/$name.safetensors" --no-timing \
-    --data ../shared/data/Set5/HR ../shared/data/Set14/HR --out "results/ablation/$name"
+    --data ../shared/data/Set5/HR ../shared/data/Set14/HR --out "weights/ablation/$name"
 done

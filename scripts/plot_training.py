@@ -1,9 +1,9 @@
-"""Plot Set5 PSNR per width against training step from model cards' validation history.
+"""Plot Set5 PSNR per width against training step from a model card's validation history.
 
-    python scripts/plot_training.py weights/teacher-x4.json weights/csd-edsr-x4.json --out weights/training-curve.png
+    python scripts/plot_training.py weights/csd-edsr-x4.json --out weights/training-curve.png
 
-Stages are laid end to end (a card's steps continue the previous card's); a width is
-plotted only where its stage trained it.
+A card's ``training.init`` chain holds the stages before it (teacher, earlier cycles); they
+are laid end to end, and a width is plotted only where its stage trained it.
 """
 
 from __future__ import annotations
@@ -18,24 +18,32 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
+def stages(training: dict) -> list[dict]:
+    """The training records from the first stage to this one."""
+    chain = []
+    while training:
+        chain.append(training)
+        training = training.get("init")
+    return chain[::-1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("cards", nargs="+", help="model-card JSON files, in training order")
+    ap.add_argument("card", help="model-card JSON file")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     fig, ax = plt.subplots(figsize=(7, 4))
     offset = 0
     series: dict[str, list[tuple[int, float]]] = {}
-    for path in args.cards:
-        card = json.loads(Path(path).read_text())
-        history = card["training"]["validation_history"]
-        trained = {"1", *(f"{w:g}" for w in card["training"]["objective"]["student_widths"])}
+    for stage in stages(json.loads(Path(args.card).read_text())["training"]):
+        history = stage["validation_history"]
+        trained = {"1", *(f"{w:g}" for w in stage["objective"]["student_widths"])}
         for record in history:
             for width, psnr in record["psnr"].items():
                 if width in trained:  # a stage's untrained students would only squash the axis
                     series.setdefault(width, []).append((offset + record["step"], psnr))
         ax.axvline(offset, color="grey", lw=0.5)
-        offset += card["training"]["steps"]
+        offset += stage["steps"]
     for width, points in sorted(series.items(), key=lambda kv: float(kv[0])):
         xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, marker="o", ms=3, label=f"width {width}")

@@ -90,6 +90,21 @@ def test_contrastive_run_validates_and_exports(data_dir, tmp_path) -> None:
     assert set(card["per_width"]) == {"0.25", "0.5", "1"}
 
 
+def test_card_carries_the_init_weights_history_and_training_time(data_dir, tmp_path) -> None:
+    weights = tmp_path / "model.safetensors"
+    Trainer(tiny_cfg(data_dir, tmp_path / "stage1", steps=2, export=str(weights))).run()
+    stage1 = json.loads(weights.with_suffix(".json").read_text())["training"]
+    # stage 2 overwrites the file it started from, as a new training cycle of the shipped model does
+    stage2 = tiny_cfg(data_dir, tmp_path / "stage2", steps=3, init_weights=str(weights), export=str(weights))
+    Trainer(stage2).run()
+    reexported = tmp_path / "re.safetensors"
+    cli_main(["export", "--checkpoint", str(tmp_path / "stage2" / "last.pt"), "--out", str(reexported)])
+    for exported in (weights, reexported):
+        card = json.loads(exported.with_suffix(".json").read_text())["training"]
+        assert card["steps"] == 3 and card["init"] == stage1 and card["init"]["init"] is None
+        assert card["train_seconds"] > 0 and "threads" in card["hardware"]
+
+
 def test_lr_schedules() -> None:
     cfg = TrainConfig(steps=100, lr_schedule="step", lr_milestones=(50,), warmup_steps=10)
     assert lr_factor(cfg, 0) == pytest.approx(0.1)
