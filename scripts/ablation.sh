@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Does CSD pay off? Three runs at one equal step budget from the same teacher:
 #   (a) CSD (contrastive on)  (b) joint L1 for all widths  (c) the 0.25 student alone.
-# Usage: bash scripts/ablation.sh [STEPS] [TEACHER]   (outputs in runs/ablation/, tables in weights/ablation/)
+# Usage: bash scripts/ablation.sh [STEPS] [TEACHER]
+# Checkpoints and weights go to runs/ablation/; evaluations, cards and the table to weights/ablation/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-steps=${1:-1000}
+steps=${1:-500}
 teacher=${2:-weights/teacher-x4.safetensors}
 csd=.venv/bin/csd-sr
 common=(--config configs/x4-csd.toml --init-weights "$teacher" --steps "$steps" --val-every "$steps")
@@ -19,4 +20,6 @@ for name in a-csd b-joint-l1 c-student-alone; do
   $csd train "${common[@]}" ${variant[$name]} --out-dir "runs/ablation/$name" --export "runs/ablation/$name.safetensors"
   $csd evaluate --weights "runs/ablation/$name.safetensors" --no-timing \
     --data ../shared/data/Set5/HR ../shared/data/Set14/HR --out "weights/ablation/$name"
+  cp "runs/ablation/$name.json" "weights/ablation/$name.card.json"
 done
+.venv/bin/python scripts/ablation_table.py weights/ablation | tee weights/ablation/table.md
