@@ -282,7 +282,7 @@ def training_card(
             "config": cfg.model_dump(exclude={"train_dirs"}),
             "validation_history": history,
             "hardware": describe_hardware(cfg.device, cfg.threads),
-            "train_seconds": None if train_seconds is None else round(train_seconds, 1),
+            "train_seconds": None if train_seconds is None else round(train_seconds, 3),
             "init": lineage,
         },
     }
