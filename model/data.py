@@ -77,7 +77,8 @@ def load_pair(path: Path, scale: int, cache_dir: Path | None = None) -> Pair:
     else:
         lr = downscale(hr, scale)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npy")
+        # a per-process temporary name: DDP ranks fill the same cache at the same time
+        tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
         np.save(tmp, lr)
         tmp.replace(cached)
     return Pair(path.stem, lr, hr)

@@ -131,7 +131,8 @@ def test_cli_train_with_toml_and_flag_overrides(data_dir, tmp_path) -> None:
 @pytest.mark.slow
 def test_torchrun_two_processes_keep_weights_identical(data_dir, tmp_path) -> None:
     cfg = tiny_cfg(data_dir, tmp_path, steps=3).model_dump()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # a fresh LR cache: both ranks fill it at once, as on a first run
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "CSD_SR_CACHE": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     subprocess.run([*cmd, str(ROOT / "tests/model/ddp_worker.py"), json.dumps(cfg)], check=True, env=env, timeout=300)
     w0, w1 = (load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1))
