@@ -44,6 +44,14 @@ def base_card(cfg: EDSRConfig) -> dict:
     }
 
 
+def trained_widths(training: dict) -> set[str]:
+    """Widths (card keys, e.g. ``"0.25"``) a card's training record trained: its students, plus
+    full width when the teacher term was on. Other widths of such a run are untrained slices."""
+    objective = training["objective"]
+    widths = {f"{w:g}" for w in objective["student_widths"]}
+    return widths | {"1"} if objective["t_lambda"] > 0 else widths
+
+
 def read_config(path: str | Path) -> EDSRConfig:
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}

@@ -13,11 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
-
-def trained_widths(weights_card: dict) -> set[str]:
-    objective = weights_card["training"]["objective"]
-    widths = {f"{w:g}" for w in objective["student_widths"]}
-    return widths | {"1"} if objective["t_lambda"] > 0 else widths
+from model.weights import trained_widths
 
 
 def main() -> None:
@@ -32,7 +28,7 @@ def main() -> None:
         steps = card["training"]["steps"]
         sets = list(results)
         bicubic = ["{psnr:.2f} / {ssim:.4f}".format(**results[s]["rows"]["bicubic"]) for s in sets]
-        for width in sorted(trained_widths(card), key=float):
+        for width in sorted(trained_widths(card["training"]), key=float):
             scores = ["{psnr:.2f} / {ssim:.4f}".format(**results[s]["rows"][width]) for s in sets]
             rows.append(f"| {run} | {width} | {steps} | " + " | ".join(scores) + " |")
     print("| run | width | steps | " + " | ".join(f"{s} x4 PSNR / SSIM" for s in sets) + " |")

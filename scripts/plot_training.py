@@ -17,6 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from model.weights import trained_widths
+
 
 def stages(training: dict) -> list[dict]:
     """The training records from the first stage to this one."""
@@ -37,7 +39,7 @@ def main() -> None:
     series: dict[str, list[tuple[int, float]]] = {}
     for stage in stages(json.loads(Path(args.card).read_text())["training"]):
         history = stage["validation_history"]
-        trained = {"1", *(f"{w:g}" for w in stage["objective"]["student_widths"])}
+        trained = trained_widths(stage)
         for record in history:
             for width, psnr in record["psnr"].items():
                 if width in trained:  # a stage's untrained students would only squash the axis
