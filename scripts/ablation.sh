@@ -11,12 +11,14 @@ steps=${1:-500}
 teacher=${2:-weights/teacher-x4.safetensors}
 csd=.venv/bin/csd-sr
 common=(--config configs/x4-csd.toml --init-weights "$teacher" --steps "$steps" --val-every "$steps")
+student_alone="--contra-lambda 0 --t-lambda 0 --student-widths 0.25"
+equal_time_steps=$((steps * 11))
 
 declare -A variant=(
   [a-csd]=""
   [b-joint-l1]="--contra-lambda 0"
-  [c-student-alone]="--contra-lambda 0 --t-lambda 0 --student-widths 0.25"
-  [d-student-alone-equal-time]="--contra-lambda 0 --t-lambda 0 --student-widths 0.25 --steps $((steps * 11)) --val-every $((steps * 11))"
+  [c-student-alone]="$student_alone"
+  [d-student-alone-equal-time]="$student_alone --steps $equal_time_steps --val-every $equal_time_steps"
 )
 for name in a-csd b-joint-l1 c-student-alone d-student-alone-equal-time; do
   # shellcheck disable=SC2086 # the variant flags are meant to split
