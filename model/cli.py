@@ -17,7 +17,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per TrainConfig field; lists are comma-separated, ``none`` unsets."""
     for name, field in TrainConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        if field.annotation is bool:
+        if field.annotation is bool or bool in typing.get_args(field.annotation):  # bf16's "auto" is the default
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)
             continue
         origin = typing.get_origin(field.annotation)

@@ -19,6 +19,7 @@ RECIPES = {
     "joint L1 bf16 p128 b16": dict(contra_lambda=0, bf16=True),
     "CSD effnet bf16 p128 b16 neg10": dict(bf16=True),
     "CSD effnet bf16 p128 b16 neg4": dict(bf16=True, neg_num=4),
+    "CSD effnet fp32 p128 b16 neg4": dict(bf16=False, neg_num=4),
 }
 
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from model.cli import main as cli_main
-from model.train import TrainConfig, Trainer, lr_factor
+from model.train import TrainConfig, Trainer, lr_factor, native_bf16
 from model.weights import load_weights
 from tests.conftest import synthetic_image, write_png
 
@@ -117,12 +117,14 @@ def test_cli_train_with_toml_and_flag_overrides(data_dir, tmp_path) -> None:
     config = tmp_path / "run.toml"
     config.write_text(
         f'n_resblocks = 1\nn_feats = 8\ntrain_dirs = ["{data_dir}"]\npatch_size = 32\nbatch_size = 2\n'
-        f'contra_lambda = 0.0\nsteps = 50\nout_dir = "{tmp_path / "run"}"\n'
+        f'contra_lambda = 0.0\nsteps = 50\nout_dir = "{tmp_path / "run"}"\nbf16 = "auto"\n'
     )
     cli_main(["train", "--config", str(config), "--steps", "2", "--student-widths", "0.5", "--val-dir", "none"])
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert state["step"] == 2
-    assert json.loads(state["config"])["student_widths"] == [0.5]
+    config_ran = json.loads(state["config"])
+    assert config_ran["student_widths"] == [0.5]
+    assert config_ran["bf16"] is native_bf16(torch.device("cpu"))  # "auto" is resolved before it is recorded
     cli_main(["export", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "m.safetensors")])
     model, card = load_weights(tmp_path / "m.safetensors")
     assert model.cfg.n_feats == 8 and card["training"]["steps"] == 2
