@@ -37,7 +37,8 @@ def main() -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     offset = 0
     series: dict[str, list[tuple[int, float]]] = {}
-    for stage in stages(json.loads(Path(args.card).read_text())["training"]):
+    card = json.loads(Path(args.card).read_text())
+    for stage in stages(card["training"]):
         history = stage["validation_history"]
         trained = trained_widths(stage)
         for record in history:
@@ -49,7 +50,9 @@ def main() -> None:
     for width, points in sorted(series.items(), key=lambda kv: float(kv[0])):
         xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, marker="o", ms=3, label=f"width {width}")
-    ax.axhline(28.42, color="k", ls="--", lw=0.8, label="bicubic 28.42")
+    bicubic = card.get("metrics", {}).get("Set5", {}).get("bicubic")
+    if bicubic:  # measured by `csd-sr evaluate --update-card`
+        ax.axhline(bicubic["psnr"], color="k", ls="--", lw=0.8, label=f"bicubic {bicubic['psnr']:.2f}")
     ax.set_xlabel("training step (stages end to end)")
     ax.set_ylabel("Set5 x4 Y-PSNR (dB)")
     ax.grid(alpha=0.3)
