@@ -19,7 +19,8 @@ from fastapi import FastAPI
 
 from model.weights import load_weights
 from service import errors, logs, pipeline
-from service.engine import Engine
+from service.engine import build_engine
+from service.hardware import cpu_info
 from service.metrics import Metrics, width_label
 from service.middleware import RequestContextMiddleware
 from service.policy import CostModel
@@ -71,15 +72,18 @@ def _build_state(settings: Settings) -> ServiceState:
     fixed = settings.fixed_width
     if fixed is not None and fixed not in widths:
         raise ValueError(f"policy {settings.policy}: width not in the model's ladder {list(widths)}")
-    engine = Engine(model, settings.tile_size, settings.tile_overlap)
+    engine = build_engine(model, settings)
+    backend = engine.backend
+    log.info("backend", extra={"fields": {"cpu": cpu_info(), **backend.describe()}})
     cost = CostModel(widths, settings.cost_ewma_alpha, pipeline.REFERENCE_PIXELS)
     scheduler = Scheduler(
         cost,
         workers=settings.workers,
-        torch_threads=settings.torch_threads,
+        lanes=backend.lanes,
         max_queue=settings.max_queue,
         timeout_s=settings.request_timeout_s,
         planning_fraction=settings.planning_fraction,
+        init_worker=backend.init_worker,
     )
     metrics = Metrics(widths, settings.latency_target_s)
     metrics.bind(scheduler, cost)
@@ -119,8 +123,9 @@ async def _warm_up(svc: ServiceState) -> None:
         extra={
             "fields": {
                 "weights": svc.weights_name,
+                "backend": s.backend,
                 "workers": s.workers,
-                "torch_threads": s.torch_threads,
+                "lanes": svc.scheduler.lanes,
                 "policy": s.policy,
                 "latency_target_s": s.latency_target_s,
                 "cost": costs,

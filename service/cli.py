@@ -21,7 +21,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-target-s", type=float)
     p.add_argument("--policy", help="auto or fixed:<width>")
     p.add_argument("--workers", type=int, help="requests processed at once")
-    p.add_argument("--torch-threads", type=int, help="torch threads per worker")
+    p.add_argument("--backend", choices=["openvino", "torch"], help="inference runtime (default: openvino)")
+    p.add_argument("--threads", type=int, help="openvino: inference threads (default: usable CPUs)")
+    p.add_argument("--torch-threads", type=int, help="torch backend: threads per worker")
     p.add_argument("--max-queue", type=int)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
@@ -32,7 +34,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help=f"default: {Settings.model_fields['weights'].default}")
     p.add_argument("--width", type=float, default=1.0, help="a width of the model's ladder (default: 1.0)")
     p.add_argument("--quality", type=int, help="JPEG/WebP quality (WebP without it is lossless)")
-    p.add_argument("--torch-threads", type=int)
+    p.add_argument("--backend", choices=["openvino", "torch"], help="inference runtime (default: openvino)")
+    p.add_argument("--threads", type=int, help="openvino: inference threads (default: usable CPUs)")
+    p.add_argument("--torch-threads", type=int, help="torch backend: threads (default: 1)")
     p.set_defaults(func=_upscale)
 
 
@@ -57,11 +61,9 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _upscale(args: argparse.Namespace) -> None:
-    import torch
-
     from model.weights import load_weights
     from service import images, pipeline
-    from service.engine import Engine
+    from service.engine import build_engine
     from service.errors import ApiError
 
     settings = _settings(args)
@@ -70,11 +72,11 @@ def _upscale(args: argparse.Namespace) -> None:
         sys.exit(f"csd-sr upscale: output suffix must be one of {', '.join(SUFFIX_FORMATS)}")
     if not settings.weights.is_file():
         sys.exit(f"csd-sr upscale: weights file not found: {settings.weights}")
-    torch.set_num_threads(settings.torch_threads)
     model, _ = load_weights(settings.weights)
     if args.width not in model.cfg.widths:
         sys.exit(f"csd-sr upscale: --width must be one of {list(model.cfg.widths)}")
-    engine = Engine(model, settings.tile_size, settings.tile_overlap)
+    engine = build_engine(model, settings)
+    engine.backend.init_worker()
     start = time.perf_counter()
     try:
         probe = images.probe(Path(args.input).read_bytes(), settings.max_pixels)

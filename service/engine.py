@@ -1,4 +1,4 @@
-"""Inference: one dense sub-network per width, run over overlapping tiles so memory stays bounded.
+"""Inference: a backend's dense sub-network per width, run over overlapping tiles so memory stays bounded.
 
 Tiles are cut from the LR input: a core of ``tile_size`` pixels plus a margin on
 each side that is cropped from the output. With a margin of at least the
@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from model.edsr import EDSR, EDSRConfig
+from service.backends import Backend, create_backend
+from service.hardware import available_cpus
+from service.settings import Settings
 
 
 def receptive_radius(cfg: EDSRConfig) -> int:
@@ -52,15 +54,15 @@ def tile_spans(length: int, tile: int, margin: int) -> list[Span]:
 
 
 class Engine:
-    """The model's dense sub-networks and the tiled forward pass."""
+    """Tiled forward passes of one width-switchable model through a backend."""
 
-    def __init__(self, model: EDSR, tile_size: int, tile_overlap: int | None = None) -> None:
-        self.cfg = model.cfg
-        self.scale = model.cfg.scale
-        self.widths = model.cfg.widths
-        self.nets = {w: model.dense(w) for w in self.widths}
+    def __init__(self, backend: Backend, cfg: EDSRConfig, tile_size: int, tile_overlap: int | None = None) -> None:
+        self.backend = backend
+        self.cfg = cfg
+        self.scale = cfg.scale
+        self.widths = cfg.widths
         self.tile_size = tile_size
-        self.margin = receptive_radius(self.cfg) if tile_overlap is None else tile_overlap
+        self.margin = receptive_radius(cfg) if tile_overlap is None else tile_overlap
 
     def spans(self, h: int, w: int) -> tuple[list[Span], list[Span]]:
         return tile_spans(h, self.tile_size, self.margin), tile_spans(w, self.tile_size, self.margin)
@@ -70,20 +72,31 @@ class Engine:
         rows, cols = self.spans(h, w)
         return sum(s.hi - s.lo for s in rows) * sum(s.hi - s.lo for s in cols)
 
-    @torch.inference_mode()
     def run(self, rgb: np.ndarray, width: float, before_tile: Callable[[], None] | None = None) -> np.ndarray:
         """float HxWx3 (0..255) -> float (sH)x(sW)x3, unclamped; ``before_tile`` may raise to abort."""
-        net, s = self.nets[width], self.scale
+        s = self.scale
         h, w = rgb.shape[:2]
-        x = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-        out = torch.empty(3, h * s, w * s)
+        x = np.ascontiguousarray(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1)[None])
+        out = np.empty((3, h * s, w * s), np.float32)
         rows, cols = self.spans(h, w)
         for r in rows:
             for c in cols:
                 if before_tile is not None:
                     before_tile()
-                y = net(x[:, :, r.lo : r.hi, c.lo : c.hi].contiguous())[0]
+                y = self.backend.infer(width, np.ascontiguousarray(x[:, :, r.lo : r.hi, c.lo : c.hi]))[0]
                 top, left = (r.start - r.lo) * s, (c.start - c.lo) * s
                 core = y[:, top : top + (r.stop - r.start) * s, left : left + (c.stop - c.start) * s]
                 out[:, r.start * s : r.stop * s, c.start * s : c.stop * s] = core
-        return out.permute(1, 2, 0).numpy()
+        return out.transpose(1, 2, 0)
+
+
+def build_engine(model: EDSR, settings: Settings) -> Engine:
+    """The configured backend over ``model``'s widths, tiled as the settings say."""
+    backend = create_backend(
+        settings.backend,
+        model,
+        threads=settings.threads or available_cpus(),
+        workers=settings.workers,
+        torch_threads=settings.torch_threads,
+    )
+    return Engine(backend, model.cfg, settings.tile_size, settings.tile_overlap)

@@ -18,11 +18,20 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service.policy import OVERLOADED, QUEUE_FULL, REASONS, CostModel
+from service.policy import EXCEEDS_TIMEOUT, OVERLOADED, QUEUE_FULL, REASONS, CostModel
 from service.scheduler import Scheduler
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-REJECTION_REASONS = (QUEUE_FULL, OVERLOADED, "timeout", "cancelled", "not_ready", "body_too_large", "too_many_pixels")
+REJECTION_REASONS = (
+    QUEUE_FULL,
+    OVERLOADED,
+    EXCEEDS_TIMEOUT,
+    "timeout",
+    "cancelled",
+    "not_ready",
+    "body_too_large",
+    "too_many_pixels",
+)
 
 
 def width_label(width: float) -> str:

@@ -1,8 +1,10 @@
 """The width policy: a cost model per width and the per-request decision. Pure logic, no I/O.
 
-A request's predicted completion is the wait until a worker is free (list
-scheduling of the running and queued work over the parallel workers) plus its
-own work at width ``w``; the widest ``w`` whose completion meets the target wins.
+A request's predicted completion is the wait until an inference lane is free
+(list scheduling of the running and queued work over the backend's parallel
+lanes) plus its own work at width ``w``; the widest ``w`` whose completion meets
+the target wins. Work predicted to outlast the request timeout is refused up
+front instead of computed and thrown away.
 When requests are already waiting, widths the workers could not sustain at the
 recent arrival rate (offered utilisation above ``MAX_UTILIZATION``) are skipped
 too: otherwise a burst is served wide until the queue is full and the rest is
@@ -15,7 +17,7 @@ import heapq
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Why a width was chosen (bounded label values of csd_sr_width_decisions_total).
 IDLE = "idle"  # widest width, a worker is free for it now
@@ -26,11 +28,12 @@ DEADLINE = "deadline"  # narrower: the client's deadline is too tight even on an
 BEST_EFFORT = "best_effort"  # the request alone is too big for the target at any width: narrowest
 FORCED = "forced"  # the client asked for this width
 FIXED = "fixed"  # the server runs a fixed:<width> policy
-MAX_UTILIZATION = 0.9  # above this offered load per worker, queues grow faster than they drain
+MAX_UTILIZATION = 0.9  # above this offered load per lane, queues grow faster than they drain
 REASONS = (IDLE, HEADROOM, LOAD, SIZE, DEADLINE, BEST_EFFORT, FORCED, FIXED)
 
 QUEUE_FULL = "queue_full"  # rejection reason: no room in the bounded queue
 OVERLOADED = "target_unreachable"  # rejection reason: the backlog makes even the narrowest width miss the target
+EXCEEDS_TIMEOUT = "exceeds_timeout"  # rejection reason: the width would not finish within the request timeout
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,13 @@ class CostModel:
             return dict(self._costs)
 
 
-def predicted_wait(running_remaining_s: Sequence[float], queued_s: Sequence[float], workers: int) -> float:
-    """Seconds until a worker is free for a new request behind the FIFO queue (list scheduling)."""
-    slots = [max(r, 0.0) for r in running_remaining_s] + [0.0] * (workers - len(running_remaining_s))
-    heapq.heapify(slots)
-    for work in queued_s:
+def predicted_wait(running_remaining_s: Sequence[float], queued_s: Sequence[float], lanes: int) -> float:
+    """Seconds until a lane is free for a new request behind the FIFO queue (list scheduling).
+
+    Running jobs beyond the lane count share the lanes: their remaining work stacks up.
+    """
+    slots = [0.0] * lanes
+    for work in [max(r, 0.0) for r in running_remaining_s] + list(queued_s):
         heapq.heappush(slots, heapq.heappop(slots) + work)
     return slots[0]
 
@@ -114,6 +119,7 @@ class Decision:
     predicted_s: float
     target_s: float
     retry_after_s: int | None = None
+    fits: tuple[float, ...] = ()  # with EXCEEDS_TIMEOUT: the widths that would finish in time now
 
 
 def decide(
@@ -126,14 +132,38 @@ def decide(
     forced: float | None = None,
     fixed: float | None = None,
     utilization: Mapping[float, float] | None = None,
+    timeout_s: float = math.inf,
 ) -> Decision:
-    """Choose a width for one request.
+    """Choose a width for one request, or refuse it.
 
     ``work_s`` maps each width to this request's predicted seconds; ``wait_s`` is
-    the predicted wait for a worker; ``target_s`` the client's deadline when it
+    the predicted wait for a lane; ``target_s`` the client's deadline when it
     sent one (``from_deadline``), else the configured latency target;
-    ``utilization`` the workers' offered load per width at the recent arrival rate.
+    ``utilization`` the lanes' offered load per width at the recent arrival rate.
+    A width predicted to finish after ``timeout_s`` is never started: refused as
+    ``EXCEEDS_TIMEOUT`` when it alone takes that long, else as ``OVERLOADED``
+    (the backlog is why; it may fit later).
     """
+    decision = _choose(work_s, wait_s, target_s, queue_full, from_deadline, forced, fixed, utilization)
+    if decision.width is None or decision.predicted_s <= timeout_s:
+        return decision
+    fits = tuple(w for w in sorted(work_s) if wait_s + work_s[w] <= timeout_s)
+    if work_s[decision.width] > timeout_s:
+        return replace(decision, width=None, reason=EXCEEDS_TIMEOUT, fits=fits)
+    retry = max(1, math.ceil(decision.predicted_s - timeout_s))
+    return replace(decision, width=None, reason=OVERLOADED, retry_after_s=retry, fits=fits)
+
+
+def _choose(
+    work_s: Mapping[float, float],
+    wait_s: float,
+    target_s: float,
+    queue_full: bool,
+    from_deadline: bool,
+    forced: float | None,
+    fixed: float | None,
+    utilization: Mapping[float, float] | None,
+) -> Decision:
     widths = sorted(work_s, reverse=True)
     narrowest = widths[-1]
     if queue_full:
@@ -173,9 +203,7 @@ def retry_after(wait_s: float, target_s: float, narrowest_work_s: float) -> int:
 
 
 def offered_utilization(
-    costs: Mapping[float, WidthCost], requests_per_s: float, megapixels_per_s: float, workers: int
+    costs: Mapping[float, WidthCost], requests_per_s: float, megapixels_per_s: float, lanes: int
 ) -> dict[float, float]:
-    """Share of the workers' time the recent arrivals would take if all were served at each width."""
-    return {
-        w: (requests_per_s * c.overhead_s + megapixels_per_s * c.s_per_megapixel) / workers for w, c in costs.items()
-    }
+    """Share of the lanes' time the recent arrivals would take if all were served at each width."""
+    return {w: (requests_per_s * c.overhead_s + megapixels_per_s * c.s_per_megapixel) / lanes for w, c in costs.items()}

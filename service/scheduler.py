@@ -1,8 +1,11 @@
-"""Admission and execution: a bounded FIFO in front of a fixed pool of inference threads.
+"""Admission and execution: a bounded FIFO in front of a fixed pool of worker threads.
 
 The event loop admits (policy decision + enqueue, atomically under one lock) and
-awaits; worker threads run the CPU-bound work, so the loop stays free for
-health checks and metrics however saturated the workers are.
+awaits; worker threads run the CPU-bound work (decode, tiles, encode), so the
+loop stays free for health checks and metrics however saturated the workers are.
+Predictions use the backend's lanes, not the workers: with one lane over all
+cores (OpenVINO) two workers overlap one request's codec work with another's
+tiles, but the tiles themselves take turns.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
-
-import torch
 
 from service.policy import CostModel, Decision, decide, offered_utilization, predicted_wait
 
@@ -70,20 +71,19 @@ class Scheduler:
         cost: CostModel,
         *,
         workers: int,
-        torch_threads: int,
+        lanes: int,
         max_queue: int,
         timeout_s: float,
         planning_fraction: float = 1.0,
+        init_worker: Callable[[], None] | None = None,
     ) -> None:
         self.cost = cost
         self.planning_fraction = planning_fraction
         self.workers = workers
+        self.lanes = min(lanes, workers)
         self.max_queue = max_queue
         self.timeout_s = timeout_s
-        # torch's intra-op thread count is per calling thread: set it in every worker.
-        self.executor = ThreadPoolExecutor(
-            workers, thread_name_prefix="csd-sr-worker", initializer=torch.set_num_threads, initargs=(torch_threads,)
-        )
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="csd-sr-worker", initializer=init_worker)
         self._lock = threading.Lock()
         self._queued: deque[Job] = deque()
         self._running: set[Job] = set()
@@ -124,6 +124,7 @@ class Scheduler:
                 forced=forced,
                 fixed=fixed,
                 utilization=self._utilization_locked(now),
+                timeout_s=self.timeout_s,
             )
             if decision.width is None or not enqueue:
                 return decision, None
@@ -165,7 +166,7 @@ class Scheduler:
 
     def _wait_locked(self, now: float) -> float:
         running = [j.predicted_s - (now - (j.started_at or now)) for j in self._running]
-        return predicted_wait(running, [j.predicted_s for j in self._queued], self.workers)
+        return predicted_wait(running, [j.predicted_s for j in self._queued], self.lanes)
 
     def _utilization_locked(self, now: float) -> dict[float, float]:
         """Offered load per width from the arrivals of the last ``RATE_WINDOW_S`` (shorter right after start)."""
@@ -174,4 +175,4 @@ class Scheduler:
         window = max(1.0, min(RATE_WINDOW_S, now - self._started))
         rate = len(self._arrivals) / window
         megapixels = sum(p for _, p in self._arrivals) / 1e6 / window
-        return offered_utilization(self.cost.snapshot(), rate, megapixels, self.workers)
+        return offered_utilization(self.cost.snapshot(), rate, megapixels, self.lanes)

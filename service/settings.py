@@ -25,8 +25,14 @@ class Settings(BaseSettings):
     planning_fraction: float = Field(
         0.8, gt=0, le=1, description="share of the target the policy plans to fill; the rest absorbs prediction error"
     )
-    workers: int = Field(2, ge=1, le=64, description="requests processed at once (inference threads)")
-    torch_threads: int = Field(1, ge=1, le=64, description="torch intra-op threads per worker")
+    backend: Literal["openvino", "torch"] = Field(
+        "openvino", description="inference runtime: 'openvino' (fast; built from the weights at start-up) or 'torch'"
+    )
+    threads: int | None = Field(
+        None, ge=1, le=256, description="openvino: inference threads, one lane for all requests; default: usable CPUs"
+    )
+    workers: int = Field(2, ge=1, le=64, description="requests processed at once (decode, tiles, encode)")
+    torch_threads: int = Field(1, ge=1, le=64, description="torch backend: intra-op threads per worker")
     max_queue: int = Field(8, ge=0, description="admitted requests waiting for a worker; more get 503")
     request_timeout_s: float = Field(60.0, gt=0, description="a request still unfinished after this gets 503")
 

@@ -16,8 +16,9 @@ from service import images, pipeline
 from service.auth import require_api_key
 from service.errors import ApiError
 from service.metrics import width_label
-from service.policy import QUEUE_FULL
+from service.policy import EXCEEDS_TIMEOUT, QUEUE_FULL, Decision
 from service.scheduler import JobAborted
+from service.settings import Settings
 from service.state import ServiceState, get_state
 
 router = APIRouter(tags=["upscale"], dependencies=[Depends(require_api_key)])
@@ -128,12 +129,7 @@ async def _upscale(
     log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
     if job is None:
         m.rejections.labels(decision.reason).inc()
-        detail = (
-            f"queue full ({s.max_queue} waiting, {s.workers} running); predicted wait {decision.wait_s:.1f} s"
-            if decision.reason == QUEUE_FULL
-            else f"predicted wait {decision.wait_s:.1f} s: no width can finish within {target_s:g} s"
-        )
-        raise ApiError(503, "overloaded", detail, {"Retry-After": str(decision.retry_after_s)})
+        raise _refusal(decision, s, target_s)
     w = width_label(job.width)
     m.decisions.labels(w, decision.reason).inc()
     log["width"] = job.width
@@ -183,6 +179,27 @@ async def _upscale(
         "X-Bit-Depth": str(out.bit_depth),
     }
     return Response(out.body, media_type=out.media_type, headers=headers)
+
+
+def _refusal(decision: Decision, s: Settings, target_s: float) -> ApiError:
+    """The error for a request refused at admission: 422 when it can never finish in time, else 503."""
+    fits = ", ".join(width_label(w) for w in decision.fits) or "none"
+    if decision.reason == EXCEEDS_TIMEOUT:
+        detail = (
+            f"predicted {decision.predicted_s:.1f} s ({decision.wait_s:.1f} s waiting) exceeds the "
+            f"{s.request_timeout_s:g} s request timeout; widths that fit now: {fits}"
+        )
+        return ApiError(422, "exceeds_timeout", detail)
+    if decision.reason == QUEUE_FULL:
+        detail = f"queue full ({s.max_queue} waiting, {s.workers} running); predicted wait {decision.wait_s:.1f} s"
+    elif decision.predicted_s > s.request_timeout_s:
+        detail = (
+            f"predicted wait {decision.wait_s:.1f} s: the request would not finish within the "
+            f"{s.request_timeout_s:g} s request timeout; widths that fit now: {fits}"
+        )
+    else:
+        detail = f"predicted wait {decision.wait_s:.1f} s: no width can finish within {target_s:g} s"
+    return ApiError(503, "overloaded", detail, {"Retry-After": str(decision.retry_after_s)})
 
 
 async def _disconnected(request: Request) -> None:

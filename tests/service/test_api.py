@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 from model.edsr import count_params
 from model.weights import load_weights
@@ -303,9 +304,17 @@ def test_api_key(tiny_weights: Path) -> None:
         assert c.get("/healthz").status_code == c.get("/readyz").status_code == c.get("/metrics").status_code == 200
 
 
-def test_timeout_gives_503(tiny_weights: Path) -> None:
-    """A request still unfinished after request_timeout_s is abandoned at the next tile."""
+def test_work_predicted_past_the_timeout_is_refused_before_any_compute(tiny_weights: Path) -> None:
+    """No doomed work: a forced width that cannot finish within request_timeout_s is a 422 naming what fits."""
     with running_server(settings(tiny_weights, tile_size=16, request_timeout_s=0.2)) as url, client_for(url) as c:
-        r = c.post("/v1/upscale", content=encode(synthetic_image(400, 400)), headers=PNG)
-        assert_error(r, 503, "timeout")
-        assert int(r.headers["retry-after"]) >= 1
+        r = c.post("/v1/upscale?width=1", content=encode(synthetic_image(400, 400)), headers=PNG)
+        body = assert_error(r, 422, "exceeds_timeout")
+        assert "0.2 s request timeout" in body["detail"] and "widths that fit now:" in body["detail"]
+        samples = {
+            (s.name, s.labels.get("reason", s.labels.get("width"))): s.value
+            for family in text_string_to_metric_families(c.get("/metrics").text)
+            for s in family.samples
+        }
+        assert samples["csd_sr_rejections_total", "exceeds_timeout"] == 1
+        assert all(samples["csd_sr_inference_duration_seconds_count", w] == 0 for w in ("0.25", "0.5", "1"))
+        assert c.get("/healthz").status_code == 200

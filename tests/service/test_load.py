@@ -7,6 +7,7 @@ this machine happens to be.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.policy import CostModel
+from service.scheduler import Job, JobAborted, Scheduler
 from tests.conftest import synthetic_image
 from tests.service.conftest import client_for, encode, png_bytes, running_server, settings
 
@@ -155,3 +158,23 @@ def test_fixed_policy(tiny_weights: Path) -> None:
         r = c.post("/v1/upscale", params={"width": "1"}, content=png_bytes(), headers=PNG)
         assert (r.headers["x-width"], r.headers["x-width-reason"]) == ("1", "forced")
         assert policy(c)["mode"] == "fixed:0.25"
+
+
+def test_a_job_past_its_deadline_stops_at_its_next_tile() -> None:
+    """The safety net behind the up-front refusal: a job that overruns its prediction is still abandoned."""
+    cost = CostModel([1.0], alpha=0.0, ref_pixels=1)
+    cost.fit(1.0, [(1_000, 0.001), (2_000, 0.002)])  # predicts far less than the job will take
+    scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=1, timeout_s=0.05)
+    tiles = []
+
+    def slow_tiles(job: Job) -> None:
+        for _ in range(100):
+            job.check()
+            tiles.append(1)
+            time.sleep(0.01)
+
+    _, job = scheduler.admit(1_000, target_s=1.0)
+    with pytest.raises(JobAborted) as aborted:
+        asyncio.run(scheduler.run(job, slow_tiles))
+    scheduler.shutdown()
+    assert aborted.value.reason == "timeout" and 1 <= len(tiles) < 100

@@ -7,6 +7,7 @@ import pytest
 from service.policy import (
     BEST_EFFORT,
     DEADLINE,
+    EXCEEDS_TIMEOUT,
     FIXED,
     FORCED,
     HEADROOM,
@@ -69,14 +70,31 @@ def test_retry_after_is_at_least_one_second() -> None:
     assert retry_after(7.2, 2.0, 3.0) == 8  # the narrowest alone misses: wait for the whole backlog
 
 
-def test_predicted_wait_is_list_scheduling_over_workers() -> None:
-    assert predicted_wait([], [], workers=2) == 0.0
-    assert predicted_wait([1.0], [], workers=2) == 0.0  # a worker is free
-    assert predicted_wait([1.0, 3.0], [], workers=2) == 1.0
-    assert predicted_wait([1.0, 3.0], [2.0], workers=2) == 3.0  # the queued job takes the first free worker
-    assert predicted_wait([1.0, 3.0], [2.0, 0.5], workers=2) == 3.0
-    assert predicted_wait([4.0], [1.0, 1.0], workers=1) == 6.0
-    assert predicted_wait([-0.5], [], workers=1) == 0.0  # overran its prediction: counted as finishing now
+def test_predicted_wait_is_list_scheduling_over_lanes() -> None:
+    assert predicted_wait([], [], lanes=2) == 0.0
+    assert predicted_wait([1.0], [], lanes=2) == 0.0  # a lane is free
+    assert predicted_wait([1.0, 3.0], [], lanes=2) == 1.0
+    assert predicted_wait([1.0, 3.0], [2.0], lanes=2) == 3.0  # the queued job takes the first free lane
+    assert predicted_wait([1.0, 3.0], [2.0, 0.5], lanes=2) == 3.0
+    assert predicted_wait([4.0], [1.0, 1.0], lanes=1) == 6.0
+    assert predicted_wait([-0.5], [], lanes=1) == 0.0  # overran its prediction: counted as finishing now
+    # two workers on one lane (OpenVINO over all cores): their tiles take turns, so their work adds up
+    assert predicted_wait([1.0, 3.0], [], lanes=1) == 4.0
+    assert predicted_wait([1.0, 3.0], [0.5], lanes=1) == 4.5
+
+
+def test_work_that_cannot_finish_before_the_timeout_is_refused_up_front() -> None:
+    slow = {0.25: 5.0, 0.5: 20.0, 1.0: 80.0}  # seconds alone; request timeout 60 s
+    d = decide(slow, wait_s=0.0, target_s=2.0, queue_full=False, forced=1.0, timeout_s=60.0)
+    assert (d.width, d.reason, d.fits) == (None, EXCEEDS_TIMEOUT, (0.25, 0.5))  # 422: never in time
+    assert d.predicted_s == 80.0
+    d = decide(slow, wait_s=50.0, target_s=2.0, queue_full=False, forced=0.5, timeout_s=60.0)
+    assert (d.width, d.reason, d.retry_after_s, d.fits) == (None, OVERLOADED, 10, (0.25,))  # 503: the backlog
+    assert decide(slow, wait_s=0.0, target_s=2.0, queue_full=False, forced=0.5, timeout_s=60.0).width == 0.5
+    # auto: the narrowest alone outlasts the timeout -> refused, not computed for a minute
+    huge = {w: 61.0 * w / 0.25 for w in slow}
+    assert decide(huge, wait_s=0.0, target_s=2.0, queue_full=False, timeout_s=60.0).reason == EXCEEDS_TIMEOUT
+    assert decide(slow, wait_s=0.0, target_s=2.0, queue_full=False, timeout_s=60.0).reason == BEST_EFFORT
 
 
 def test_cost_model_fits_overhead_and_slope() -> None:
@@ -112,7 +130,7 @@ def test_shedding_says_when_to_retry_and_big_requests_are_still_served() -> None
 
 
 def test_widths_the_arrival_rate_cannot_sustain_are_skipped() -> None:
-    busy = {0.25: 0.2, 0.5: 0.95, 1.0: 3.0}  # offered load per worker at the recent arrival rate
+    busy = {0.25: 0.2, 0.5: 0.95, 1.0: 3.0}  # offered load per lane at the recent arrival rate
     d = decide(WORK, wait_s=0.1, target_s=2.0, queue_full=False, utilization=busy)
     assert (d.width, d.reason) == (0.25, LOAD)
     # no backlog: a high rate alone (a closed-loop client served fast) does not narrow
@@ -123,5 +141,5 @@ def test_widths_the_arrival_rate_cannot_sustain_are_skipped() -> None:
 
 def test_offered_utilization() -> None:
     costs = {0.25: WidthCost(0.01, 1.0), 1.0: WidthCost(0.02, 10.0)}
-    u = offered_utilization(costs, requests_per_s=10.0, megapixels_per_s=0.1, workers=2)
+    u = offered_utilization(costs, requests_per_s=10.0, megapixels_per_s=0.1, lanes=2)
     assert u == pytest.approx({0.25: (0.1 + 0.1) / 2, 1.0: (0.2 + 1.0) / 2})
