@@ -1,49 +1,181 @@
-"""Milliseconds per 128x128 -> 512x512 x4 image per width, sliced vs dense, measured side by side.
+"""Inference speed: every backend x width x thread count, beside OpenCV's x4 models and an fp32 matmul peak.
 
-python scripts/bench_inference.py [--weights W] [--threads 1 2] [--repeats 10]
+All figures come from one run on one machine (the CPU model differs between
+machines: compare only inside a run). Per backend, width and thread count: median
+ms per image through the service's engine (default tiles) for each input size,
+the useful GFLOP/s (2 x the model's MACs on the input, tile margins not counted)
+and its share of the fp32 matmul peak measured at the same thread count. OpenCV's
+dnn_superres FSRCNN / ESPCN / LapSRN (``--peers``) run on the same inputs.
+Writes OUT.md, OUT.json and OUT.png.
+
+    python scripts/bench_inference.py --out bench/results/inference
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import torch
 
-from model.cli import DEFAULT_WEIGHTS
-from model.edsr import EDSR, EDSRConfig, count_macs
+from model.edsr import count_macs
 from model.weights import load_weights
+from service.backends import create_backend
+from service.engine import Engine
+from service.hardware import available_cpus, cpu_info
+from service.settings import DEFAULT_WEIGHTS, Settings
+
+PEERS = {"FSRCNN": "FSRCNN_x4.pb", "ESPCN": "ESPCN_x4.pb", "LapSRN": "LapSRN_x4.pb"}
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@torch.no_grad()
-def ms_per_call(fn, x: torch.Tensor, repeats: int) -> float:
-    fn(x)
-    start = time.perf_counter()
+def median_ms(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # first call: shapes, caches, thread pools
+    times = []
     for _ in range(repeats):
-        fn(x)
-    return 1000 * (time.perf_counter() - start) / repeats
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def matmul_peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 GEMM rate of torch (oneDNN/MKL) on ``threads`` threads: the machine's practical peak."""
+    torch.set_num_threads(threads)
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    best = min(median_ms(lambda: a @ b, 1) for _ in range(repeats))
+    return 2 * n**3 / (best / 1000) / 1e9
+
+
+def inputs(sizes: list[str]) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    out = {}
+    for size in sizes:
+        w, h = (int(v) for v in size.split("x"))
+        out[size] = rng.uniform(0, 255, (h, w, 3)).astype(np.float32)
+    return out
+
+
+def bench_model(args, images: dict[str, np.ndarray], peaks: dict[int, float]) -> list[dict]:
+    model, _ = load_weights(args.weights)
+    defaults = Settings()
+    rows = []
+    for name in args.backends:
+        for threads in args.threads:
+            backend = create_backend(name, model, threads=threads, workers=1, torch_threads=threads)
+            backend.init_worker()
+            engine = Engine(backend, model.cfg, defaults.tile_size, defaults.tile_overlap)
+            for width in model.widths:
+                for size, img in images.items():
+                    repeats = args.repeats if img.size <= 128 * 128 * 3 else max(2, args.repeats // 3)
+                    ms = median_ms(lambda e=engine, i=img, w=width: e.run(i, w), repeats)
+                    gflops = 2 * count_macs(model.cfg, width, img.shape[:2]) / (ms / 1000) / 1e9
+                    rows.append(row(name, width, threads, size, ms, gflops, peaks[threads]))
+                    print(rows[-1], flush=True)
+    return rows
+
+
+def bench_peers(args, images: dict[str, np.ndarray], peaks: dict[int, float]) -> list[dict]:
+    import cv2
+
+    rows = []
+    for name, file in PEERS.items():
+        sr = cv2.dnn_superres.DnnSuperResImpl_create()
+        sr.readModel(str(args.peers / file))
+        sr.setModel(name.lower(), 4)
+        for threads in args.threads:
+            cv2.setNumThreads(threads)
+            for size, img in images.items():
+                bgr = np.ascontiguousarray(img[..., ::-1].astype(np.uint8))
+                ms = median_ms(lambda s=sr, b=bgr: s.upsample(b), args.repeats)
+                rows.append(row(f"OpenCV {name}", None, threads, size, ms, None, peaks[threads]))
+                print(rows[-1], flush=True)
+    return rows
+
+
+def row(backend: str, width, threads: int, size: str, ms: float, gflops, peak: float) -> dict:
+    return {
+        "backend": backend,
+        "width": width,
+        "threads": threads,
+        "input": size,
+        "ms": ms,
+        "gflops": gflops,
+        "peak_share": None if gflops is None else gflops / peak,
+    }
+
+
+def to_markdown(rows: list[dict], sizes: list[str], header: str) -> str:
+    lines = [
+        header,
+        "",
+        "| backend | width | threads | " + " | ".join(f"ms {s}" for s in sizes) + " | GFLOP/s | % of peak |",
+    ]
+    lines.append("|---" * (5 + len(sizes)) + "|")
+    keys = dict.fromkeys((r["backend"], r["width"], r["threads"]) for r in rows)
+    for key in keys:
+        mine = {r["input"]: r for r in rows if (r["backend"], r["width"], r["threads"]) == key}
+        last = mine[sizes[-1]]
+        rate = "-" if last["gflops"] is None else f"{last['gflops']:.0f}"
+        share = "-" if last["peak_share"] is None else f"{100 * last['peak_share']:.0f} %"
+        width = "-" if key[1] is None else f"{key[1]:g}"
+        ms = " | ".join(f"{mine[s]['ms']:.1f}" for s in sizes)
+        lines.append(f"| {key[0]} | {width} | {key[2]} | {ms} | {rate} | {share} |")
+    return "\n".join(lines) + f"\n\nGFLOP/s and % of peak: on the {sizes[-1]} input.\n"
+
+
+def plot(rows: list[dict], size: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    mine = [r for r in rows if r["input"] == size]
+    labels = [
+        f"{r['backend']}{'' if r['width'] is None else ' ' + format(r['width'], 'g')} x{r['threads']}" for r in mine
+    ]
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(mine) + 1))
+    ax.barh(range(len(mine)), [r["ms"] for r in mine], color=["C0" if "openvino" in lb else "C1" for lb in labels])
+    ax.set_yticks(range(len(mine)), labels=labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel(f"ms per {size} input (log scale; fewer is better)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--weights", default=None, help=f"default: random EDSR-baseline (or {DEFAULT_WEIGHTS.name})")
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--size", type=int, default=128, help="LR side in pixels")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    ap.add_argument("--backends", nargs="+", default=["torch", "openvino"])
+    ap.add_argument("--threads", type=int, nargs="+", default=sorted({1, available_cpus()}))
+    ap.add_argument("--sizes", nargs="+", default=["128x128", "480x360"], help="LR inputs, WxH")
+    ap.add_argument("--repeats", type=int, default=6)
+    ap.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "peers" / "models")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inference")
     args = ap.parse_args()
-    model = load_weights(args.weights)[0] if args.weights else EDSR(EDSRConfig()).eval()
-    x = torch.rand(1, 3, args.size, args.size) * 255
-    print("| threads | width | GMACs | sliced ms | dense ms | speed-up vs width 1 (dense) |")
-    print("|---|---|---|---|---|---|")
-    for threads in args.threads:
-        torch.set_num_threads(threads)
-        dense = {w: model.dense(w) for w in model.widths}
-        full = ms_per_call(dense[1.0], x, args.repeats)
-        for w in model.widths:
-            sliced = ms_per_call(lambda t, w=w: model(t, w), x, args.repeats)
-            d = ms_per_call(dense[w], x, args.repeats)
-            gmacs = count_macs(model.cfg, w, (args.size, args.size)) / 1e9
-            print(f"| {threads} | {w:g} | {gmacs:.2f} | {sliced:.1f} | {d:.1f} | {full / d:.2f}x |", flush=True)
+
+    header = f"CPU: {json.dumps(cpu_info())}; weights {args.weights.name}"
+    print(header, flush=True)
+    peaks = {t: matmul_peak_gflops(t) for t in args.threads}
+    print(f"fp32 matmul peak (torch, 2048^3): {peaks}", flush=True)
+    images = inputs(args.sizes)
+    rows = bench_model(args, images, peaks)
+    if args.peers.is_dir():
+        rows += bench_peers(args, images, peaks)
+    header += "; fp32 matmul peak " + ", ".join(f"{v:.0f} GFLOP/s on {t} thread(s)" for t, v in peaks.items())
+    markdown = to_markdown(rows, args.sizes, header)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".md").write_text(markdown)
+    args.out.with_suffix(".json").write_text(json.dumps({"header": header, "peaks": peaks, "rows": rows}, indent=2))
+    plot(rows, args.sizes[-1], args.out.with_suffix(".png"))
+    print(markdown)
 
 
 if __name__ == "__main__":

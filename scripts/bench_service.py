@@ -1,13 +1,20 @@
-"""Bounded load generator against the real service on loopback: throughput, latency and width mix.
+"""Bounded load generator against the real service on loopback: throughput, latency, width mix, quality.
 
-For each policy (``auto``, ``fixed:1``, ``fixed:<narrowest>``) a server is started as
-a subprocess (``csd-sr serve``) on 127.0.0.1; for each concurrency level, that many
-closed-loop clients send a mix of image sizes until the level's time or request
+For each backend (``openvino``, ``torch``; ``--baseline-root`` adds another
+checkout's server, e.g. an earlier commit, as ``baseline``) and policy (``auto``,
+``fixed:1``, ``fixed:<narrowest>``) a server is started as a subprocess
+(``csd-sr serve``) on 127.0.0.1; for each concurrency level, that many
+closed-loop clients send a mix of images until the level's time or request
 budget is spent. A 503 makes a client wait its ``Retry-After`` (capped by the
-time left), as a well-behaved client would. Writes OUT/bench.md, OUT/bench.json
-and OUT/bench.png.
+time left), as a well-behaved client would. Each answer's width is scored with
+the model card's Set5 PSNR at that width (the expected quality of what was
+served). Mixes: ``photo`` (BSD200 photos from ../shared/data resized to LR long
+sides 128/256/384/512, landscape and portrait) and ``squares`` (textured 64/128/256
+squares, 50/30/20 %). After the load levels, one ``--doomed`` request (a forced
+full width on a large input) shows whether work that cannot finish in time is
+refused at once. Writes OUT/bench.md, OUT/bench.json and OUT/bench.png.
 
-    python scripts/bench_service.py --weights weights/csd-edsr-x4.safetensors --out bench/out
+    python scripts/bench_service.py --out bench/results/service --baseline-root /tmp/main-before
     python scripts/bench_service.py --random-weights --seconds-per-level 5 --concurrency 1 4   # smoke run
 """
 
@@ -32,14 +39,19 @@ import numpy as np
 from PIL import Image
 
 from model.edsr import EDSR, EDSRConfig
-from model.weights import read_config, save_weights
+from model.weights import card_path, read_config, save_weights
+from service.hardware import cpu_info
 from service.settings import DEFAULT_WEIGHTS
 
 ROOT = Path(__file__).resolve().parents[1]
+BASELINE = "baseline"  # the server of --baseline-root
+DOOMED_SIDE = 1000  # the doomed-work probe's input side (also the servers' MAX_PIXELS side)
+IDLE_SIZES = ((320, 240), (480, 360), (640, 480))  # LR inputs sent one at a time to an idle server
 
 
 @dataclass
 class Level:
+    backend: str
     policy: str
     concurrency: int
     seconds: float = 0.0
@@ -50,6 +62,7 @@ class Level:
     input_megapixels: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
     widths: dict[str, int] = field(default_factory=dict)
+    psnr_sum: float = 0.0
 
     def summary(self) -> dict:
         lat = sorted(self.latencies_s)
@@ -58,6 +71,7 @@ class Level:
             return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else None
 
         return {
+            "backend": self.backend,
             "policy": self.policy,
             "concurrency": self.concurrency,
             "requests_per_s": self.ok / self.seconds,
@@ -70,20 +84,40 @@ class Level:
             "errors_5xx": self.errors_5xx,
             "errors_other": self.errors_other,
             "width_mix": {w: n / max(self.ok, 1) for w, n in sorted(self.widths.items())},
+            "mean_set5_psnr": self.psnr_sum / self.ok if self.ok else None,
         }
 
 
-def make_inputs(sides: list[int], seed: int = 0) -> list[tuple[bytes, int]]:
-    """One PNG per LR side (textured, so encoding costs what a photo costs) with its pixel count."""
+def png(img: np.ndarray | Image.Image) -> bytes:
+    buf = io.BytesIO()
+    (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def square_inputs(seed: int = 0) -> list[tuple[bytes, int, float]]:
+    """Textured squares (encoding costs what a photo costs): (PNG, pixels, weight)."""
     rng = np.random.default_rng(seed)
     out = []
-    for side in sides:
+    for side, weight in ((64, 0.5), (128, 0.3), (256, 0.2)):
         y, x = np.mgrid[0:side, 0:side].astype(np.float32)
         base = 128 + 100 * (np.sin(x / 6.0) * np.cos(y / 9.0))[..., None]
         img = np.clip(base + rng.normal(0, 10, (side, side, 3)), 0, 255).astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="PNG")
-        out.append((buf.getvalue(), side * side))
+        out.append((png(img), side * side, weight))
+    return out
+
+
+def photo_inputs(folder: Path, long_sides=(128, 256, 384, 512)) -> list[tuple[bytes, int, float]]:
+    """Real photos at each LR long side, landscape and portrait (equal weights): (PNG, pixels, weight)."""
+    photos = sorted(folder.glob("*.png"))
+    landscape = next(p for p in photos if Image.open(p).width > Image.open(p).height)
+    portrait = next(p for p in photos if Image.open(p).width < Image.open(p).height)
+    out = []
+    for path in (landscape, portrait):
+        photo = Image.open(path).convert("RGB")
+        for side in long_sides:
+            scale = side / max(photo.size)
+            img = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.BICUBIC)
+            out.append((png(img), img.width * img.height, 1.0))
     return out
 
 
@@ -93,12 +127,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(weights: Path, policy: str, port: int, args: argparse.Namespace) -> subprocess.Popen:
+def start_server(root: Path, backend: str, weights: Path, policy: str, port: int, args) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "model.cli", "serve", "--weights", str(weights), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--policy", policy, "--latency-target-s", str(args.latency_target_s)]
     cmd += ["--workers", str(args.workers), "--torch-threads", str(args.torch_threads), "--log-level", "warning"]
     cmd += ["--max-queue", str(args.max_queue)]
-    return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "CSD_SR_MAX_PIXELS": str(max(args.sizes) ** 2)})
+    if backend != BASELINE:  # an earlier checkout may not know the flag: it runs what it ran
+        cmd += ["--backend", backend]
+    return subprocess.Popen(cmd, cwd=root, env={**os.environ, "CSD_SR_MAX_PIXELS": str(DOOMED_SIDE**2)})
+
+
+def idle_probe(client: httpx.Client, folder: Path | None) -> list[dict]:
+    """One request at a time on the idle server per IDLE_SIZES input: the width it gets, why, and how fast."""
+    out = []
+    for w, h in IDLE_SIZES:
+        body = png(photo(folder, w, h)) if folder else square_inputs()[-1][0]
+        start = time.monotonic()
+        r = client.post("/v1/upscale", content=body, headers={"content-type": "image/png"})
+        seconds = time.monotonic() - start
+        out.append(
+            {
+                "input": f"{w}x{h}",
+                "status": r.status_code,
+                "width": r.headers.get("x-width"),
+                "reason": r.headers.get("x-width-reason"),
+                "seconds": seconds,
+            }
+        )
+        time.sleep(0.5)  # idle again
+    return out
+
+
+def photo(folder: Path, w: int, h: int) -> Image.Image:
+    """A landscape photo of the folder resized to ``w`` x ``h``."""
+    path = next(p for p in sorted(folder.glob("*.png")) if Image.open(p).width > Image.open(p).height)
+    return Image.open(path).convert("RGB").resize((w, h), Image.BICUBIC)
+
+
+def fitted_costs(client: httpx.Client) -> dict[str, float]:
+    """Seconds per LR megapixel per width as the server's warm-up fitted them (``/v1/model``)."""
+    return {f"{w['width']:g}": w["cost"]["s_per_megapixel"] for w in client.get("/v1/model").json()["per_width"]}
+
+
+def doomed_probe(client: httpx.Client) -> dict:
+    """A forced full width on a DOOMED_SIDE^2 input: refused at once if it cannot finish within the timeout."""
+    rng = np.random.default_rng(1)
+    body = png(rng.integers(0, 256, (DOOMED_SIDE, DOOMED_SIDE, 3), dtype=np.uint8))
+    start = time.monotonic()
+    r = client.post("/v1/upscale?width=1", content=body, headers={"content-type": "image/png"}, timeout=600)
+    error = r.json().get("error") if r.headers.get("content-type") == "application/json" else None
+    return {"status": r.status_code, "error": error, "seconds": time.monotonic() - start}
 
 
 def wait_ready(client: httpx.Client, proc: subprocess.Popen, timeout_s: float = 300.0) -> None:
@@ -115,7 +193,7 @@ def wait_ready(client: httpx.Client, proc: subprocess.Popen, timeout_s: float = 
     raise SystemExit("server not ready in time")
 
 
-def run_level(client: httpx.Client, level: Level, inputs: list, weights: list[float], args: argparse.Namespace) -> None:
+def run_level(client: httpx.Client, level: Level, inputs: list, psnr: dict[str, float], args) -> None:
     lock = threading.Lock()
     stop_at = time.monotonic() + args.seconds_per_level
     budget = [args.max_requests_per_level]
@@ -127,7 +205,7 @@ def run_level(client: httpx.Client, level: Level, inputs: list, weights: list[fl
                 if budget[0] <= 0:
                     return
                 budget[0] -= 1
-            data, pixels = rng.choices(inputs, weights)[0]
+            data, pixels, _ = rng.choices(inputs, [w for *_, w in inputs])[0]
             start = time.monotonic()
             try:
                 r = client.post("/v1/upscale", content=data, headers={"content-type": "image/png"})
@@ -143,6 +221,7 @@ def run_level(client: httpx.Client, level: Level, inputs: list, weights: list[fl
                     level.input_megapixels += pixels / 1e6
                     w = r.headers["x-width"]
                     level.widths[w] = level.widths.get(w, 0) + 1
+                    level.psnr_sum += psnr.get(w, float("nan"))
                 elif r.status_code == 503:
                     level.rejected_503 += 1
                 elif r.status_code >= 500:
@@ -161,21 +240,33 @@ def run_level(client: httpx.Client, level: Level, inputs: list, weights: list[fl
     level.seconds = time.monotonic() - began
 
 
-def verdict(rows: list[dict], target_s: float, full: str) -> list[str]:
+def verdict(rows: list[dict], target_s: float, doomed: dict[str, dict]) -> list[str]:
     """The issue's targets, checked on this run."""
-    auto = [r for r in rows if r["policy"] == "auto"]
-    fixed_full = [r for r in rows if r["policy"] == full]
     lines = []
-    if auto:
-        ok = all((r["p95_s"] or 0) <= target_s and r["errors_5xx"] == 0 for r in auto)
-        lines.append(f"- auto: p95 within {target_s:g} s and no 5xx besides 503 at every concurrency: {_yn(ok)}")
-    if fixed_full:
-        misses = [r["concurrency"] for r in fixed_full if (r["p95_s"] or 0) > target_s]
-        lines.append(f"- {full}: p95 misses the target at concurrency {misses or 'none'}")
-    if auto and fixed_full:
-        a, f = max(auto, key=lambda r: r["concurrency"]), max(fixed_full, key=lambda r: r["concurrency"])
-        ratio = a["megapixels_per_s"] / max(f["megapixels_per_s"], 1e-9)
-        lines.append(f"- auto / {full} throughput (MP/s) at concurrency {a['concurrency']}: {ratio:.1f}x")
+    by = {(r["backend"], r["policy"], r["concurrency"]): r for r in rows}
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    for backend in backends:
+        auto = [r for r in rows if r["backend"] == backend and r["policy"] == "auto"]
+        if auto:
+            ok = all((r["p95_s"] or 0) <= target_s and r["errors_5xx"] == 0 for r in auto)
+            lines.append(
+                f"- {backend} auto: p95 within {target_s:g} s, no 5xx besides 503, every concurrency: {_yn(ok)}"
+            )
+    reference = BASELINE if BASELINE in backends else "torch"
+    top = max(r["concurrency"] for r in rows)
+    new, old = by.get((backends[0], "auto", top)), by.get((reference, "auto", top))
+    if new and old and reference != backends[0]:
+        ratio = new["megapixels_per_s"] / max(old["megapixels_per_s"], 1e-9)
+        dq = (new["mean_set5_psnr"] or 0) - (old["mean_set5_psnr"] or 0)
+        lines.append(
+            f"- auto at {top} clients, {backends[0]} / {reference}: {ratio:.2f}x MP/s, "
+            f"mean expected Set5 PSNR {dq:+.2f} dB"
+        )
+    for backend, probe in doomed.items():
+        lines.append(
+            f"- {backend}: forced width 1 on a {DOOMED_SIDE}x{DOOMED_SIDE} input: {probe['status']} "
+            f"{probe['error'] or ''} after {probe['seconds']:.2f} s"
+        )
     return lines
 
 
@@ -190,17 +281,36 @@ def to_markdown(rows: list[dict], header: str, checks: list[str]) -> str:
     lines = [
         header,
         "",
-        "| policy | clients | req/s | MP/s (input) | p50 s | p95 s | p99 s | ok | 503 | other 5xx | width mix |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | policy | clients | req/s | MP/s (input) | p50 s | p95 s | ok | 503 | other 5xx "
+        "| width mix | Set5 dB (expected) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         mix = ", ".join(f"{w}: {share:.0%}" for w, share in r["width_mix"].items())
         lines.append(
-            f"| {r['policy']} | {r['concurrency']} | {r['requests_per_s']:.2f} | {r['megapixels_per_s']:.3f} "
-            f"| {fmt(r['p50_s'])} | {fmt(r['p95_s'])} | {fmt(r['p99_s'])} | {r['ok']} | {r['rejected_503']} "
-            f"| {r['errors_5xx']} | {mix} |"
+            f"| {r['backend']} | {r['policy']} | {r['concurrency']} | {r['requests_per_s']:.2f} "
+            f"| {r['megapixels_per_s']:.3f} | {fmt(r['p50_s'])} | {fmt(r['p95_s'])} | {r['ok']} "
+            f"| {r['rejected_503']} | {r['errors_5xx']} | {mix} | {fmt(r['mean_set5_psnr'])} |"
         )
     return "\n".join([*lines, "", *checks, ""])
+
+
+def probes_markdown(idle: dict[str, list[dict]], costs: dict[str, dict[str, float]]) -> str:
+    lines = ["", "Idle server, one request at a time (auto):", "", "| backend | input | status | width | reason | s |"]
+    lines.append("|---|---|---|---|---|---|")
+    for backend, probes in idle.items():
+        for p in probes:
+            lines.append(
+                f"| {backend} | {p['input']} | {p['status']} | {p['width']} | {p['reason']} | {p['seconds']:.2f} |"
+            )
+    widths = sorted({w for c in costs.values() for w in c}, key=float)
+    lines += ["", "Seconds per LR megapixel as each server's warm-up fitted them:", ""]
+    lines += ["| backend | " + " | ".join(f"width {w}" for w in widths) + " |", "|---" * (len(widths) + 1) + "|"]
+    first = next(iter(costs.values()), {})
+    for backend, c in costs.items():
+        cells = [f"{c[w]:.2f} ({c[w] / first[w]:.2f}x)" if w in first else f"{c[w]:.2f}" for w in widths]
+        lines.append(f"| {backend} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict], target_s: float, path: Path) -> None:
@@ -209,24 +319,27 @@ def plot(rows: list[dict], target_s: float, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for policy in dict.fromkeys(r["policy"] for r in rows):
-        mine = [r for r in rows if r["policy"] == policy]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    levels = sorted({r["concurrency"] for r in rows})
+    for key in dict.fromkeys((r["backend"], r["policy"]) for r in rows):
+        mine = [r for r in rows if (r["backend"], r["policy"]) == key]
         xs = [r["concurrency"] for r in mine]
-        ax1.plot(xs, [r["megapixels_per_s"] for r in mine], marker="o", label=policy)
-        ax2.plot(xs, [r["p95_s"] or float("nan") for r in mine], marker="o", label=policy)
-    ax2.axhline(target_s, color="gray", linestyle="--", label="latency target")
-    for ax, title in ((ax1, "throughput (input MP/s)"), (ax2, "p95 latency (s)")):
+        style = {"marker": "o", "label": " ".join(key), "linestyle": "-" if key[0] == "openvino" else "--"}
+        axes[0].plot(xs, [r["megapixels_per_s"] for r in mine], **style)
+        axes[1].plot(xs, [r["p95_s"] or float("nan") for r in mine], **style)
+        axes[2].plot(xs, [r["mean_set5_psnr"] or float("nan") for r in mine], **style)
+    axes[1].axhline(target_s, color="gray", linestyle=":", label="latency target")
+    titles = ("throughput (input MP/s)", "p95 latency (s)", "expected Set5 PSNR of what was served (dB)")
+    for ax, title in zip(axes, titles, strict=True):
         ax.set_xscale("log", base=2)
-        ax.set_xticks(
-            sorted({r["concurrency"] for r in rows}), labels=[str(n) for n in sorted({r["concurrency"] for r in rows})]
-        )
+        ax.set_xticks(levels, labels=[str(n) for n in levels])
         ax.set_xlabel("concurrent clients")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend()
+    axes[1].set_yscale("log")
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -234,65 +347,81 @@ def main() -> None:
     ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     ap.add_argument("--random-weights", action="store_true", help="time a random EDSR-baseline (no trained file)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--backends", nargs="+", default=["openvino", "torch"])
+    ap.add_argument("--baseline-root", type=Path, help="another checkout whose server runs as backend 'baseline'")
     ap.add_argument("--policies", nargs="+", help="default: auto, fixed:1 and fixed:<narrowest>")
     ap.add_argument("--concurrency", nargs="+", type=int, default=[1, 2, 4, 8, 16])
-    ap.add_argument("--sizes", nargs="+", type=int, default=[64, 128, 256], help="LR sides of the image mix")
-    ap.add_argument("--size-weights", nargs="+", type=float, default=[0.5, 0.3, 0.2])
-    ap.add_argument("--seconds-per-level", type=float, default=30.0)
+    ap.add_argument("--mix", choices=["photo", "squares"], default="photo")
+    ap.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "train" / "BSD200" / "HR")
+    ap.add_argument("--seconds-per-level", type=float, default=20.0)
     ap.add_argument("--max-requests-per-level", type=int, default=2000)
     ap.add_argument("--latency-target-s", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--max-queue", type=int, default=8)
     args = ap.parse_args()
-    if len(args.sizes) != len(args.size_weights):
-        raise SystemExit("--sizes and --size-weights need the same length")
 
     with tempfile.TemporaryDirectory() as tmp:
-        weights = args.weights
+        weights = args.weights.resolve()
         if args.random_weights:
             weights = Path(tmp) / "random-edsr-baseline.safetensors"
             save_weights(EDSR(EDSRConfig()).eval(), weights, {"note": "random weights: timing only"})
+        card = json.loads(card_path(weights).read_text()) if card_path(weights).exists() else {}
+        psnr = {w: row["psnr"] for w, row in card.get("metrics", {}).get("Set5", {}).items() if w != "bicubic"}
         narrowest = min(read_config(weights).widths)
         policies = args.policies or ["auto", "fixed:1", f"fixed:{narrowest:g}"]
-        inputs = make_inputs(args.sizes)
-        rows = []
-        for policy in policies:
-            port = free_port()
-            proc = start_server(weights, policy, port, args)
-            try:
-                limits = httpx.Limits(max_connections=max(args.concurrency) + 4)
-                with httpx.Client(
-                    base_url=f"http://127.0.0.1:{port}", timeout=300, trust_env=False, limits=limits
-                ) as c:
-                    wait_ready(c, proc)
-                    for n in args.concurrency:
-                        level = Level(policy, n)
-                        run_level(c, level, inputs, args.size_weights, args)
-                        rows.append(level.summary())
-                        r = rows[-1]
-                        print(
-                            f"{policy:>10} x{n:<3} {r['requests_per_s']:6.2f} req/s {r['megapixels_per_s']:6.3f} MP/s "
-                            f"p95 {r['p95_s'] or float('nan'):.2f} s  ok {r['ok']} 503 {r['rejected_503']} "
-                            f"5xx {r['errors_5xx']}  {r['width_mix']}",
-                            flush=True,
-                        )
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+        inputs = photo_inputs(args.photos) if args.mix == "photo" else square_inputs()
+        servers = [(b, ROOT) for b in args.backends]
+        if args.baseline_root:
+            servers.append((BASELINE, args.baseline_root.resolve()))
+        rows, doomed, idle, costs = [], {}, {}, {}
+        for backend, root in servers:
+            for policy in policies:
+                port = free_port()
+                proc = start_server(root, backend, weights, policy, port, args)
+                try:
+                    limits = httpx.Limits(max_connections=max(args.concurrency) + 4)
+                    with httpx.Client(
+                        base_url=f"http://127.0.0.1:{port}", timeout=300, trust_env=False, limits=limits
+                    ) as c:
+                        wait_ready(c, proc)
+                        if policy == "auto":
+                            costs[backend] = fitted_costs(c)
+                            idle[backend] = idle_probe(c, args.photos if args.mix == "photo" else None)
+                            print(f"{backend} warm-up costs {costs[backend]} idle {idle[backend]}", flush=True)
+                        for n in args.concurrency:
+                            level = Level(backend, policy, n)
+                            run_level(c, level, inputs, psnr, args)
+                            rows.append(level.summary())
+                            r = rows[-1]
+                            print(
+                                f"{backend:>9} {policy:>10} x{n:<3} {r['requests_per_s']:6.2f} req/s "
+                                f"{r['megapixels_per_s']:6.3f} MP/s p95 {r['p95_s'] or float('nan'):.2f} s  "
+                                f"ok {r['ok']} 503 {r['rejected_503']} 5xx {r['errors_5xx']}  {r['width_mix']} "
+                                f"{r['mean_set5_psnr'] or float('nan'):.2f} dB",
+                                flush=True,
+                            )
+                        if policy == "auto":
+                            doomed[backend] = doomed_probe(c)
+                            print(f"{backend} doomed-work probe: {doomed[backend]}", flush=True)
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=60)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    full = "fixed:1"
+    sizes = ", ".join(f"{len(data) // 1024} KiB/{pixels / 1e6:.3f} MP" for data, pixels, _ in inputs)
     header = (
-        f"LR sizes {args.sizes} (weights {args.size_weights}), target {args.latency_target_s:g} s, "
-        f"{args.workers} workers x {args.torch_threads} torch threads, max queue {args.max_queue}, "
-        f"{args.seconds_per_level:g} s per level, {os.cpu_count()} CPUs, weights {Path(weights).name}"
+        f"{args.mix} mix ({sizes}), target {args.latency_target_s:g} s, {args.workers} workers "
+        f"(torch: x {args.torch_threads} threads), max queue {args.max_queue}, {args.seconds_per_level:g} s per level, "
+        f"CPU {json.dumps(cpu_info())}, weights {Path(weights).name}"
     )
-    checks = verdict(rows, args.latency_target_s, full)
-    markdown = to_markdown(rows, header, checks)
+    checks = verdict(rows, args.latency_target_s, doomed)
+    markdown = to_markdown(rows, header, checks) + probes_markdown(idle, costs)
     (args.out / "bench.md").write_text(markdown)
     meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    (args.out / "bench.json").write_text(json.dumps({"args": meta, "rows": rows}, indent=2) + "\n")
+    (args.out / "bench.json").write_text(
+        json.dumps({"args": meta, "rows": rows, "doomed": doomed, "idle": idle, "costs": costs}, indent=2) + "\n"
+    )
     plot(rows, args.latency_target_s, args.out / "bench.png")
     print(markdown)
     print(f"wrote {args.out}/bench.md, bench.json, bench.png")

@@ -38,9 +38,12 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="request body limit (413 above)")
     max_pixels: int = Field(1_048_576, gt=0, description="input width x height limit (413 above)")
-    tile_size: int = Field(192, ge=8, description="LR tile side; larger inputs run in overlapping tiles")
+    tile_size: int = Field(256, ge=8, description="LR tile side; larger inputs run in overlapping tiles")
     tile_overlap: int | None = Field(
-        None, ge=0, description="LR margin around each tile; default: the model's receptive radius (exact seams)"
+        12,
+        ge=0,
+        description="LR margin around each tile (12: tiled output within 1 level of the whole-image pass, "
+        "bench/results/tiles.md); unset: the model's receptive radius (exact up to float rounding)",
     )
     png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG responses (1: fast)")
     cost_ewma_alpha: float = Field(0.2, ge=0, le=1, description="weight of each new timing in the cost model")

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from model.edsr import count_params
 from model.weights import load_weights
 from service.logs import JsonFormatter
+from service.settings import Settings
 from tests.conftest import synthetic_image
 from tests.service.conftest import TINY, client_for, decode, encode, png_bytes, running_server, settings
 
@@ -107,7 +108,7 @@ def test_model_info(client: httpx.Client, tiny_weights: Path) -> None:
     assert info["ready"] is True
     assert info["scale"] == 4 and info["widths"] == [0.25, 0.5, 1.0]
     assert info["weights"] == tiny_weights.name and len(info["weights_sha256"]) == 64
-    assert info["tile_size"] == 32 and info["tile_overlap"] == 2 * TINY.n_resblocks + 4
+    assert info["tile_size"] == 32 and info["tile_overlap"] == Settings().tile_overlap
     for row in info["per_width"]:
         assert row["params"] == count_params(TINY, row["width"])
         assert row["macs_per_lr_megapixel"] > 0
