@@ -164,6 +164,14 @@ def photo(folder: Path, w: int, h: int) -> Image.Image:
     return Image.open(path).convert("RGB").resize((w, h), Image.BICUBIC)
 
 
+def peak_rss_mb(pid: int) -> float:
+    """The server process's peak resident memory so far (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def fitted_costs(client: httpx.Client) -> dict[str, float]:
     """Seconds per LR megapixel per width as the server's warm-up fitted them (``/v1/model``)."""
     return {f"{w['width']:g}": w["cost"]["s_per_megapixel"] for w in client.get("/v1/model").json()["per_width"]}
@@ -374,7 +382,7 @@ def main() -> None:
         servers = [(b, ROOT) for b in args.backends]
         if args.baseline_root:
             servers.append((BASELINE, args.baseline_root.resolve()))
-        rows, doomed, idle, costs = [], {}, {}, {}
+        rows, doomed, idle, costs, peak_rss = [], {}, {}, {}, {}
         for backend, root in servers:
             for policy in policies:
                 port = free_port()
@@ -404,6 +412,8 @@ def main() -> None:
                         if policy == "auto":
                             doomed[backend] = doomed_probe(c)
                             print(f"{backend} doomed-work probe: {doomed[backend]}", flush=True)
+                    if policy == "auto":
+                        peak_rss[backend] = peak_rss_mb(proc.pid)
                 finally:
                     proc.terminate()
                     proc.wait(timeout=60)
@@ -417,10 +427,19 @@ def main() -> None:
     )
     checks = verdict(rows, args.latency_target_s, doomed)
     markdown = to_markdown(rows, header, checks) + probes_markdown(idle, costs)
+    markdown += (
+        "\nPeak resident memory of each auto server: "
+        + ", ".join(f"{b} {mb:.0f} MB" for b, mb in peak_rss.items())
+        + "\n"
+    )
     (args.out / "bench.md").write_text(markdown)
     meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     (args.out / "bench.json").write_text(
-        json.dumps({"args": meta, "rows": rows, "doomed": doomed, "idle": idle, "costs": costs}, indent=2) + "\n"
+        json.dumps(
+            {"args": meta, "rows": rows, "doomed": doomed, "idle": idle, "costs": costs, "peak_rss_mb": peak_rss},
+            indent=2,
+        )
+        + "\n"
     )
     plot(rows, args.latency_target_s, args.out / "bench.png")
     print(markdown)

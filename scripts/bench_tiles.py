@@ -124,7 +124,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     ap.add_argument("--backend", default="openvino", choices=["openvino", "torch"])
-    ap.add_argument("--data", type=Path, nargs="+", required=True, help="folders of PNG images used as inputs")
+    ap.add_argument("--data", type=Path, nargs="*", default=[], help="folders of PNG inputs (none: cost part only)")
     ap.add_argument("--margins", type=int, nargs="+", default=[4, 8, 12, 16, 24, 36])
     ap.add_argument("--tile", type=int, default=128, help="tile side of the error study (more seams: worst case)")
     ap.add_argument("--tiles", type=int, nargs="+", default=[128, 192, 256, 384, 512])
@@ -140,7 +140,7 @@ def main() -> None:
     header = f"{args.backend} backend, {threads} threads, CPU {json.dumps(cpu_info())}, weights {args.weights.name}"
     print(header, flush=True)
     cost = cost_rows(backend, model.cfg, args)
-    error = error_rows(backend, model.cfg, load_inputs(args.data), args)
+    error = error_rows(backend, model.cfg, load_inputs(args.data), args) if args.data else []
     markdown = to_markdown(cost, error, header, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(markdown)

@@ -56,7 +56,7 @@ class OpenVINOBackend:
             "capabilities": list(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
             "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
             "streams": compiled.get_property("NUM_STREAMS"),
-            "precision": str(compiled.get_property("INFERENCE_PRECISION_HINT")),
+            "precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
         }
 
 

@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from model.edsr import count_macs, count_params
 from service.auth import require_api_key
+from service.hardware import cpu_info
 from service.metrics import width_label
 from service.state import ServiceState, get_state
 
@@ -33,7 +34,7 @@ class PolicyState(BaseModel):
     mode: str
     latency_target_s: float
     workers: int
-    torch_threads: int
+    lanes: int  # requests whose tiles run at once (openvino: 1, over all its threads)
     max_queue: int
     queued: int
     running: int
@@ -52,6 +53,7 @@ class ModelInfo(BaseModel):
     widths: list[float]
     tile_size: int
     tile_overlap: int
+    runtime: dict[str, object]  # backend, version, threads, precision in use; the CPU and its features
     max_pixels: int
     max_body_bytes: int
     per_width: list[WidthInfo]
@@ -82,6 +84,7 @@ async def model_info(request: Request) -> ModelInfo:
         widths=list(svc.engine.widths),
         tile_size=svc.engine.tile_size,
         tile_overlap=svc.engine.margin,
+        runtime={**svc.engine.backend.describe(), "cpu": cpu_info()},
         max_pixels=svc.settings.max_pixels,
         max_body_bytes=svc.settings.max_body_bytes,
         per_width=per_width,
@@ -108,7 +111,7 @@ def _policy(svc: ServiceState) -> PolicyState:
         mode=s.policy,
         latency_target_s=s.latency_target_s,
         workers=s.workers,
-        torch_threads=s.torch_threads,
+        lanes=svc.scheduler.lanes,
         max_queue=s.max_queue,
         queued=load.queued,
         running=load.running,

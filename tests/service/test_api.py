@@ -109,6 +109,9 @@ def test_model_info(client: httpx.Client, tiny_weights: Path) -> None:
     assert info["scale"] == 4 and info["widths"] == [0.25, 0.5, 1.0]
     assert info["weights"] == tiny_weights.name and len(info["weights_sha256"]) == 64
     assert info["tile_size"] == 32 and info["tile_overlap"] == Settings().tile_overlap
+    runtime = info["runtime"]
+    assert runtime["backend"] == "openvino" and runtime["precision"] == "f32" and runtime["threads"] >= 1
+    assert runtime["cpu"]["cpus"] >= 1 and isinstance(runtime["cpu"]["features"], list)
     for row in info["per_width"]:
         assert row["params"] == count_params(TINY, row["width"])
         assert row["macs_per_lr_megapixel"] > 0
@@ -116,6 +119,7 @@ def test_model_info(client: httpx.Client, tiny_weights: Path) -> None:
     assert info["per_width"][0]["quality"] == {"Set5": {"psnr": 30.1, "ssim": 0.85}}
     policy = info["policy"]
     assert policy["mode"] == "auto" and policy["latency_target_s"] == 2.0 and policy["workers"] == 2
+    assert policy["lanes"] == 1
     assert (policy["queued"], policy["running"]) == (0, 0)
     # Idle server: never narrowed for load; full width unless the live cost model (machine speed) says a
     # 256x256 input is too slow for the target at that width.
