@@ -43,6 +43,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY model/ model/
 COPY service/ service/
+COPY csd_sr/ csd_sr/
 RUN /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/pip uninstall --yes pip setuptools \
     && /opt/venv/bin/csd-sr --help >/dev/null

@@ -1,4 +1,9 @@
-"""The ``csd-sr`` command: train, evaluate, upscale, serve."""
+"""The model's half of the ``csd-sr`` command: ``train``, ``evaluate``, ``export``.
+
+``csd_sr.cli`` joins these with the service's ``serve`` and ``upscale``; this module imports nothing
+from ``service`` (tests/model/test_independence.py), so ``python -m model.cli train ...`` (e.g. under
+``torchrun``) needs only the training dependencies.
+"""
 
 from __future__ import annotations
 
@@ -75,10 +80,8 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="csd-sr", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add ``train``, ``evaluate`` and ``export`` to a command's subcommands."""
     p = sub.add_parser("train", help="train a width-switchable EDSR with CSD")
     p.add_argument("--config", help="TOML file; flags override its values")
     _add_config_flags(p)
@@ -99,9 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="OUT.safetensors (card written to OUT.json)")
     p.set_defaults(func=_export)
 
-    from service.cli import add_parsers
 
-    add_parsers(sub)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m model.cli", description="train, evaluate, export (the csd-sr command without serve/upscale)"
+    )
+    add_parsers(parser.add_subparsers(dest="command", required=True))
     return parser
 
 

@@ -8,9 +8,27 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("csd_sr.errors")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response (``error_response``); documented for each error status in the spec."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: str = Field(
+        description="machine-readable code: bad_image, bad_request, unauthorized, body_too_large, "
+        "too_many_pixels, unsupported_media_type, invalid_option, overloaded, timeout, not_ready, ...",
+        examples=["invalid_option"],
+    )
+    detail: str = Field(
+        description="what was wrong, for people (for invalid_option from parameter validation: "
+        "'<location>.<name>: <message>' per problem, joined by '; ')",
+        examples=["query.quality: Input should be less than or equal to 100"],
+    )
 
 
 class ApiError(Exception):
@@ -34,7 +52,14 @@ def _code(status: int) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Route our errors, Starlette's HTTP errors and FastAPI's validation errors into the one shape."""
+    """Route our errors, Starlette's HTTP errors and FastAPI's validation errors into the one shape.
+
+    Also installs ``service.openapi``: the spec made to say what the server enforces, errors included
+    (FastAPI's own 422 schema describes a body this server never sends).
+    """
+    from service import openapi
+
+    openapi.install(app)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

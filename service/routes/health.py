@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from service.errors import ApiError
+from service.errors import ApiError, ErrorBody
 from service.state import get_state
 
 router = APIRouter(tags=["operations"])
@@ -16,7 +16,14 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: model loaded and warmed up", responses={503: {"description": "not ready"}})
+_NOT_READY = {
+    "model": ErrorBody,
+    "description": "not_ready: warming up, or the warm-up failed (the detail says why).",
+    "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+}
+
+
+@router.get("/readyz", summary="Readiness: model loaded and warmed up", responses={503: _NOT_READY})
 async def readyz(request: Request) -> dict[str, str]:
     svc = get_state(request)
     if not svc.ready:

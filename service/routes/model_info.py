@@ -7,6 +7,7 @@ from pydantic import BaseModel
 
 from model.edsr import count_macs, count_params
 from service.auth import require_api_key
+from service.errors import ErrorBody
 from service.hardware import cpu_info
 from service.metrics import width_label
 from service.state import ServiceState, get_state
@@ -61,7 +62,22 @@ class ModelInfo(BaseModel):
     card: dict
 
 
-@router.get("/v1/model", response_model=ModelInfo, summary="Model card, cost per width and current policy")
+_RESPONSES: dict = {
+    401: {
+        "model": ErrorBody,
+        "description": "unauthorized: missing or wrong API key (only when the server has one).",
+        "headers": {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+    },
+    500: {"model": ErrorBody, "description": "internal_error: a bug (logged by the server)."},
+}
+
+
+@router.get(
+    "/v1/model",
+    response_model=ModelInfo,
+    responses=_RESPONSES,
+    summary="Model card, cost per width and current policy",
+)
 async def model_info(request: Request) -> ModelInfo:
     svc = get_state(request)
     cfg, costs = svc.engine.cfg, svc.scheduler.cost.snapshot()

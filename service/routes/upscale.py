@@ -39,7 +39,8 @@ _BODY_DOC = {
         },
     }
 }
-_ERROR = {"content": {"application/json": {"example": {"error": "code", "detail": "text"}}}}
+# Every error is a service.errors.ErrorBody, {"error": code, "detail": text} (service.openapi adds the schema).
+_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
 _RESPONSES: dict = {
     200: {
         "description": "The upscaled image.",
@@ -53,12 +54,27 @@ _RESPONSES: dict = {
             "X-Request-ID": {"description": "the request id (echoed or generated)", "schema": {"type": "string"}},
         },
     },
-    400: {"description": "Undecodable or truncated image.", **_ERROR},
-    401: {"description": "Missing or wrong API key.", **_ERROR},
-    413: {"description": "Body or pixel count over the limit.", **_ERROR},
-    415: {"description": "Unsupported media type.", **_ERROR},
-    422: {"description": "Bad option.", **_ERROR},
-    503: {"description": "Overloaded, timed out or warming up (see Retry-After).", **_ERROR},
+    400: {"description": "bad_image: undecodable or truncated image; bad_request: malformed multipart.", **_ERROR},
+    401: {
+        "description": "unauthorized: missing or wrong API key (only when the server has one).",
+        "headers": {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
+        **_ERROR,
+    },
+    413: {"description": "body_too_large / too_many_pixels: over the limit the detail gives.", **_ERROR},
+    415: {"description": "unsupported_media_type: not multipart or image/*, or a type not decoded.", **_ERROR},
+    422: {
+        "description": "invalid_option: a parameter out of range, a width not on the ladder, JPEG output for "
+        "an image with alpha, or multipart without a 'file' part; exceeds_timeout: the forced width is "
+        "predicted to miss the request timeout.",
+        **_ERROR,
+    },
+    500: {"description": "internal_error: a bug (logged by the server).", **_ERROR},
+    503: {
+        "description": "overloaded (no width meets the target, or the queue is full), timeout (not finished "
+        "within the request timeout), not_ready (warming up), or shutting down.",
+        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+        **_ERROR,
+    },
 }
 LIMIT_CODES = ("body_too_large", "too_many_pixels")
 
@@ -107,8 +123,10 @@ async def _upscale(
         m.rejections.labels("not_ready").inc()
         raise ApiError(503, "not_ready", svc.warmup_error or "warming up", {"Retry-After": "2"})
     forced = _parse_width(width, svc.engine.widths)
-    if quality is not None and fmt == "png":
-        raise ApiError(422, "invalid_option", "quality applies to jpeg and webp, not png")
+    # `quality` with format=png is accepted and ignored, as it always was when the output is PNG by default:
+    # PNG is lossless, there is nothing for it to set. It used to be a 422, which the spec cannot express
+    # (OpenAPI parameters are independent schemas, so no "quality only with jpeg/webp"): a request valid by
+    # the spec was refused, and generated clients could not know it (found by tests/service/test_contract.py).
     data = await _read_image(request, s.max_body_bytes)
     probe = images.probe(data, s.max_pixels)
     fmt = fmt or ("webp" if probe.lossless_webp else "png")

@@ -7,19 +7,38 @@ import signal
 import socket
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from model.cli import main as cli_main
+from csd_sr.cli import build_parser
+from csd_sr.cli import main as cli_main
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import synthetic_image, write_png
 from tests.service.conftest import client_for, png_bytes, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_one_command_joins_model_and_service() -> None:
+    """``csd-sr`` (csd_sr.cli, above both packages) has every subcommand; ``model.cli`` only the model's."""
+    from model.cli import build_parser as model_parser
+
+    def subcommands(parser) -> set[str]:
+        return set(next(a for a in parser._actions if a.dest == "command").choices)
+
+    assert subcommands(build_parser()) == {"train", "evaluate", "export", "serve", "upscale"}
+    assert subcommands(model_parser()) == {"train", "evaluate", "export"}
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"csd-sr": "csd_sr.cli:main"}
+    help_text = subprocess.run(
+        [sys.executable, "-m", "csd_sr", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert help_text.returncode == 0 and "{train,evaluate,export,serve,upscale}" in help_text.stdout
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -64,7 +83,7 @@ def test_serve_command_runs_the_service(tiny_weights: Path) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "CSD_SR_WORKERS": "1", "CSD_SR_LOG_LEVEL": "warning"}
-    cmd = [sys.executable, "-m", "model.cli", "serve", "--weights", str(tiny_weights), "--port", str(port)]
+    cmd = [sys.executable, "-m", "csd_sr", "serve", "--weights", str(tiny_weights), "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"

@@ -1,0 +1,105 @@
+"""``/openapi.json`` as the server enforces it: FastAPI's generated document, corrected where it says otherwise.
+
+FastAPI writes the spec from the handlers' signatures; these differed from what the server does (found by
+Schemathesis, tests/service/test_contract.py, which keeps them in agreement):
+
+- An optional parameter (``quality: int | None = None``) came out as ``anyOf: [integer, null]``, so
+  ``?quality=null`` or ``X-Deadline-Ms: null`` was valid by the spec but a 422. Leaving a parameter out is
+  said by ``required: false``; the ``null`` branch goes.
+- ``width`` was any string, but only ``auto`` or a width of the loaded model's ladder is accepted. The
+  ladder is known only once the weights are loaded, hence this post-processing rather than the signature.
+- The multipart ``file`` part was any bytes: its ``encoding`` now names the image types the server
+  decodes, as the raw body's ``image/*`` does (other image types are the documented 415).
+- Validation errors were documented with FastAPI's ``HTTPValidationError`` (``{"detail": [...]}``); the
+  server answers them with ``{"error": "invalid_option", "detail": "..."}`` (``service.errors``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from fastapi import FastAPI
+
+from service.errors import ErrorBody
+
+ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+FASTAPI_422 = ("HTTPValidationError", "ValidationError")
+# The image types the server decodes, one name each (service.images.INPUT_MEDIA_TYPES also takes aliases such
+# as image/x-ms-bmp), and the generic type whose bytes are sniffed.
+DECODED = ("image/png", "image/jpeg", "image/webp", "image/bmp", "image/tiff", "image/gif")
+IMAGE_TYPES = (*DECODED, "application/octet-stream")
+
+
+def install(app: FastAPI) -> None:
+    """Serve the corrected document (built once, on the first request for it)."""
+    generate = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            spec = generate()
+            app.openapi_schema = correct(spec, ladder=app.state.service.engine.widths)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def correct(spec: dict, ladder: tuple[float, ...]) -> dict:
+    """``spec`` corrected in place (and returned): parameters without ``null``, the width ladder, error shapes."""
+    for path, method, operation in _operations(spec):
+        for param in operation.get("parameters", []):
+            if not param.get("required", False):
+                _drop_null(param["schema"])
+            if (path, method, param["in"], param["name"]) == ("/v1/upscale", "post", "query", "width"):
+                param["schema"] = _width_schema(param["schema"], ladder)
+        if "content" in operation.get("requestBody", {}):
+            _image_types(operation["requestBody"]["content"])
+        for status, response in operation.get("responses", {}).items():
+            if status.startswith(("4", "5")):
+                # Every error the server sends is an ErrorBody, whatever the route declared (or FastAPI added).
+                response["content"] = {"application/json": {"schema": dict(ERROR_REF)}}
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.setdefault("ErrorBody", ErrorBody.model_json_schema())
+    for name in FASTAPI_422:
+        schemas.pop(name, None)
+    return spec
+
+
+def _operations(spec: dict) -> Iterator[tuple[str, str, dict]]:
+    for path, item in spec.get("paths", {}).items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "responses" in operation:
+                yield path, method, operation
+
+
+def _drop_null(schema: dict) -> None:
+    branches = schema.get("anyOf")
+    if not branches:
+        return
+    kept = [b for b in branches if b != {"type": "null"}]
+    if len(kept) == len(branches):
+        return
+    del schema["anyOf"]
+    if len(kept) == 1:
+        schema.update({k: v for k, v in kept[0].items() if k not in schema})
+    else:
+        schema["anyOf"] = kept
+    if schema.get("default", ...) is None:
+        del schema["default"]
+
+
+def _image_types(content: dict) -> None:
+    """A multipart ``file`` part carries one of the image types the server decodes (or sniffed bytes)."""
+    form = content.get("multipart/form-data", {})
+    if "file" in form.get("schema", {}).get("properties", {}):
+        form.setdefault("encoding", {}).setdefault("file", {"contentType": ", ".join(IMAGE_TYPES)})
+
+
+def _width_schema(schema: dict, ladder: tuple[float, ...]) -> dict:
+    """``auto`` or a number equal to a width of the ladder (the server parses it as a number: ``.5`` = ``0.5``)."""
+    widths = ", ".join(f"{w:g}" for w in ladder)
+    return {
+        "anyOf": [{"type": "string", "enum": ["auto"]}, {"type": "number", "enum": [float(w) for w in ladder]}],
+        "default": "auto",
+        "title": schema.get("title", "Width"),
+        "description": f"'auto' (the server's policy picks the width) or a width of the model's ladder: {widths}",
+    }
