@@ -1,4 +1,4 @@
-# csd-sr: the load-adaptive super-resolution service, CPU-only.
+# csd-sr: the load-adaptive super-resolution service, CPU-only (OpenVINO runtime, torch as reference).
 #
 #   docker build -t csd-sr .
 #   docker run --rm -p 8000:8000 csd-sr
@@ -32,13 +32,21 @@ COPY --from=requirements /requirements.txt /tmp/requirements.txt
 # The dependencies, in a layer that only a change to them rebuilds; then what serving never
 # uses goes: C++ headers, CMake files, static libraries, the C++ test programs and protoc the
 # wheel ships (about 150 MB; torch_shm_manager stays), and the symbol tables of torch's shared
-# libraries (about 90 MB; their dynamic symbols stay).
+# libraries (about 90 MB; their dynamic symbols stay). From OpenVINO, the GPU and NPU plugins
+# and the model readers other than PyTorch's and its own IR (about 75 MB): the service only
+# converts torch modules and runs them on the CPU.
 RUN /opt/venv/bin/pip install --find-links /wheels \
         ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} -r /tmp/requirements.txt \
     && cd /opt/venv/lib/python3.11/site-packages/torch \
     && rm -rf include share test lib/*.a \
     && find bin -mindepth 1 -maxdepth 1 ! -name torch_shm_manager -exec rm -rf {} + \
-    && strip --strip-unneeded lib/*.so*
+    && strip --strip-unneeded lib/*.so* \
+    && cd ../openvino/libs \
+    && rm -f cache.json libopenvino_intel_gpu_plugin.so libopenvino_intel_npu_plugin.so \
+        libopenvino_gguf_frontend.so.* libopenvino_jax_frontend.so.* libopenvino_onnx_frontend.so.* \
+        libopenvino_paddle_frontend.so.* libopenvino_tensorflow_frontend.so.* \
+        libopenvino_tensorflow_lite_frontend.so.* \
+    && rm -rf ../include
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY model/ model/

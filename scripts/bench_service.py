@@ -128,11 +128,13 @@ def free_port() -> int:
 
 
 def start_server(root: Path, backend: str, weights: Path, policy: str, port: int, args) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "model.cli", "serve", "--weights", str(weights), "--host", "127.0.0.1"]
+    # An earlier checkout may predate the csd_sr package (model.cli served then) or the --backend flag.
+    entry = "model.cli" if backend == BASELINE and not (root / "csd_sr").is_dir() else "csd_sr"
+    cmd = [sys.executable, "-m", entry, "serve", "--weights", str(weights), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--policy", policy, "--latency-target-s", str(args.latency_target_s)]
     cmd += ["--workers", str(args.workers), "--torch-threads", str(args.torch_threads), "--log-level", "warning"]
     cmd += ["--max-queue", str(args.max_queue)]
-    if backend != BASELINE:  # an earlier checkout may not know the flag: it runs what it ran
+    if backend != BASELINE:
         cmd += ["--backend", backend]
     return subprocess.Popen(cmd, cwd=root, env={**os.environ, "CSD_SR_MAX_PIXELS": str(DOOMED_SIDE**2)})
 

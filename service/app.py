@@ -18,7 +18,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from model.weights import load_weights
-from service import errors, logs, pipeline
+from service import errors, logs, openapi, pipeline
 from service.engine import build_engine
 from service.hardware import cpu_info
 from service.metrics import Metrics, width_label
@@ -54,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = svc
     errors.install(app)
+    openapi.install(app)  # the spec says what the server enforces, errors included
     app.add_middleware(RequestContextMiddleware, metrics=svc.metrics)
     for module in (upscale, model_info, health):
         app.include_router(module.router)

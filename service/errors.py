@@ -52,14 +52,7 @@ def _code(status: int) -> str:
 
 
 def install(app: FastAPI) -> None:
-    """Route our errors, Starlette's HTTP errors and FastAPI's validation errors into the one shape.
-
-    Also installs ``service.openapi``: the spec made to say what the server enforces, errors included
-    (FastAPI's own 422 schema describes a body this server never sends).
-    """
-    from service import openapi
-
-    openapi.install(app)
+    """Route our errors, Starlette's HTTP errors and FastAPI's validation errors into the one shape."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -235,7 +235,7 @@ def _parse_width(text: str, ladder: tuple[float, ...]) -> float | None:
     except ValueError:
         value = math.nan
     for w in ladder:
-        if math.isclose(w, value):
+        if w == value:  # exact: the spec lists the ladder's values, so 1.0000000000000002 is not one of them
             return w
     choices = ", ".join(width_label(w) for w in ladder)
     raise ApiError(422, "invalid_option", f"width must be 'auto' or one of {choices}, got {text!r}")
