@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from service.errors import ApiError
+from service.png import encode_png
 
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 INPUT_MEDIA_TYPES = {
@@ -152,23 +153,30 @@ def encode(
     fmt: str,
     quality: int | None,
     png_compress_level: int,
+    threads: int = 1,
 ) -> tuple[bytes, int]:
-    """Encode the model output (float HxWx3, 0..255) like the source; returns the bytes and bit depth."""
+    """Encode the model output (float HxWx3, 0..255) like the source; returns the bytes and bit depth.
+
+    PNG is deflated on up to ``threads`` threads (``service.png``); JPEG and WebP go through Pillow.
+    """
     if source.gray:
         plane = rgb @ BT601
         if source.bit_depth == 16 and fmt == "png" and alpha is None:
-            img = Image.fromarray(np.clip(np.rint(plane * 257.0), 0, 65535).astype(np.uint16))
+            pixels = np.clip(np.rint(plane * 257.0), 0, 65535).astype(np.uint16)
         else:
-            img = _to_image(plane[..., None], alpha)
+            pixels = _to_8bit(plane[..., None], alpha)
     else:
-        img = _to_image(rgb, alpha)
-    if fmt == "webp" and img.mode in ("L", "LA"):  # WebP stores colour only
-        img = img.convert("RGBA" if alpha is not None else "RGB")
-    out_space = "GRAY" if img.mode in ("L", "LA", "I;16") else "RGB"
-    options: dict = {"icc_profile": source.icc} if source.icc and source.icc_space == out_space else {}
+        pixels = _to_8bit(rgb, alpha)
+    gray = pixels.ndim == 2 or pixels.shape[2] <= 2
+    icc = source.icc if source.icc and source.icc_space == ("GRAY" if gray else "RGB") else None
+    bit_depth = 16 if pixels.dtype == np.uint16 else 8
     if fmt == "png":
-        options["compress_level"] = png_compress_level
-    elif fmt == "jpeg":
+        return encode_png(pixels, png_compress_level, threads, icc), bit_depth
+    img = Image.fromarray(pixels)
+    if fmt == "webp" and gray:  # WebP stores colour only
+        img, icc = img.convert("RGBA" if alpha is not None else "RGB"), None
+    options: dict = {"icc_profile": icc} if icc else {}
+    if fmt == "jpeg":
         options["quality"] = quality or DEFAULT_JPEG_QUALITY
     elif quality is None:  # WebP: lossless unless a quality asks for lossy; exact keeps colour under alpha 0
         options.update(lossless=True, exact=True)
@@ -176,14 +184,14 @@ def encode(
         options["quality"] = quality
     buf = io.BytesIO()
     img.save(buf, format=fmt.upper(), **options)
-    return buf.getvalue(), 16 if img.mode == "I;16" else 8
+    return buf.getvalue(), bit_depth
 
 
-def _to_image(colour: np.ndarray, alpha: np.ndarray | None) -> Image.Image:
-    """float HxWxC (C = 1 or 3) plus optional alpha -> 8-bit L/LA/RGB/RGBA image."""
+def _to_8bit(colour: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """float HxWxC (C = 1 or 3) plus optional alpha -> uint8 HxW (gray) or HxWxC' (LA, RGB, RGBA)."""
     planes = colour if alpha is None else np.concatenate([colour, alpha[..., None]], axis=2)
     arr = np.clip(np.rint(planes), 0, 255).astype(np.uint8)
-    return Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr)
+    return arr[..., 0] if arr.shape[2] == 1 else arr
 
 
 def _decode_16bit_gray(img: Image.Image, icc: bytes | None) -> Decoded:

@@ -13,6 +13,7 @@ from PIL import Image
 
 from service import images
 from service.engine import Engine
+from service.hardware import available_cpus
 from service.policy import CostModel
 
 # Warm-up runs each width on inputs of these LR sides, REPEATS times each, to fit overhead + slope.
@@ -20,6 +21,7 @@ from service.policy import CostModel
 WARMUP_SIDES = (64, 256)
 WARMUP_REPEATS = 3
 REFERENCE_PIXELS = WARMUP_SIDES[-1] ** 2
+ENCODE_THREADS = available_cpus()  # PNG deflate strips in parallel: a lone request's encode uses every core
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def process(
     rgb = engine.run(decoded.rgb, width, before_tile)
     alpha = None if decoded.alpha is None else images.upscale_alpha(decoded.alpha, engine.scale)
     inference_s = time.perf_counter() - start
-    body, bit_depth = images.encode(rgb, alpha, decoded, fmt, quality, png_compress_level)
+    body, bit_depth = images.encode(rgb, alpha, decoded, fmt, quality, png_compress_level, ENCODE_THREADS)
     h, w = rgb.shape[:2]
     return Output(body, images.OUTPUT_MEDIA_TYPES[fmt], w, h, bit_depth, inference_s)
 
