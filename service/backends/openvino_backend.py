@@ -1,9 +1,12 @@
 """OpenVINO on the CPU: each width's dense sub-network converted from the shipped weights at start-up.
 
-One compiled model per width, one stream over all ``threads`` cores: a lone
-request's tiles use every core, and concurrent calls queue on that stream
-instead of splitting the cores (no oversubscription). fp32 is asked for
-explicitly: on CPUs with BF16 the runtime would otherwise pick bf16.
+One compiled model per width, one stream over all ``threads`` cores, and one
+lane: tiles run one at a time whatever their width, each on every core. A lone
+request's tiles use all the cores; concurrent requests' tiles take turns instead
+of splitting the cores (no oversubscription), and one infer request per width
+holds that width's intermediate buffers (one set, not one per worker thread).
+fp32 is asked for explicitly: on CPUs with BF16 the runtime would otherwise
+pick bf16.
 """
 
 from __future__ import annotations
@@ -34,18 +37,17 @@ class OpenVINOBackend:
             "INFERENCE_PRECISION_HINT": PRECISION,
         }
         self.compiled = {w: self.core.compile_model(convert(model.dense(w)), "CPU", config) for w in model.widths}
-        self._local = threading.local()  # an InferRequest is not thread-safe: one per thread and width
+        self._requests = {w: c.create_infer_request() for w, c in self.compiled.items()}
+        self._lane = threading.Lock()
 
     def init_worker(self) -> None:
         pass
 
     def infer(self, width: float, x: np.ndarray) -> np.ndarray:
-        requests = self._local.__dict__.setdefault("requests", {})
-        request = requests.get(width)
-        if request is None:
-            request = requests[width] = self.compiled[width].create_infer_request()
-        request.infer({0: x}, share_inputs=True)
-        return request.get_output_tensor(0).data.copy()  # the output buffer is reused by the next call
+        request = self._requests[width]
+        with self._lane:
+            request.infer({0: x}, share_inputs=True)
+            return request.get_output_tensor(0).data.copy()  # the output buffer is reused by the next call
 
     def describe(self) -> dict[str, object]:
         compiled = next(iter(self.compiled.values()))
