@@ -136,7 +136,8 @@ def start_server(root: Path, backend: str, weights: Path, policy: str, port: int
     cmd += ["--max-queue", str(args.max_queue)]
     if backend != BASELINE:
         cmd += ["--backend", backend]
-    return subprocess.Popen(cmd, cwd=root, env={**os.environ, "CSD_SR_MAX_PIXELS": str(DOOMED_SIDE**2)})
+    env = {"CSD_SR_MAX_PIXELS": str(DOOMED_SIDE**2), "CSD_SR_REQUEST_TIMEOUT_S": str(args.request_timeout_s)}
+    return subprocess.Popen(cmd, cwd=root, env={**os.environ, **env})
 
 
 def idle_probe(client: httpx.Client, folder: Path | None) -> list[dict]:
@@ -263,7 +264,7 @@ def verdict(rows: list[dict], target_s: float, doomed: dict[str, dict]) -> list[
                 f"- {backend} auto: p95 within {target_s:g} s, no 5xx besides 503, every concurrency: {_yn(ok)}"
             )
     reference = BASELINE if BASELINE in backends else "torch"
-    top = max(r["concurrency"] for r in rows)
+    top = max((r["concurrency"] for r in rows), default=0)
     new, old = by.get((backends[0], "auto", top)), by.get((reference, "auto", top))
     if new and old and reference != backends[0]:
         ratio = new["megapixels_per_s"] / max(old["megapixels_per_s"], 1e-9)
@@ -360,7 +361,8 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["openvino", "torch"])
     ap.add_argument("--baseline-root", type=Path, help="another checkout whose server runs as backend 'baseline'")
     ap.add_argument("--policies", nargs="+", help="default: auto, fixed:1 and fixed:<narrowest>")
-    ap.add_argument("--concurrency", nargs="+", type=int, default=[1, 2, 4, 8, 16])
+    ap.add_argument("--concurrency", nargs="*", type=int, default=[1, 2, 4, 8, 16], help="none: the probes only")
+    ap.add_argument("--request-timeout-s", type=float, default=60.0, help="the servers' REQUEST_TIMEOUT_S")
     ap.add_argument("--mix", choices=["photo", "squares"], default="photo")
     ap.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "train" / "BSD200" / "HR")
     ap.add_argument("--seconds-per-level", type=float, default=20.0)
@@ -390,7 +392,7 @@ def main() -> None:
                 port = free_port()
                 proc = start_server(root, backend, weights, policy, port, args)
                 try:
-                    limits = httpx.Limits(max_connections=max(args.concurrency) + 4)
+                    limits = httpx.Limits(max_connections=max(args.concurrency, default=1) + 4)
                     with httpx.Client(
                         base_url=f"http://127.0.0.1:{port}", timeout=300, trust_env=False, limits=limits
                     ) as c:
@@ -443,7 +445,8 @@ def main() -> None:
         )
         + "\n"
     )
-    plot(rows, args.latency_target_s, args.out / "bench.png")
+    if rows:
+        plot(rows, args.latency_target_s, args.out / "bench.png")
     print(markdown)
     print(f"wrote {args.out}/bench.md, bench.json, bench.png")
 

@@ -17,6 +17,8 @@ import warnings
 import numpy as np
 import openvino as ov
 import torch
+from openvino.frontend import FrontEndManager
+from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
 from model.edsr import EDSR
 
@@ -63,9 +65,16 @@ class OpenVINOBackend:
 
 
 def convert(net: EDSR) -> ov.Model:
-    """Trace a dense sub-network into an OpenVINO model with a dynamic ``(1, 3, h, w)`` input."""
-    example = torch.zeros(1, 3, 32, 32)
-    with warnings.catch_warnings():  # the tracer flags SlimConv2d's width check, constant in a dense net
+    """Trace a dense sub-network into an OpenVINO model with a dynamic ``(1, 3, h, w)`` input.
+
+    The PyTorch frontend directly, not ``openvino.convert_model``: that wrapper sends usage
+    telemetry from wherever it runs unless opted out, and a server must not call home.
+    """
+    with warnings.catch_warnings(), torch.no_grad():  # the tracer flags SlimConv2d's width check, constant here
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)  # torch's notice that tracing gives way to export
-        return ov.convert_model(net, example_input=example, input=[1, 3, -1, -1])
+        decoder = TorchScriptPythonDecoder(net, example_input=(torch.zeros(1, 3, 32, 32),))
+    frontend = FrontEndManager().load_by_framework("pytorch")
+    model = frontend.convert(frontend.load(decoder))
+    model.reshape([1, 3, -1, -1])
+    return model

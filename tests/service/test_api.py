@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from model.edsr import count_params
 from model.weights import load_weights
+from service.app import create_app
 from service.logs import JsonFormatter
 from service.settings import Settings
 from tests.conftest import synthetic_image
@@ -322,3 +323,17 @@ def test_work_predicted_past_the_timeout_is_refused_before_any_compute(tiny_weig
         assert samples["csd_sr_rejections_total", "exceeds_timeout"] == 1
         assert all(samples["csd_sr_inference_duration_seconds_count", w] == 0 for w in ("0.25", "0.5", "1"))
         assert c.get("/healthz").status_code == 200
+
+
+def test_start_up_logs_the_cpu_features_and_what_the_runtime_uses(tiny_weights: Path) -> None:
+    handler = _Lines()
+    logger = logging.getLogger("csd_sr.app")
+    logger.addHandler(handler)
+    try:
+        create_app(settings(tiny_weights))
+    finally:
+        logger.removeHandler(handler)
+    entry = next(e for e in map(json.loads, handler.lines) if e["msg"] == "backend")
+    assert entry["cpu"]["cpus"] >= 1 and set(entry["cpu"]["features"]) <= {"AVX2", "AVX-512", "VNNI", "BF16", "AMX"}
+    assert entry["backend"] == "openvino" and entry["precision"] == "f32" and entry["streams"] == 1
+    assert entry["threads"] == entry["cpu"]["cpus"]  # all usable cores for the one lane
