@@ -45,7 +45,9 @@ class Settings(BaseSettings):
         description="LR margin around each tile (12: tiled output within 1 level of the whole-image pass, "
         "bench/results/tiles.md); unset: the model's receptive radius (exact up to float rounding)",
     )
-    png_compress_level: int = Field(1, ge=0, le=9, description="zlib level of PNG responses (1: fast)")
+    png_compress_level: int = Field(
+        1, ge=0, le=3, description="ISA-L deflate level of PNG responses: 0 fastest .. 3 smallest"
+    )
     cost_ewma_alpha: float = Field(0.2, ge=0, le=1, description="weight of each new timing in the cost model")
 
     api_key: SecretStr | None = Field(None, description="when set, /v1/* require it (Bearer or X-API-Key)")
