@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the deployment tests use: prometheus (+ promtool), docker.io (the engine),
-# debootstrap (the test base image). Installs the missing ones when run as root; otherwise says
-# what is missing and leaves it to the tests to skip. Fast when everything is there.
+# Debian packages the tests use: prometheus (+ promtool), docker.io (the engine), debootstrap (the
+# test base image) for the deployment tests; chromium for the web page's tests, which drive it through
+# Playwright (never Playwright's own browser download). Installs the missing ones when run as root;
+# otherwise says what is missing and leaves it to the tests to skip. Fast when everything is there.
 set -euo pipefail
 
-declare -A package_of=([prometheus]=prometheus [promtool]=prometheus [dockerd]=docker.io [debootstrap]=debootstrap)
+declare -A package_of=([prometheus]=prometheus [promtool]=prometheus [dockerd]=docker.io [debootstrap]=debootstrap
+    [chromium]=chromium)
 missing=()
 for bin in "${!package_of[@]}"; do
     command -v "$bin" >/dev/null || missing+=("${package_of[$bin]}")

@@ -24,7 +24,7 @@ from service.hardware import cpu_info
 from service.metrics import Metrics, width_label
 from service.middleware import RequestContextMiddleware
 from service.policy import CostModel
-from service.routes import health, model_info, upscale
+from service.routes import health, model_info, upscale, web
 from service.scheduler import Scheduler
 from service.settings import Settings
 from service.state import ServiceState
@@ -51,13 +51,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=_package_version(),
         summary=f"Load-adaptive x{svc.engine.scale} super-resolution with one width-switchable EDSR.",
         lifespan=lifespan,
+        docs_url=None,  # served by service.routes.web from shipped files: FastAPI's loads Swagger UI from a CDN
+        redoc_url=None,
     )
     app.state.service = svc
     errors.install(app)
     openapi.install(app)  # the spec says what the server enforces, errors included
     app.add_middleware(RequestContextMiddleware, metrics=svc.metrics)
-    for module in (upscale, model_info, health):
+    for module in (upscale, model_info, health, web):
         app.include_router(module.router)
+    app.mount(web.STATIC_URL, web.static_files(), name="static")
     return app
 
 

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from service import images, pipeline
 from service.auth import require_api_key
@@ -108,6 +109,9 @@ async def upscale(
             if exc.code in LIMIT_CODES:
                 svc.metrics.rejections.labels(exc.code).inc()
             raise
+        except ClientDisconnect:  # gone during the upload (the web page's Cancel): not a server error
+            request.state.log["error"] = "client_closed_request"
+            return Response(status_code=499)
 
 
 async def _upscale(

@@ -101,6 +101,9 @@ def test_image_serves_upscales_and_runs_as_non_root(docker_client: str, containe
         resp = client.post("/v1/upscale", files={"file": ("in.png", buf.getvalue(), "image/png")})
         assert resp.status_code == 200, resp.text
         assert Image.open(io.BytesIO(resp.content)).size == (56 * 4, 40 * 4)
+        # The web page and the offline docs are package data: the installed package must carry them.
+        for path in ("/", "/static/app.js", "/docs", "/static/vendor/swagger-ui/swagger-ui-bundle.js"):
+            assert client.get(path).status_code == 200, path
 
         metrics = client.get("/metrics")
         assert metrics.status_code == 200

@@ -1,0 +1,645 @@
+// The csd-sr page: choose an image, upscale it through POST /v1/upscale, compare and download.
+// Plain browser JavaScript (no framework, no build step); every request goes to this server only.
+
+const $ = (id) => document.getElementById(id);
+
+const KEY_STORE = "csd-sr-api-key"; // sessionStorage: the key lives as long as the tab
+const POLL_IDLE_MS = 3000;
+const POLL_BUSY_MS = 1000; // faster while a request of ours is in flight, for the queue counts
+
+// X-Width-Reason codes (service/policy.py), for people.
+const REASONS = {
+  idle: "a worker was free, so the widest width",
+  headroom: "the widest width still meets the latency target despite the work ahead",
+  load: "narrower because of the work ahead of it",
+  size: "narrower: a wider width would miss the target for this size even on an idle server",
+  deadline: "narrower to meet the request's deadline",
+  best_effort: "too big for the target at any width, so the narrowest",
+  forced: "the width you chose",
+  fixed: "the server runs one fixed width",
+};
+
+// Error codes of {"error", "detail"} bodies (service/errors.py), as headings.
+const ERROR_TITLES = {
+  body_too_large: "The file is larger than this server accepts",
+  too_many_pixels: "The image has more pixels than this server accepts",
+  unsupported_media_type: "This type of file is not supported",
+  bad_image: "The server could not read this image",
+  bad_request: "The server could not read the request",
+  invalid_option: "An option was refused",
+  exceeds_timeout: "This image would take too long at this width",
+  overloaded: "The server is busy",
+  timeout: "The server did not finish in time",
+  not_ready: "The server is still starting",
+  cancelled: "The server stopped the request (it is shutting down)",
+  unauthorized: "The API key is missing or wrong",
+  internal_error: "The server failed (the error is in its log)",
+};
+
+// What a person can do about some of them.
+const ERROR_HINTS = {
+  body_too_large: "Choose a smaller file.",
+  too_many_pixels: "Choose a smaller image.",
+  unsupported_media_type: "Choose a PNG, JPEG, WebP, BMP, TIFF or GIF image.",
+  bad_image: "The file may be damaged or truncated.",
+  exceeds_timeout: "Choose auto or a narrower width, or a smaller image.",
+};
+
+const OUTPUT_EXT = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "webp" };
+
+const state = {
+  model: null, // the last /v1/model answer
+  file: null,
+  input: null, // {img, w, h} when the browser can decode the file, else null
+  inputUrl: null,
+  outputUrl: null,
+  xhr: null,
+  keyNeeded: false,
+  pollTimer: 0,
+  polling: false,
+  ticker: 0,
+  countdown: 0,
+  out: null, // {w, h} of the shown result
+};
+
+// ---- formatting ----------------------------------------------------------------------------------
+
+const int = (n) => Math.round(n).toLocaleString("en-US");
+
+function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+function seconds(s) {
+  return s < 10 ? `${s.toFixed(1)} s` : `${Math.round(s)} s`;
+}
+
+// An estimate: milliseconds below a second, so that small images do not all read "0.0 s".
+function duration(s) {
+  return s < 1 ? `${Math.max(1, Math.round(s * 1000))} ms` : seconds(s);
+}
+
+const widthLabel = (w) => String(w); // 0.25 -> "0.25", 1 -> "1": as X-Width writes it
+
+function fact(list, term, value) {
+  const row = document.createElement("div");
+  const dt = document.createElement("dt");
+  const dd = document.createElement("dd");
+  dt.textContent = term;
+  dd.textContent = value;
+  row.append(dt, dd);
+  list.append(row);
+}
+
+// ---- the API key ---------------------------------------------------------------------------------
+
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY_STORE);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+function askForKey(message) {
+  state.keyNeeded = true;
+  $("key-message").textContent = message;
+  $("key-panel").hidden = false;
+  updateGo();
+}
+
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_STORE, $("key-input").value.trim());
+  $("key-input").value = "";
+  poll();
+});
+
+// ---- /v1/model: limits, the width ladder, the live panel -----------------------------------------
+
+async function poll() {
+  if (state.polling) return;
+  state.polling = true;
+  clearTimeout(state.pollTimer);
+  let model = null;
+  try {
+    const r = await fetch("/v1/model", { headers: authHeaders(), cache: "no-store" });
+    if (r.status === 401) {
+      const sent = Boolean(sessionStorage.getItem(KEY_STORE));
+      sessionStorage.removeItem(KEY_STORE);
+      askForKey(sent ? "The server refused that key. Enter the right one." : "This server needs an API key.");
+      $("live-state").textContent = "needs an API key";
+      return; // no polling until a key is given: each try would be another 401
+    }
+    if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    model = await r.json();
+  } catch (err) {
+    $("live-state").textContent = `no answer (${err.message})`;
+  } finally {
+    state.polling = false;
+  }
+  if (model) {
+    state.keyNeeded = false;
+    $("key-panel").hidden = true;
+    applyModel(model);
+  }
+  schedulePoll();
+}
+
+function schedulePoll() {
+  clearTimeout(state.pollTimer);
+  if (document.hidden || state.keyNeeded) return; // a hidden tab asks nothing; visibilitychange resumes
+  state.pollTimer = setTimeout(poll, state.xhr ? POLL_BUSY_MS : POLL_IDLE_MS);
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden) poll();
+});
+
+function applyModel(model) {
+  const first = state.model === null;
+  state.model = model;
+  if (first) buildWidths(model);
+  const p = model.policy;
+  $("live-state").textContent = model.ready ? `ready, ×${model.scale}` : "warming up";
+  $("limits").textContent =
+    `Limits: ${int(model.max_pixels)} pixels and ${bytes(model.max_body_bytes)} per image; ` +
+    `larger than ${model.tile_size}×${model.tile_size} runs in tiles.`;
+  if (p) {
+    $("live-running").textContent = `${p.running} (of ${p.workers} workers)`;
+    $("live-queued").textContent = `${p.queued} (at most ${p.max_queue})`;
+    $("live-wait").textContent = seconds(p.predicted_wait_s);
+    $("live-width-label").textContent = `Width for a ${p.reference_input} image now`;
+    $("live-width").textContent = p.width === null ? `none (${p.reason})` : `${widthLabel(p.width)} (${p.reason})`;
+  }
+  $("go").textContent = `Upscale ×${model.scale}`;
+  renderWidthCosts();
+  renderFile();
+}
+
+function buildWidths(model) {
+  const box = $("widths");
+  const set5 = model.card?.metrics?.Set5?.bicubic?.psnr;
+  $("widths-hint").textContent =
+    "Expected quality: PSNR on Set5 from the model card" +
+    (set5 ? ` (bicubic: ${set5.toFixed(2)} dB)` : "") +
+    ". Cost: compute time relative to the full width, measured by the server.";
+  const options = [{ value: "auto", title: "auto", info: "the server picks the widest width that meets its target" }];
+  for (const row of model.per_width) {
+    const psnr = row.quality?.Set5?.psnr;
+    options.push({
+      value: widthLabel(row.width),
+      title: widthLabel(row.width),
+      info: `${row.channels} channels` + (psnr ? `, Set5 ${psnr.toFixed(2)} dB` : ""),
+    });
+  }
+  for (const opt of options) {
+    const id = `width-${opt.value}`;
+    const wrap = document.createElement("div");
+    wrap.className = "choice";
+    const input = document.createElement("input");
+    Object.assign(input, { type: "radio", name: "width", id, value: opt.value, checked: opt.value === "auto" });
+    const label = document.createElement("label");
+    label.htmlFor = id;
+    const title = document.createElement("strong");
+    title.textContent = opt.title;
+    const info = document.createElement("span");
+    info.className = "hint";
+    info.textContent = ` ${opt.info}`;
+    const cost = document.createElement("span");
+    cost.className = "cost";
+    cost.dataset.width = opt.value;
+    label.append(title, info, cost);
+    wrap.append(input, label);
+    box.append(wrap);
+  }
+}
+
+// LR pixels the network runs for an h x w input, tile margins included (service/engine.py: work_pixels).
+function workPixels(h, w) {
+  const { tile_size: tile, tile_overlap: margin } = state.model;
+  const span = (n) => {
+    let total = 0;
+    for (let start = 0; start < n; start += tile) total += Math.min(start + tile + margin, n) - Math.max(start - margin, 0);
+    return total;
+  };
+  return span(h) * span(w);
+}
+
+function renderWidthCosts() {
+  const model = state.model;
+  const rows = model.per_width;
+  const full = rows[rows.length - 1];
+  for (const row of rows) {
+    const el = document.querySelector(`.cost[data-width="${widthLabel(row.width)}"]`);
+    const measured = row.cost && full.cost;
+    const rel = measured
+      ? row.cost.s_per_megapixel / full.cost.s_per_megapixel
+      : row.macs_per_lr_megapixel / full.macs_per_lr_megapixel;
+    let text = `, cost ${rel.toFixed(2)}×`;
+    if (measured && state.input) {
+      const s = row.cost.overhead_s + (row.cost.s_per_megapixel * workPixels(state.input.h, state.input.w)) / 1e6;
+      text += `, about ${duration(s)} for this image on an idle server`;
+    }
+    el.textContent = text;
+  }
+  const auto = document.querySelector('.cost[data-width="auto"]');
+  const p = model.policy;
+  auto.textContent =
+    p && p.width !== null
+      ? ` (target ${seconds(p.latency_target_s)}; now ${widthLabel(p.width)} for a ${p.reference_input} image)`
+      : "";
+}
+
+// ---- choosing a file -----------------------------------------------------------------------------
+
+function decode(url) {
+  return new Promise((resolve) => {
+    const img = new Image();
+    img.onload = () => resolve({ img, w: img.naturalWidth, h: img.naturalHeight });
+    img.onerror = () => resolve(null); // TIFF, or not an image: the server decides
+    img.src = url;
+  });
+}
+
+async function choose(file) {
+  if (!file) return;
+  abortRequest();
+  clearResult();
+  hideError();
+  $("progress").hidden = true;
+  if (state.inputUrl) URL.revokeObjectURL(state.inputUrl);
+  state.file = file;
+  state.inputUrl = URL.createObjectURL(file);
+  state.input = await decode(state.inputUrl);
+  renderFile();
+  if (state.model) renderWidthCosts();
+}
+
+// Why the server would refuse the chosen file, known before sending it; null when it may go.
+function refusal() {
+  const model = state.model;
+  if (!model || !state.file) return null;
+  if (state.file.size > model.max_body_bytes) {
+    return `${bytes(state.file.size)} is over this server's limit of ${bytes(model.max_body_bytes)} per request.`;
+  }
+  if (state.input && state.input.w * state.input.h > model.max_pixels) {
+    const { w, h } = state.input;
+    return `${w}×${h} = ${int(w * h)} pixels is over this server's limit of ${int(model.max_pixels)} pixels.`;
+  }
+  return null;
+}
+
+function renderFile() {
+  const file = state.file;
+  if (!file) return;
+  $("chosen").hidden = false;
+  const facts = $("facts");
+  facts.replaceChildren();
+  fact(facts, "File", `${file.name || "pasted image"} (${file.type || "unknown type"}, ${bytes(file.size)})`);
+  const thumb = $("thumb");
+  thumb.hidden = !state.input;
+  const warning = $("file-warning");
+  warning.hidden = true;
+  if (state.input) {
+    if (thumb.src !== state.inputUrl) thumb.src = state.inputUrl;
+    const { w, h } = state.input;
+    fact(facts, "Size", `${w}×${h} (${int(w * h)} pixels)`);
+    if (state.model) {
+      const { scale, tile_size: tile, tile_overlap: margin } = state.model;
+      fact(facts, "Output", `${w * scale}×${h * scale}`);
+      const tiles = Math.ceil(w / tile) * Math.ceil(h / tile);
+      fact(
+        facts,
+        "Tiles",
+        tiles === 1
+          ? "none: one pass over the whole image"
+          : `${tiles} tiles of ${tile}×${tile} pixels, each read with ${margin} pixels of context`,
+      );
+    }
+  } else {
+    warning.hidden = false;
+    warning.textContent = file.type.startsWith("image/")
+      ? "Your browser cannot show this format, so its size is checked by the server."
+      : `This does not look like an image (${file.type || "unknown type"}); the server will say what it makes of it.`;
+  }
+  const refused = refusal();
+  if (refused) {
+    warning.hidden = false;
+    warning.textContent = `Too large: ${refused} Choose a smaller image.`;
+  }
+  updateGo();
+}
+
+function updateGo() {
+  $("go").disabled = !state.model || !state.file || Boolean(refusal()) || state.keyNeeded || Boolean(state.xhr);
+}
+
+$("file").addEventListener("change", (event) => choose(event.target.files[0]));
+
+const drop = $("drop");
+for (const type of ["dragenter", "dragover"]) {
+  drop.addEventListener(type, (event) => {
+    event.preventDefault();
+    drop.classList.add("over");
+  });
+}
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  choose(event.dataTransfer.files[0]);
+});
+// A file dropped next to the zone would otherwise replace the page with the image.
+for (const type of ["dragover", "drop"]) document.addEventListener(type, (event) => event.preventDefault());
+
+document.addEventListener("paste", (event) => {
+  const file = [...(event.clipboardData?.files ?? [])].find((f) => f.type.startsWith("image/"));
+  if (file) {
+    event.preventDefault();
+    choose(file);
+  }
+});
+
+// ---- options -------------------------------------------------------------------------------------
+
+function renderFormat() {
+  const fmt = $("format").value;
+  $("lossless-row").hidden = fmt !== "webp";
+  $("quality-row").hidden = fmt === "png" || (fmt === "webp" && $("lossless").checked);
+  $("quality").disabled = $("quality-row").hidden; // a hidden, invalid value must not block the form
+}
+$("format").addEventListener("change", renderFormat);
+$("lossless").addEventListener("change", renderFormat);
+
+function query() {
+  const params = new URLSearchParams();
+  params.set("width", document.querySelector('input[name="width"]:checked')?.value ?? "auto");
+  const fmt = $("format").value;
+  params.set("format", fmt);
+  if (!$("quality-row").hidden) params.set("quality", $("quality").value);
+  return params;
+}
+
+// ---- the request ---------------------------------------------------------------------------------
+
+$("options").addEventListener("submit", (event) => {
+  event.preventDefault();
+  upscale();
+});
+$("cancel").addEventListener("click", () => abortRequest());
+$("retry").addEventListener("click", () => upscale());
+
+function upscale() {
+  if (!state.file || state.xhr) return;
+  hideError();
+  clearResult();
+  const started = performance.now();
+  let uploadedAt = 0;
+  const xhr = new XMLHttpRequest();
+  state.xhr = xhr;
+  xhr.open("POST", `/v1/upscale?${query()}`);
+  xhr.responseType = "blob";
+  for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
+  // The raw body: the server sniffs application/octet-stream, and answers 415 for a type it does not read.
+  xhr.setRequestHeader("Content-Type", state.file.type || "application/octet-stream");
+
+  $("progress").hidden = false;
+  $("cancel").hidden = false;
+  const bar = $("upload-bar");
+  bar.value = 0;
+  $("phase").textContent = `Uploading ${bytes(state.file.size)}…`;
+  xhr.upload.addEventListener("progress", (event) => {
+    if (event.lengthComputable) bar.value = event.loaded / event.total;
+  });
+  xhr.upload.addEventListener("load", () => {
+    uploadedAt = performance.now();
+    bar.value = 1;
+    // The service has no per-request status: after the upload the page only knows it is waiting.
+    $("phase").textContent = "Uploaded; waiting for the server (queued or running).";
+  });
+  state.ticker = setInterval(() => {
+    const now = performance.now();
+    const total = (now - started) / 1000;
+    const p = state.model?.policy;
+    $("elapsed").textContent = uploadedAt
+      ? `${seconds(total)} so far, ${seconds((now - uploadedAt) / 1000)} waiting. ` +
+        (p ? `The server has ${p.running} running and ${p.queued} queued, all clients together.` : "")
+      : `${seconds(total)} so far`;
+  }, 100);
+  const done = () => {
+    clearInterval(state.ticker);
+    $("elapsed").textContent = "";
+    state.xhr = null;
+    $("cancel").hidden = true;
+    updateGo();
+    schedulePoll();
+  };
+  xhr.addEventListener("load", async () => {
+    const total = (performance.now() - started) / 1000;
+    done();
+    if (xhr.status === 200) {
+      $("phase").textContent = `Done in ${seconds(total)}.`;
+      await showResult(xhr, total);
+    } else {
+      $("phase").textContent = `Failed after ${seconds(total)}.`;
+      await showError(xhr);
+    }
+  });
+  xhr.addEventListener("error", () => {
+    done();
+    $("phase").textContent = "";
+    showMessage("Could not reach the server", "The connection failed or was closed. Check the server and retry.");
+    $("retry").hidden = false;
+  });
+  xhr.addEventListener("abort", () => {
+    done();
+    $("phase").textContent = uploadedAt
+      ? "Cancelled. The connection is closed: the server drops the request if it was queued, " +
+        "or stops it at its next tile."
+      : "Upload cancelled.";
+  });
+  xhr.send(state.file);
+  updateGo();
+  schedulePoll();
+}
+
+function abortRequest() {
+  if (state.xhr) state.xhr.abort();
+}
+
+// ---- errors --------------------------------------------------------------------------------------
+
+function hideError() {
+  clearInterval(state.countdown);
+  $("error").hidden = true;
+  Object.assign($("retry"), { hidden: true, disabled: false, textContent: "Retry" });
+}
+
+function showMessage(title, detail) {
+  $("error-title").textContent = title;
+  $("error-detail").textContent = detail;
+  $("error-hint").textContent = "";
+  $("error").hidden = false;
+}
+
+async function showError(xhr) {
+  let code = "";
+  let detail = "";
+  try {
+    ({ error: code, detail } = JSON.parse(await xhr.response.text()));
+  } catch {
+    detail = `HTTP ${xhr.status} without an error body.`;
+  }
+  showMessage(`${ERROR_TITLES[code] ?? "The request failed"} (HTTP ${xhr.status}${code ? `, ${code}` : ""})`, detail);
+  $("error-hint").textContent = ERROR_HINTS[code] ?? "";
+  if (code === "unauthorized") {
+    sessionStorage.removeItem(KEY_STORE);
+    askForKey("The server refused the request: enter its API key, then upscale again.");
+    $("key-input").focus();
+  }
+  const retryAfter = Number.parseInt(xhr.getResponseHeader("Retry-After") ?? "", 10);
+  if (xhr.status === 503 && Number.isFinite(retryAfter)) retryIn(Math.max(retryAfter, 1));
+}
+
+function retryIn(wait) {
+  const retry = $("retry");
+  retry.hidden = false;
+  retry.disabled = true;
+  let left = wait;
+  const tick = () => {
+    if (left <= 0) {
+      clearInterval(state.countdown);
+      retry.disabled = false;
+      retry.textContent = "Retry now";
+      return;
+    }
+    retry.textContent = `Retry in ${left} s`;
+    left -= 1;
+  };
+  tick();
+  state.countdown = setInterval(tick, 1000);
+}
+
+// ---- the result ----------------------------------------------------------------------------------
+
+function clearResult() {
+  $("result").hidden = true;
+  if (state.outputUrl) URL.revokeObjectURL(state.outputUrl);
+  state.outputUrl = null;
+  state.out = null;
+}
+
+async function showResult(xhr, total) {
+  const blob = xhr.response;
+  const header = (name) => xhr.getResponseHeader(name) ?? "";
+  state.outputUrl = URL.createObjectURL(blob);
+  const after = $("after");
+  after.src = state.outputUrl;
+  let shown = true;
+  try {
+    await after.decode();
+  } catch {
+    shown = false;
+    showMessage("Your browser cannot show the result", "Download it to open it with another program.");
+  }
+  const w = after.naturalWidth;
+  const h = after.naturalHeight;
+
+  const width = header("X-Width");
+  const reason = header("X-Width-Reason");
+  $("res-width").textContent = width;
+  const row = state.model.per_width.find((r) => widthLabel(r.width) === width);
+  $("res-channels").textContent = row ? `(${row.channels} channels)` : "";
+  $("res-reason").textContent = reason;
+  $("res-reason-text").textContent = REASONS[reason] ?? "";
+  $("res-wait").textContent = `${header("X-Queue-Wait-Ms")} ms`;
+  $("res-model").textContent = `${header("X-Inference-Ms")} ms`;
+  $("res-total").textContent = `${seconds(total)} (upload, queue, model, encoding, download)`;
+  const type = blob.type || "image/png";
+  const ext = OUTPUT_EXT[type] ?? "png";
+  const size = shown ? `${w}×${h} ` : "";
+  $("res-output").textContent = `${size}${ext.toUpperCase()}, ${bytes(blob.size)}, ${header("X-Bit-Depth")}-bit`;
+
+  const stem = (state.file.name || "pasted").replace(/\.[^.]*$/, "") || "image";
+  const name = `${stem}-x${state.model.scale}.${ext}`;
+  const link = $("download");
+  link.href = state.outputUrl;
+  link.download = name;
+  link.textContent = `Download ${name}`;
+
+  $("result").hidden = false;
+  $("viewer").hidden = !shown;
+  if (shown) showComparison(w, h);
+  $("result").scrollIntoView({ behavior: "smooth", block: "start" });
+}
+
+// Before (the input, enlarged by the canvas) over after (the output), split by the slider.
+function showComparison(w, h) {
+  state.out = { w, h };
+  const canvas = $("before");
+  const comparable = Boolean(state.input);
+  canvas.hidden = !comparable;
+  $("divider").hidden = !comparable;
+  $("tag-before").hidden = !comparable;
+  $("split-row").hidden = !comparable;
+  $("compare-note").textContent = comparable
+    ? "Left of the line: the input enlarged by your browser's own smoothing (canvas, quality “high”; " +
+      "close to bicubic, no model). Right: the model's output."
+    : "Your browser cannot show the input's format, so there is no before/after: the model's output only.";
+  if (comparable) {
+    canvas.width = w;
+    canvas.height = h;
+    const ctx = canvas.getContext("2d");
+    ctx.imageSmoothingEnabled = true;
+    ctx.imageSmoothingQuality = "high";
+    ctx.drawImage(state.input.img, 0, 0, w, h);
+  }
+  $("stage").style.aspectRatio = `${w} / ${h}`;
+  setSplit($("split").value);
+  layoutStage();
+}
+
+function setSplit(percent) {
+  $("stage").style.setProperty("--split", `${percent}%`);
+  $("split").value = percent;
+}
+$("split").addEventListener("input", (event) => setSplit(event.target.value));
+
+// Dragging on the image moves the line too (mouse and pen; a finger scrolls the zoomed image).
+const stage = $("stage");
+function splitAt(event) {
+  const rect = stage.getBoundingClientRect();
+  setSplit(Math.round(Math.min(Math.max((event.clientX - rect.left) / rect.width, 0), 1) * 100));
+}
+stage.addEventListener("pointerdown", (event) => {
+  if (event.pointerType === "touch" || $("before").hidden) return;
+  stage.setPointerCapture(event.pointerId);
+  splitAt(event);
+});
+stage.addEventListener("pointermove", (event) => {
+  if (stage.hasPointerCapture(event.pointerId)) splitAt(event);
+});
+
+function zoom() {
+  return Number(document.querySelector('input[name="zoom"]:checked').value);
+}
+
+// Fit: as large as the viewport allows; 1, 2, 4: that many screen pixels per output pixel, unsmoothed.
+function layoutStage() {
+  if (!state.out) return;
+  const { w, h } = state.out;
+  const z = zoom();
+  const viewport = $("viewport");
+  viewport.classList.toggle("zoomed", z > 0);
+  if (z > 0) {
+    stage.style.width = `${w * z}px`;
+  } else {
+    const maxHeight = window.innerHeight * 0.75;
+    stage.style.width = `${Math.min(viewport.clientWidth, (maxHeight * w) / h)}px`;
+  }
+}
+for (const radio of document.querySelectorAll('input[name="zoom"]')) radio.addEventListener("change", layoutStage);
+window.addEventListener("resize", layoutStage);
+
+renderFormat();
+poll();
