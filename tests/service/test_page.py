@@ -107,7 +107,7 @@ class Watched:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as pw:
-        # --no-sandbox: the tests run as root, where Chromium's sandbox refuses to start.
+        # --no-sandbox: Chromium's sandbox refuses to start as root, which is how CI runs.
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield browser
         browser.close()
