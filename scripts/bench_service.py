@@ -265,7 +265,7 @@ def verdict(rows: list[dict], target_s: float, doomed: dict[str, dict]) -> list[
             )
     reference = BASELINE if BASELINE in backends else "torch"
     top = max((r["concurrency"] for r in rows), default=0)
-    new, old = by.get((backends[0], "auto", top)), by.get((reference, "auto", top))
+    new, old = (by.get((backends[0], "auto", top)), by.get((reference, "auto", top))) if rows else (None, None)
     if new and old and reference != backends[0]:
         ratio = new["megapixels_per_s"] / max(old["megapixels_per_s"], 1e-9)
         dq = (new["mean_set5_psnr"] or 0) - (old["mean_set5_psnr"] or 0)
