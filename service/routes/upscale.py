@@ -110,8 +110,7 @@ async def upscale(
                 svc.metrics.rejections.labels(exc.code).inc()
             raise
         except ClientDisconnect:  # gone during the upload (the web page's Cancel): not a server error
-            request.state.log["error"] = "client_closed_request"
-            return Response(status_code=499)
+            return _client_closed(request.state.log)
 
 
 async def _upscale(
@@ -170,8 +169,7 @@ async def _upscale(
         if left:  # the client left (or the server stops): drop a queued job, stop a running one at its next tile
             work.cancel()
     if left:
-        log["error"] = "client_closed_request"
-        return Response(status_code=499)
+        return _client_closed(log)
     try:
         out = work.result()
     except JobAborted as exc:  # timed out, or the server is shutting down
@@ -292,3 +290,9 @@ async def _file_part(headers: Headers, body: bytes) -> bytes:
         return await upload.read()
     finally:
         await form.close()
+
+
+def _client_closed(log: dict) -> Response:
+    """The client left before its answer: nginx's 499, logged, never counted as a server error."""
+    log["error"] = "client_closed_request"
+    return Response(status_code=499)
