@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from model.rungs import PRECISIONS, Precision, Rung
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "csd-edsr-x4.safetensors"
 
@@ -21,12 +23,19 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
 
     latency_target_s: float = Field(2.0, gt=0, description="target for queue wait + processing of one request")
-    policy: str = Field("auto", description="'auto' (width from load) or 'fixed:<width>'")
+    policy: str = Field("auto", description="'auto' (rung from load) or 'fixed:<rung>', e.g. 'fixed:1', 'fixed:1-int8'")
     planning_fraction: float = Field(
         0.8, gt=0, le=1, description="share of the target the policy plans to fill; the rest absorbs prediction error"
     )
     backend: Literal["openvino", "torch"] = Field(
         "openvino", description="inference runtime: 'openvino' (fast; built from the weights at start-up) or 'torch'"
+    )
+    # NoDecode: the environment gives "fp32,int8" or "fp32", not JSON.
+    precisions: Annotated[tuple[Precision, ...], NoDecode] = Field(
+        PRECISIONS,
+        min_length=1,
+        description="precisions of the rungs built and served, e.g. 'fp32' for the fp32-only ladder "
+        "(int8 rungs need the files of `csd-sr quantize`)",
     )
     threads: int | None = Field(
         None, ge=1, le=256, description="openvino: inference threads, one lane for all requests; default: usable CPUs"
@@ -59,20 +68,27 @@ class Settings(BaseSettings):
         parse_policy(value)
         return value
 
+    @field_validator("precisions", mode="before")
+    @classmethod
+    def _split_precisions(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
     @property
-    def fixed_width(self) -> float | None:
-        """The width of a ``fixed:<width>`` policy, ``None`` for ``auto``."""
+    def fixed_rung(self) -> Rung | None:
+        """The rung of a ``fixed:<rung>`` policy, ``None`` for ``auto``."""
         return parse_policy(self.policy)
 
 
-def parse_policy(text: str) -> float | None:
-    """``auto`` -> None, ``fixed:0.5`` -> 0.5; anything else is a ValueError."""
+def parse_policy(text: str) -> Rung | None:
+    """``auto`` -> None, ``fixed:0.5`` -> fp32 width 0.5, ``fixed:0.5-int8``; anything else is a ValueError."""
     if text == "auto":
         return None
     kind, _, value = text.partition(":")
     try:
         if kind == "fixed":
-            return float(value)
+            return Rung.parse(value)
     except ValueError:
         pass
-    raise ValueError(f"policy must be 'auto' or 'fixed:<width>', got {text!r}")
+    raise ValueError(f"policy must be 'auto' or 'fixed:<rung>' (e.g. fixed:1, fixed:1-int8), got {text!r}")
