@@ -1,14 +1,16 @@
-"""The width policy: a cost model per width and the per-request decision. Pure logic, no I/O.
+"""The rung policy: a cost model per rung and the per-request decision. Pure logic, no I/O.
 
-A request's predicted completion is the wait until an inference lane is free
-(list scheduling of the running and queued work over the backend's parallel
-lanes) plus its own work at width ``w``; the widest ``w`` whose completion meets
-the target wins. Work predicted to outlast the request timeout is refused up
-front instead of computed and thrown away.
-When requests are already waiting, widths the workers could not sustain at the
+A rung is a width of the shared weights at a precision (``model.rungs``). The
+ladder (``service.ladder``) orders the rungs by expected quality. A request's
+predicted completion is the wait until an inference lane is free (list
+scheduling of the running and queued work over the backend's parallel lanes)
+plus its own work at rung ``r``; the rung of highest expected quality whose
+completion meets the target wins. Work predicted to outlast the request timeout
+is refused up front instead of computed and thrown away.
+When requests are already waiting, rungs the workers could not sustain at the
 recent arrival rate (offered utilisation above ``MAX_UTILIZATION``) are skipped
-too: otherwise a burst is served wide until the queue is full and the rest is
-shed, instead of narrower for everyone.
+too: otherwise a burst is served at the best rung until the queue is full and
+the rest is shed, instead of cheaper for everyone.
 """
 
 from __future__ import annotations
@@ -19,26 +21,28 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-# Why a width was chosen (bounded label values of csd_sr_width_decisions_total).
-IDLE = "idle"  # widest width, a worker is free for it now
-HEADROOM = "headroom"  # widest width, work ahead but the target is still met
-LOAD = "load"  # narrower: the widest alone would meet the target, not with the work ahead
-SIZE = "size"  # narrower: the image is too large for the configured target even on an idle server
-DEADLINE = "deadline"  # narrower: the client's deadline is too tight even on an idle server
-BEST_EFFORT = "best_effort"  # the request alone is too big for the target at any width: narrowest
-FORCED = "forced"  # the client asked for this width
-FIXED = "fixed"  # the server runs a fixed:<width> policy
+from model.rungs import Rung
+
+# Why a rung was chosen (bounded label values of csd_sr_width_decisions_total).
+IDLE = "idle"  # best rung, a worker is free for it now
+HEADROOM = "headroom"  # best rung, work ahead but the target is still met
+LOAD = "load"  # lower: the best alone would meet the target, not with the work ahead
+SIZE = "size"  # lower: the image is too large for the configured target even on an idle server
+DEADLINE = "deadline"  # lower: the client's deadline is too tight even on an idle server
+BEST_EFFORT = "best_effort"  # the request alone is too big for the target at any rung: cheapest
+FORCED = "forced"  # the client asked for this width (or rung)
+FIXED = "fixed"  # the server runs a fixed:<rung> policy
 MAX_UTILIZATION = 0.9  # above this offered load per lane, queues grow faster than they drain
 REASONS = (IDLE, HEADROOM, LOAD, SIZE, DEADLINE, BEST_EFFORT, FORCED, FIXED)
 
 QUEUE_FULL = "queue_full"  # rejection reason: no room in the bounded queue
-OVERLOADED = "target_unreachable"  # rejection reason: the backlog makes even the narrowest width miss the target
-EXCEEDS_TIMEOUT = "exceeds_timeout"  # rejection reason: the width would not finish within the request timeout
+OVERLOADED = "target_unreachable"  # rejection reason: the backlog makes even the cheapest rung miss the target
+EXCEEDS_TIMEOUT = "exceeds_timeout"  # rejection reason: the rung would not finish within the request timeout
 
 
 @dataclass(frozen=True)
-class WidthCost:
-    """Worker seconds of one request at a width: ``overhead_s + s_per_megapixel * megapixels``."""
+class RungCost:
+    """Worker seconds of one request at a rung: ``overhead_s + s_per_megapixel * megapixels``."""
 
     overhead_s: float
     s_per_megapixel: float
@@ -48,25 +52,25 @@ class WidthCost:
 
 
 class CostModel:
-    """Per-width cost, fitted at warm-up and updated online by an EWMA of the per-megapixel slope.
+    """Per-rung cost, fitted at warm-up and updated online by an EWMA of the per-megapixel slope.
 
     A timing moves the slope by ``alpha`` scaled down for images smaller than
     ``ref_pixels``: on small images the fixed overhead dominates and the slope
     they imply is noise. Thread-safe: workers observe, the event loop predicts.
     """
 
-    def __init__(self, widths: Sequence[float], alpha: float, ref_pixels: int) -> None:
-        self.widths = tuple(sorted(widths))
+    def __init__(self, rungs: Sequence[Rung], alpha: float, ref_pixels: int) -> None:
+        self.rungs = tuple(sorted(rungs))
         self.alpha = alpha
         self.ref_pixels = ref_pixels
-        self._costs: dict[float, WidthCost] = {}
+        self._costs: dict[Rung, RungCost] = {}
         self._lock = threading.Lock()
 
     @property
     def ready(self) -> bool:
-        return all(w in self._costs for w in self.widths)
+        return all(r in self._costs for r in self.rungs)
 
-    def fit(self, width: float, samples: Iterable[tuple[int, float]]) -> WidthCost:
+    def fit(self, rung: Rung, samples: Iterable[tuple[int, float]]) -> RungCost:
         """Least-squares line through (pixels, seconds); overhead and slope kept non-negative."""
         pts = [(p / 1e6, s) for p, s in samples]
         n = len(pts)
@@ -76,24 +80,24 @@ class CostModel:
         overhead = my - slope * mx
         if overhead < 0 or slope <= 0:  # noisy timings: the line through the origin and the mean instead
             overhead, slope = 0.0, my / mx
-        cost = WidthCost(overhead, slope)
+        cost = RungCost(overhead, slope)
         with self._lock:
-            self._costs[width] = cost
+            self._costs[rung] = cost
         return cost
 
-    def observe(self, width: float, pixels: int, seconds: float) -> None:
+    def observe(self, rung: Rung, pixels: int, seconds: float) -> None:
         with self._lock:
-            cost = self._costs[width]
+            cost = self._costs[rung]
             implied = (seconds - cost.overhead_s) / (pixels / 1e6)
             weight = self.alpha * min(1.0, pixels / self.ref_pixels)
             slope = max(cost.s_per_megapixel + weight * (implied - cost.s_per_megapixel), 1e-6)
-            self._costs[width] = WidthCost(cost.overhead_s, slope)
+            self._costs[rung] = RungCost(cost.overhead_s, slope)
 
-    def predict(self, width: float, pixels: int) -> float:
+    def predict(self, rung: Rung, pixels: int) -> float:
         with self._lock:
-            return self._costs[width].seconds(pixels)
+            return self._costs[rung].seconds(pixels)
 
-    def snapshot(self) -> dict[float, WidthCost]:
+    def snapshot(self) -> dict[Rung, RungCost]:
         with self._lock:
             return dict(self._costs)
 
@@ -110,100 +114,141 @@ def predicted_wait(running_remaining_s: Sequence[float], queued_s: Sequence[floa
 
 
 @dataclass(frozen=True)
-class Decision:
-    """A width (``None``: rejected) and why, with the prediction behind it."""
+class Ask:
+    """What the client asked for: a width (``None``: auto), a precision (``None``: auto), a floor on the width.
 
-    width: float | None
+    ``min_width`` bounds the policy's own choice (``width`` auto): with an explicit
+    width, that width is served.
+    """
+
+    width: float | None = None
+    precision: str | None = None
+    min_width: float | None = None
+
+    def allows(self, rung: Rung) -> bool:
+        return (
+            (self.width is None or rung.width == self.width)
+            and (self.precision is None or rung.precision == self.precision)
+            and (self.width is not None or self.min_width is None or rung.width >= self.min_width)
+        )
+
+
+AUTO = Ask()
+
+
+def allowed(ladder: Sequence[Rung], ask: Ask, fixed: Rung | None = None) -> tuple[Rung, ...]:
+    """The rungs ``ask`` may be served at, best expected quality first; empty: the ask cannot be met.
+
+    An explicit width picks among the ladder's rungs of that width, whatever the
+    server's policy; otherwise a ``fixed`` policy serves its one rung (on the
+    ladder or not: the operator chose it), else the whole ladder is the choice.
+    """
+    if ask.width is None and fixed is not None:
+        return (fixed,) if ask.allows(fixed) else ()
+    return tuple(r for r in ladder if ask.allows(r))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A rung (``None``: rejected) and why, with the prediction behind it."""
+
+    rung: Rung | None
     reason: str
     wait_s: float
     predicted_s: float
     target_s: float
     retry_after_s: int | None = None
-    fits: tuple[float, ...] = ()  # with EXCEEDS_TIMEOUT: the widths that would finish in time now
+    fits: tuple[Rung, ...] = ()  # with EXCEEDS_TIMEOUT: the ladder's rungs that would finish in time now
 
 
 def decide(
-    work_s: Mapping[float, float],
+    work_s: Mapping[Rung, float],
     *,
+    ladder: Sequence[Rung],
     wait_s: float,
     target_s: float,
     queue_full: bool,
     from_deadline: bool = False,
-    forced: float | None = None,
-    fixed: float | None = None,
-    utilization: Mapping[float, float] | None = None,
+    ask: Ask = AUTO,
+    fixed: Rung | None = None,
+    utilization: Mapping[Rung, float] | None = None,
     timeout_s: float = math.inf,
 ) -> Decision:
-    """Choose a width for one request, or refuse it.
+    """Choose a rung for one request, or refuse it.
 
-    ``work_s`` maps each width to this request's predicted seconds; ``wait_s`` is
+    ``work_s`` maps each rung (at least those of ``ladder`` and ``fixed``) to this
+    request's predicted seconds; ``ladder`` lists the rungs ``auto`` serves, best
+    expected quality first; ``ask`` must leave some (``allowed``). ``wait_s`` is
     the predicted wait for a lane; ``target_s`` the client's deadline when it
     sent one (``from_deadline``), else the configured latency target;
-    ``utilization`` the lanes' offered load per width at the recent arrival rate.
-    A width predicted to finish after ``timeout_s`` is never started: refused as
+    ``utilization`` the lanes' offered load per rung at the recent arrival rate.
+    A rung predicted to finish after ``timeout_s`` is never started: refused as
     ``EXCEEDS_TIMEOUT`` when it alone takes that long, else as ``OVERLOADED``
     (the backlog is why; it may fit later).
     """
-    decision = _choose(work_s, wait_s, target_s, queue_full, from_deadline, forced, fixed, utilization)
-    if decision.width is None or decision.predicted_s <= timeout_s:
+    rungs = allowed(ladder, ask, fixed)
+    if not rungs:
+        raise ValueError(f"no rung for {ask} on the ladder {[r.key for r in ladder]}")
+    pinned = FORCED if ask.width is not None else FIXED if fixed is not None else None
+    decision = _choose(rungs, work_s, wait_s, target_s, queue_full, from_deadline, pinned, utilization)
+    if decision.rung is None or decision.predicted_s <= timeout_s:
         return decision
-    fits = tuple(w for w in sorted(work_s) if wait_s + work_s[w] <= timeout_s)
-    if work_s[decision.width] > timeout_s:
-        return replace(decision, width=None, reason=EXCEEDS_TIMEOUT, fits=fits)
+    fits = tuple(r for r in reversed(ladder) if wait_s + work_s[r] <= timeout_s)
+    if work_s[decision.rung] > timeout_s:
+        return replace(decision, rung=None, reason=EXCEEDS_TIMEOUT, fits=fits)
     retry = max(1, math.ceil(decision.predicted_s - timeout_s))
-    return replace(decision, width=None, reason=OVERLOADED, retry_after_s=retry, fits=fits)
+    return replace(decision, rung=None, reason=OVERLOADED, retry_after_s=retry, fits=fits)
 
 
 def _choose(
-    work_s: Mapping[float, float],
+    rungs: tuple[Rung, ...],
+    work_s: Mapping[Rung, float],
     wait_s: float,
     target_s: float,
     queue_full: bool,
     from_deadline: bool,
-    forced: float | None,
-    fixed: float | None,
-    utilization: Mapping[float, float] | None,
+    pinned: str | None,
+    utilization: Mapping[Rung, float] | None,
 ) -> Decision:
-    widths = sorted(work_s, reverse=True)
-    narrowest = widths[-1]
+    cheapest = min(rungs, key=work_s.__getitem__)
     if queue_full:
-        retry = retry_after(wait_s, target_s, work_s[narrowest])
-        return Decision(None, QUEUE_FULL, wait_s, wait_s + work_s[narrowest], target_s, retry)
-    for width, reason in ((forced, FORCED), (fixed, FIXED)):
-        if width is not None:
-            return Decision(width, reason, wait_s, wait_s + work_s[width], target_s)
-    for width in widths:
-        predicted = wait_s + work_s[width]
+        retry = retry_after(wait_s, target_s, work_s[cheapest])
+        return Decision(None, QUEUE_FULL, wait_s, wait_s + work_s[cheapest], target_s, retry)
+    if pinned is not None:  # the client's width or the server's rung: the best of it that fits, never shed
+        rung = next((r for r in rungs if wait_s + work_s[r] <= target_s), cheapest)
+        return Decision(rung, pinned, wait_s, wait_s + work_s[rung], target_s)
+    for rung in rungs:
+        predicted = wait_s + work_s[rung]
         # Only with a queue: a closed-loop client that waits for each answer raises the arrival rate
         # whenever it is served faster, so a rate with no backlog behind it is no sign of overload.
-        sustainable = wait_s == 0 or utilization is None or utilization[width] <= MAX_UTILIZATION
-        sustainable = sustainable or width == narrowest
+        sustainable = wait_s == 0 or utilization is None or utilization[rung] <= MAX_UTILIZATION
+        sustainable = sustainable or rung == cheapest
         if predicted <= target_s and sustainable:
-            reason = _reason(width, widths[0], wait_s, work_s, target_s, from_deadline)
-            return Decision(width, reason, wait_s, predicted, target_s)
-    if work_s[narrowest] <= target_s:  # it would fit on an idle server: the backlog is why, so shed it
-        retry = retry_after(wait_s, target_s, work_s[narrowest])
-        return Decision(None, OVERLOADED, wait_s, wait_s + work_s[narrowest], target_s, retry)
-    return Decision(narrowest, BEST_EFFORT, wait_s, wait_s + work_s[narrowest], target_s)
+            reason = _reason(rung, rungs[0], wait_s, work_s, target_s, from_deadline)
+            return Decision(rung, reason, wait_s, predicted, target_s)
+    if work_s[cheapest] <= target_s:  # it would fit on an idle server: the backlog is why, so shed it
+        retry = retry_after(wait_s, target_s, work_s[cheapest])
+        return Decision(None, OVERLOADED, wait_s, wait_s + work_s[cheapest], target_s, retry)
+    return Decision(cheapest, BEST_EFFORT, wait_s, wait_s + work_s[cheapest], target_s)
 
 
 def _reason(
-    width: float, widest: float, wait_s: float, work_s: Mapping[float, float], target_s: float, from_deadline: bool
+    rung: Rung, best: Rung, wait_s: float, work_s: Mapping[Rung, float], target_s: float, from_deadline: bool
 ) -> str:
-    if width == widest:
+    if rung == best:
         return IDLE if wait_s == 0 else HEADROOM
-    if work_s[widest] <= target_s:
+    if work_s[best] <= target_s:
         return LOAD
     return DEADLINE if from_deadline else SIZE
 
 
-def retry_after(wait_s: float, target_s: float, narrowest_work_s: float) -> int:
-    """Whole seconds until the backlog has drained enough for the narrowest width to meet the target (>= 1)."""
-    return max(1, math.ceil(wait_s - max(target_s - narrowest_work_s, 0.0)))
+def retry_after(wait_s: float, target_s: float, cheapest_work_s: float) -> int:
+    """Whole seconds until the backlog has drained enough for the cheapest rung to meet the target (>= 1)."""
+    return max(1, math.ceil(wait_s - max(target_s - cheapest_work_s, 0.0)))
 
 
 def offered_utilization(
-    costs: Mapping[float, WidthCost], requests_per_s: float, megapixels_per_s: float, lanes: int
-) -> dict[float, float]:
-    """Share of the lanes' time the recent arrivals would take if all were served at each width."""
-    return {w: (requests_per_s * c.overhead_s + megapixels_per_s * c.s_per_megapixel) / lanes for w, c in costs.items()}
+    costs: Mapping[Rung, RungCost], requests_per_s: float, megapixels_per_s: float, lanes: int
+) -> dict[Rung, float]:
+    """Share of the lanes' time the recent arrivals would take if all were served at each rung."""
+    return {r: (requests_per_s * c.overhead_s + megapixels_per_s * c.s_per_megapixel) / lanes for r, c in costs.items()}

@@ -1,9 +1,11 @@
-"""The width policy and cost model as pure functions."""
+"""The rung policy, the ladder and the cost model as pure functions."""
 
 from __future__ import annotations
 
 import pytest
 
+from model.rungs import Rung
+from service.ladder import DOMINANCE_MARGIN, build_ladder
 from service.policy import (
     BEST_EFFORT,
     DEADLINE,
@@ -16,58 +18,125 @@ from service.policy import (
     OVERLOADED,
     QUEUE_FULL,
     SIZE,
+    Ask,
     CostModel,
-    WidthCost,
+    RungCost,
+    allowed,
     decide,
     offered_utilization,
     predicted_wait,
     retry_after,
 )
 
-WORK = {0.25: 0.1, 0.5: 0.4, 1.0: 1.5}  # seconds of this request's work at each width
+Q, H, F = Rung(0.25), Rung(0.5), Rung(1.0)  # the fp32 rungs: quarter, half, full width
+Q8, H8, F8 = Rung(0.25, "int8"), Rung(0.5, "int8"), Rung(1.0, "int8")
+FP32 = (F, H, Q)  # a ladder without int8 rungs, best first
+WORK = {Q: 0.1, H: 0.4, F: 1.5}  # seconds of this request's work at each rung
 
 
-def choose(wait_s: float, target_s: float = 2.0, **kw) -> tuple[float | None, str]:
-    d = decide(WORK, wait_s=wait_s, target_s=target_s, queue_full=kw.pop("queue_full", False), **kw)
-    return d.width, d.reason
+def choose(wait_s: float, target_s: float = 2.0, work=WORK, ladder=FP32, **kw) -> tuple[Rung | None, str]:
+    d = decide(work, ladder=ladder, wait_s=wait_s, target_s=target_s, queue_full=kw.pop("queue_full", False), **kw)
+    return d.rung, d.reason
 
 
-def test_idle_gets_full_width() -> None:
-    assert choose(0.0) == (1.0, IDLE)
+def test_idle_gets_the_best_rung() -> None:
+    assert choose(0.0) == (F, IDLE)
 
 
-def test_work_ahead_that_still_fits_keeps_full_width() -> None:
-    assert choose(0.4) == (1.0, HEADROOM)
+def test_work_ahead_that_still_fits_keeps_the_best_rung() -> None:
+    assert choose(0.4) == (F, HEADROOM)
 
 
-def test_load_narrows_step_by_step() -> None:
-    assert choose(0.6) == (0.5, LOAD)  # 0.6 + 1.5 > 2, 0.6 + 0.4 <= 2
-    assert choose(1.7) == (0.25, LOAD)
-    assert choose(1.95) == (None, OVERLOADED)  # the narrowest would fit alone: the backlog is why, shed it
+def test_load_steps_down_the_ladder() -> None:
+    assert choose(0.6) == (H, LOAD)  # 0.6 + 1.5 > 2, 0.6 + 0.4 <= 2
+    assert choose(1.7) == (Q, LOAD)
+    assert choose(1.95) == (None, OVERLOADED)  # the cheapest would fit alone: the backlog is why, shed it
 
 
-def test_large_image_or_tight_deadline_narrow_an_idle_server() -> None:
-    assert choose(0.0, target_s=1.0) == (0.5, SIZE)
-    assert choose(0.0, target_s=1.0, from_deadline=True) == (0.5, DEADLINE)
-    assert choose(0.0, target_s=0.05, from_deadline=True) == (0.25, BEST_EFFORT)
+def test_large_image_or_tight_deadline_step_down_on_an_idle_server() -> None:
+    assert choose(0.0, target_s=1.0) == (H, SIZE)
+    assert choose(0.0, target_s=1.0, from_deadline=True) == (H, DEADLINE)
+    assert choose(0.0, target_s=0.05, from_deadline=True) == (Q, BEST_EFFORT)
 
 
-def test_forced_and_fixed_widths_win_over_load() -> None:
-    assert choose(10.0, forced=1.0) == (1.0, FORCED)
-    assert choose(0.0, fixed=0.25) == (0.25, FIXED)
-    assert choose(0.0, forced=0.5, fixed=0.25) == (0.5, FORCED)
+# int8 rungs at half the cost of their fp32 width, a little below it in quality (ladder best first).
+MIXED = (F, F8, H, H8, Q, Q8)
+MIXED_WORK = {F: 1.5, F8: 0.8, H: 0.4, H8: 0.22, Q: 0.1, Q8: 0.06}
+
+
+def test_an_int8_rung_is_chosen_over_a_slower_fp32_rung() -> None:
+    assert choose(0.0, work=MIXED_WORK, ladder=MIXED) == (F, IDLE)
+    # full width fp32 misses the target behind 0.6 s of work, its int8 rung does not: better than width 0.5
+    assert choose(0.6, work=MIXED_WORK, ladder=MIXED) == (F8, LOAD)
+    assert choose(1.7, work=MIXED_WORK, ladder=MIXED) == (H8, LOAD)
+    assert choose(0.0, target_s=1.0, work=MIXED_WORK, ladder=MIXED) == (F8, SIZE)
+    assert choose(1.92, work=MIXED_WORK, ladder=MIXED) == (Q8, LOAD)  # the cheapest of all
+
+
+def test_forced_width_picks_its_best_rung_that_fits_and_an_exact_rung_is_served_as_asked() -> None:
+    mixed = dict(work=MIXED_WORK, ladder=MIXED)
+    assert choose(0.0, ask=Ask(width=1.0), **mixed) == (F, FORCED)
+    assert choose(1.0, ask=Ask(width=1.0), **mixed) == (F8, FORCED)  # fp32 would miss the target, int8 fits
+    assert choose(10.0, ask=Ask(width=1.0), **mixed) == (F8, FORCED)  # neither fits: the cheapest, never shed
+    assert choose(10.0, ask=Ask(width=1.0, precision="fp32"), **mixed) == (F, FORCED)
+    assert choose(0.0, ask=Ask(width=0.5, precision="int8"), **mixed) == (H8, FORCED)
+
+
+def test_forced_and_fixed_rungs_win_over_load() -> None:
+    assert choose(10.0, ask=Ask(width=1.0)) == (F, FORCED)
+    assert choose(0.0, fixed=Q) == (Q, FIXED)
+    assert choose(0.0, ask=Ask(width=0.5), fixed=Q) == (H, FORCED)
+    # a fixed rung off the ladder (the operator's choice) is still served
+    assert choose(0.0, work=MIXED_WORK, ladder=(F, H, Q), fixed=F8) == (F8, FIXED)
+
+
+def test_precision_restricts_auto() -> None:
+    mixed = dict(work=MIXED_WORK, ladder=MIXED)
+    assert choose(0.0, ask=Ask(precision="int8"), **mixed) == (F8, IDLE)
+    assert choose(0.6, ask=Ask(precision="fp32"), **mixed) == (H, LOAD)
+
+
+def test_min_width_is_a_floor_load_sheds_rather_than_steps_below_it() -> None:
+    mixed = dict(work=MIXED_WORK, ladder=MIXED)
+    floor = Ask(min_width=0.5)
+    assert choose(0.0, ask=floor, **mixed) == (F, IDLE)
+    assert choose(1.7, ask=floor, **mixed) == (H8, LOAD)  # the cheapest allowed
+    d = decide(MIXED_WORK, ladder=MIXED, wait_s=1.9, target_s=2.0, queue_full=False, ask=floor)
+    assert (d.rung, d.reason, d.retry_after_s) == (None, OVERLOADED, 1)  # 0.25 would fit: 503, not narrower
+    d = decide(MIXED_WORK, ladder=MIXED, wait_s=3.0, target_s=2.0, queue_full=False, ask=floor)
+    assert (d.rung, d.reason, d.retry_after_s) == (None, OVERLOADED, 2)  # ceil(3.0 - (2.0 - 0.22))
+    # idle, but the allowed rungs exceed the target by size alone: best effort at the cheapest allowed
+    assert choose(0.0, target_s=0.1, ask=floor, **mixed) == (H8, BEST_EFFORT)
+    # an explicit width is served as asked; the floor bounds the policy's own choice
+    assert choose(0.0, ask=Ask(width=0.25, min_width=0.5), **mixed) == (Q, FORCED)
+
+
+def test_what_an_ask_allows() -> None:
+    assert allowed(MIXED, Ask()) == MIXED
+    assert allowed(MIXED, Ask(min_width=0.5)) == (F, F8, H, H8)
+    assert allowed(MIXED, Ask(min_width=0.5, precision="int8")) == (F8, H8)
+    assert allowed(MIXED, Ask(width=0.25)) == (Q, Q8)
+    assert allowed(FP32, Ask(precision="int8")) == ()  # nothing: the route answers 422
+    assert allowed(FP32, Ask(), fixed=Q) == (Q,)
+    assert allowed(FP32, Ask(min_width=0.5), fixed=Q) == ()  # the server's fixed rung is below the floor
+    assert allowed(FP32, Ask(width=1.0), fixed=Q) == (F,)
+    with pytest.raises(ValueError, match="no rung"):
+        decide(WORK, ladder=FP32, wait_s=0.0, target_s=2.0, queue_full=False, ask=Ask(precision="int8"))
 
 
 def test_full_queue_rejects_with_retry_after() -> None:
-    d = decide(WORK, wait_s=5.0, target_s=2.0, queue_full=True, forced=1.0)
-    assert d.width is None and d.reason == QUEUE_FULL
+    d = decide(WORK, ladder=FP32, wait_s=5.0, target_s=2.0, queue_full=True)
+    assert d.rung is None and d.reason == QUEUE_FULL
     assert d.retry_after_s == retry_after(5.0, 2.0, 0.1) == 4  # ceil(5.0 - (2.0 - 0.1))
+    # asking for full width: retry once the backlog lets full width meet the target
+    d = decide(WORK, ladder=FP32, wait_s=5.0, target_s=2.0, queue_full=True, ask=Ask(width=1.0))
+    assert (d.reason, d.retry_after_s) == (QUEUE_FULL, 5)  # ceil(5.0 - (2.0 - 1.5))
 
 
 def test_retry_after_is_at_least_one_second() -> None:
     assert retry_after(0.0, 2.0, 0.1) == 1
     assert retry_after(0.5, 2.0, 3.0) == 1
-    assert retry_after(7.2, 2.0, 3.0) == 8  # the narrowest alone misses: wait for the whole backlog
+    assert retry_after(7.2, 2.0, 3.0) == 8  # the cheapest alone misses: wait for the whole backlog
 
 
 def test_predicted_wait_is_list_scheduling_over_lanes() -> None:
@@ -84,62 +153,92 @@ def test_predicted_wait_is_list_scheduling_over_lanes() -> None:
 
 
 def test_work_that_cannot_finish_before_the_timeout_is_refused_up_front() -> None:
-    slow = {0.25: 5.0, 0.5: 20.0, 1.0: 80.0}  # seconds alone; request timeout 60 s
-    d = decide(slow, wait_s=0.0, target_s=2.0, queue_full=False, forced=1.0, timeout_s=60.0)
-    assert (d.width, d.reason, d.fits) == (None, EXCEEDS_TIMEOUT, (0.25, 0.5))  # 422: never in time
+    slow = {Q: 5.0, H: 20.0, F: 80.0}  # seconds alone; request timeout 60 s
+    d = decide(slow, ladder=FP32, wait_s=0.0, target_s=2.0, queue_full=False, ask=Ask(width=1.0), timeout_s=60.0)
+    assert (d.rung, d.reason, d.fits) == (None, EXCEEDS_TIMEOUT, (Q, H))  # 422: never in time
     assert d.predicted_s == 80.0
-    d = decide(slow, wait_s=50.0, target_s=2.0, queue_full=False, forced=0.5, timeout_s=60.0)
-    assert (d.width, d.reason, d.retry_after_s, d.fits) == (None, OVERLOADED, 10, (0.25,))  # 503: the backlog
-    assert decide(slow, wait_s=0.0, target_s=2.0, queue_full=False, forced=0.5, timeout_s=60.0).width == 0.5
-    # auto: the narrowest alone outlasts the timeout -> refused, not computed for a minute
-    huge = {w: 61.0 * w / 0.25 for w in slow}
-    assert decide(huge, wait_s=0.0, target_s=2.0, queue_full=False, timeout_s=60.0).reason == EXCEEDS_TIMEOUT
-    assert decide(slow, wait_s=0.0, target_s=2.0, queue_full=False, timeout_s=60.0).reason == BEST_EFFORT
+    d = decide(slow, ladder=FP32, wait_s=50.0, target_s=2.0, queue_full=False, ask=Ask(width=0.5), timeout_s=60.0)
+    assert (d.rung, d.reason, d.retry_after_s, d.fits) == (None, OVERLOADED, 10, (Q,))  # 503: the backlog
+    kw = dict(ladder=FP32, target_s=2.0, queue_full=False, timeout_s=60.0)
+    assert decide(slow, wait_s=0.0, ask=Ask(width=0.5), **kw).rung == H
+    # auto: the cheapest alone outlasts the timeout -> refused, not computed for a minute
+    huge = {r: 61.0 * r.width / 0.25 for r in slow}
+    assert decide(huge, wait_s=0.0, **kw).reason == EXCEEDS_TIMEOUT
+    assert decide(slow, wait_s=0.0, **kw).reason == BEST_EFFORT
 
 
 def test_cost_model_fits_overhead_and_slope() -> None:
-    cost = CostModel([0.5, 1.0], alpha=0.2, ref_pixels=10_000)
+    cost = CostModel([H, F], alpha=0.2, ref_pixels=10_000)
     assert not cost.ready
-    fitted = cost.fit(1.0, [(1_000, 0.01 + 2.0 * 0.001), (10_000, 0.01 + 2.0 * 0.01)])
+    fitted = cost.fit(F, [(1_000, 0.01 + 2.0 * 0.001), (10_000, 0.01 + 2.0 * 0.01)])
     assert fitted.overhead_s == pytest.approx(0.01) and fitted.s_per_megapixel == pytest.approx(2.0)
-    cost.fit(0.5, [(1_000, 0.001), (10_000, 0.0005)])  # noisy: bigger was faster
+    cost.fit(H, [(1_000, 0.001), (10_000, 0.0005)])  # noisy: bigger was faster
     assert cost.ready
-    assert cost.snapshot()[0.5] == WidthCost(0.0, pytest.approx(0.00075 / 0.0055))  # line through the mean
-    assert cost.predict(1.0, 1_000_000) == pytest.approx(2.01)
+    assert cost.snapshot()[H] == RungCost(0.0, pytest.approx(0.00075 / 0.0055))  # line through the mean
+    assert cost.predict(F, 1_000_000) == pytest.approx(2.01)
 
 
 def test_cost_model_ewma_weights_large_images_fully_and_small_ones_little() -> None:
-    cost = CostModel([1.0], alpha=0.5, ref_pixels=1_000_000)
-    cost.fit(1.0, [(100_000, 0.2), (1_000_000, 2.0)])
-    assert cost.snapshot()[1.0].s_per_megapixel == pytest.approx(2.0)
-    cost.observe(1.0, 1_000_000, 4.0)  # twice as slow as predicted: half-way there
-    assert cost.snapshot()[1.0].s_per_megapixel == pytest.approx(3.0)
-    cost.observe(1.0, 10_000, 1.0)  # a tiny image implying 100 s/MP barely moves it (weight 0.005)
-    assert cost.snapshot()[1.0].s_per_megapixel == pytest.approx(3.0 + 0.005 * (100.0 - 3.0))
-    frozen = CostModel([1.0], alpha=0.0, ref_pixels=1)
-    frozen.fit(1.0, [(1, 1.0), (2, 2.0)])
-    frozen.observe(1.0, 10, 100.0)
-    assert frozen.snapshot()[1.0] == WidthCost(pytest.approx(0.0), pytest.approx(1e6))
+    cost = CostModel([F8], alpha=0.5, ref_pixels=1_000_000)
+    cost.fit(F8, [(100_000, 0.2), (1_000_000, 2.0)])
+    assert cost.snapshot()[F8].s_per_megapixel == pytest.approx(2.0)
+    cost.observe(F8, 1_000_000, 4.0)  # twice as slow as predicted: half-way there
+    assert cost.snapshot()[F8].s_per_megapixel == pytest.approx(3.0)
+    cost.observe(F8, 10_000, 1.0)  # a tiny image implying 100 s/MP barely moves it (weight 0.005)
+    assert cost.snapshot()[F8].s_per_megapixel == pytest.approx(3.0 + 0.005 * (100.0 - 3.0))
+    frozen = CostModel([F], alpha=0.0, ref_pixels=1)
+    frozen.fit(F, [(1, 1.0), (2, 2.0)])
+    frozen.observe(F, 10, 100.0)
+    assert frozen.snapshot()[F] == RungCost(pytest.approx(0.0), pytest.approx(1e6))
 
 
 def test_shedding_says_when_to_retry_and_big_requests_are_still_served() -> None:
-    d = decide(WORK, wait_s=3.0, target_s=2.0, queue_full=False)
-    assert (d.width, d.reason, d.retry_after_s) == (None, OVERLOADED, 2)  # 3 s of backlog, 1.9 s of slack
-    big = {0.25: 3.0, 0.5: 6.0, 1.0: 12.0}  # too big for the target even alone: served narrowest, not shed
-    assert decide(big, wait_s=1.0, target_s=2.0, queue_full=False).reason == BEST_EFFORT
+    d = decide(WORK, ladder=FP32, wait_s=3.0, target_s=2.0, queue_full=False)
+    assert (d.rung, d.reason, d.retry_after_s) == (None, OVERLOADED, 2)  # 3 s of backlog, 1.9 s of slack
+    big = {Q: 3.0, H: 6.0, F: 12.0}  # too big for the target even alone: served cheapest, not shed
+    assert decide(big, ladder=FP32, wait_s=1.0, target_s=2.0, queue_full=False).reason == BEST_EFFORT
 
 
-def test_widths_the_arrival_rate_cannot_sustain_are_skipped() -> None:
-    busy = {0.25: 0.2, 0.5: 0.95, 1.0: 3.0}  # offered load per lane at the recent arrival rate
-    d = decide(WORK, wait_s=0.1, target_s=2.0, queue_full=False, utilization=busy)
-    assert (d.width, d.reason) == (0.25, LOAD)
-    # no backlog: a high rate alone (a closed-loop client served fast) does not narrow
-    assert decide(WORK, wait_s=0.0, target_s=2.0, queue_full=False, utilization=busy).width == 1.0
-    swamped = {0.25: 1.5, 0.5: 6.0, 1.0: 20.0}  # the narrowest is still served: shedding is for the backlog
-    assert decide(WORK, wait_s=0.1, target_s=2.0, queue_full=False, utilization=swamped).width == 0.25
+def test_rungs_the_arrival_rate_cannot_sustain_are_skipped() -> None:
+    busy = {Q: 0.2, H: 0.95, F: 3.0}  # offered load per lane at the recent arrival rate
+    assert choose(0.1, utilization=busy) == (Q, LOAD)
+    # no backlog: a high rate alone (a closed-loop client served fast) does not step down
+    assert choose(0.0, utilization=busy) == (F, IDLE)
+    swamped = {Q: 1.5, H: 6.0, F: 20.0}  # the cheapest is still served: shedding is for the backlog
+    assert choose(0.1, utilization=swamped) == (Q, LOAD)
 
 
 def test_offered_utilization() -> None:
-    costs = {0.25: WidthCost(0.01, 1.0), 1.0: WidthCost(0.02, 10.0)}
+    costs = {Q: RungCost(0.01, 1.0), F8: RungCost(0.02, 10.0)}
     u = offered_utilization(costs, requests_per_s=10.0, megapixels_per_s=0.1, lanes=2)
-    assert u == pytest.approx({0.25: (0.1 + 0.1) / 2, 1.0: (0.2 + 1.0) / 2})
+    assert u == pytest.approx({Q: (0.1 + 0.1) / 2, F8: (0.2 + 1.0) / 2})
+
+
+PSNR = {F: 31.30, F8: 31.25, H: 31.08, H8: 31.03, Q: 30.53, Q8: 30.48}  # Set5, as in a card
+
+
+def test_the_ladder_is_ordered_by_expected_quality() -> None:
+    cost = {F: 1.5, F8: 0.8, H: 0.4, H8: 0.22, Q: 0.1, Q8: 0.06}
+    ladder = build_ladder(PSNR, cost)
+    assert ladder.rungs == MIXED and ladder.dropped == {}
+    assert ladder.widths == (0.25, 0.5, 1.0)
+
+
+def test_slower_and_not_better_rungs_are_dropped() -> None:
+    # 0.25 fp32 costs more than 0.5 int8, which is better: never worth serving. 1 fp32 is slower than 1-int8 but
+    # better, so kept; 0.5 fp32 is within the timing-noise margin of 0.5-int8, kept too.
+    cost = {F: 1.5, F8: 0.8, H: 0.4, H8: 0.39, Q: 0.5, Q8: 0.06}
+    ladder = build_ladder(PSNR, cost)
+    assert ladder.rungs == (F, F8, H, H8, Q8)
+    assert set(ladder.dropped) == {Q} and ladder.dropped[Q].startswith("slower than 0.5-int8")
+    assert build_ladder(PSNR, {**cost, H: 0.39 * (1 + DOMINANCE_MARGIN) + 0.01}).rungs == (F, F8, H, H8, Q8)
+    # equal quality: the slower one goes
+    same = build_ladder({F: 31.3, F8: 31.3}, {F: 1.5, F8: 0.8})
+    assert same.rungs == (F8,) and "slower than 1-int8" in same.dropped[F]
+
+
+def test_rungs_without_quality_are_dropped_and_a_card_without_any_ranks_fp32_by_width() -> None:
+    ladder = build_ladder({F: 31.3, F8: None, H: 31.1}, {F: 1.5, F8: 0.8, H: 0.4})
+    assert ladder.rungs == (F, H) and "no Set5 PSNR" in ladder.dropped[F8]
+    unscored = build_ladder({F: None, F8: None, H: None, Q: None}, {F: 1.5, F8: 0.8, H: 0.4, Q: 0.1})
+    assert unscored.rungs == (F, H, Q) and set(unscored.dropped) == {F8}

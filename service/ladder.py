@@ -1,0 +1,72 @@
+"""The ladder: the rungs ``auto`` serves, by expected quality from the model card, fixed at warm-up.
+
+A rung's expected quality is its PSNR on ``QUALITY_SET`` in the card
+(``card["metrics"][set][rung.key]``, written by ``csd-sr evaluate``). Once
+warm-up has measured every rung, a rung that is slower than another for the
+reference input and not better is dropped: ``auto`` would never prefer it, and
+a client forcing it would pay more for no more quality. "Slower" means by more
+than ``DOMINANCE_MARGIN``: within it, the order is timing noise (the narrow
+rungs of a small model cost about the same, their codec work dominates). A rung
+without a score in the card is dropped too: the policy cannot rank it. Pure
+logic, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from model.rungs import Rung
+
+QUALITY_SET = "Set5"  # the ladder's order: this set's PSNR
+HEADER_SETS = ("Set5", "Set14")  # the expected PSNR a response reports (X-Expected-PSNR)
+DOMINANCE_MARGIN = 0.1  # a rung is "slower" than another when it costs more than (1 + this) times as much
+
+
+@dataclass(frozen=True)
+class Ladder:
+    rungs: tuple[Rung, ...]  # served by auto, best expected quality first
+    dropped: dict[Rung, str]  # rungs the backend runs that are not on the ladder, and why
+
+    @property
+    def widths(self) -> tuple[float, ...]:
+        """The widths with a rung on the ladder, ascending."""
+        return tuple(sorted({r.width for r in self.rungs}))
+
+
+def card_quality(card: dict, rung: Rung) -> dict[str, dict[str, float]]:
+    """PSNR/SSIM of one rung per eval set, from ``card["metrics"][set][rung.key]``."""
+    out = {}
+    for name, rows in (card.get("metrics") or {}).items():
+        row = rows.get(rung.key) if isinstance(rows, dict) else None
+        if isinstance(row, dict):
+            out[name] = {k: float(row[k]) for k in ("psnr", "ssim") if k in row}
+    return out
+
+
+def expected_psnr(card: dict, rung: Rung, sets: tuple[str, ...] = HEADER_SETS) -> dict[str, float]:
+    """The card's PSNR of ``rung`` on each of ``sets`` that has one."""
+    quality = card_quality(card, rung)
+    return {name: quality[name]["psnr"] for name in sets if "psnr" in quality.get(name, {})}
+
+
+def build_ladder(quality: Mapping[Rung, float | None], cost_s: Mapping[Rung, float]) -> Ladder:
+    """The ladder from each rung's expected quality (``None``: unknown) and its cost for the reference input.
+
+    A card without any score (fresh or random weights) ranks the fp32 rungs by
+    width, the order CSD trains them in; its other rungs are dropped as unscored.
+    """
+    if all(q is None for q in quality.values()):
+        quality = {r: r.width if r.precision == "fp32" else None for r in quality}
+    scored = {r: q for r, q in quality.items() if q is not None}
+    dropped = {r: f"no {QUALITY_SET} PSNR in the model card" for r in quality if r not in scored}
+    for rung, q in scored.items():
+        better = [s for s, qs in scored.items() if qs >= q and cost_s[rung] > (1 + DOMINANCE_MARGIN) * cost_s[s]]
+        if better:
+            s = min(better, key=cost_s.__getitem__)
+            dropped[rung] = (
+                f"slower than {s.key} ({cost_s[rung]:.3f} s vs {cost_s[s]:.3f} s for the reference input) "
+                f"and not better (expected quality {q:.2f} vs {scored[s]:.2f})"
+            )
+    kept = sorted((r for r in scored if r not in dropped), key=lambda r: (-scored[r], cost_s[r]))
+    return Ladder(tuple(kept), dropped)
