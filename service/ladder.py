@@ -5,10 +5,11 @@ A rung's expected quality is its PSNR on ``QUALITY_SET`` in the card
 warm-up has measured every rung, a rung that is slower than another for the
 reference input and not better is dropped: ``auto`` would never prefer it, and
 a client forcing it would pay more for no more quality. "Slower" means by more
-than ``DOMINANCE_MARGIN``: within it, the order is timing noise (the narrow
-rungs of a small model cost about the same, their codec work dominates). A rung
-without a score in the card is dropped too: the policy cannot rank it. Pure
-logic, no I/O.
+than ``DOMINANCE_MARGIN``, and never slower than a wider rung of its own
+precision (which has more multiply-adds): otherwise the order is timing noise
+(the narrow rungs of a small model cost about the same, their codec work
+dominates, and a loaded machine shuffles them). A rung without a score in the
+card is dropped too: the policy cannot rank it. Pure logic, no I/O.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def build_ladder(quality: Mapping[Rung, float | None], cost_s: Mapping[Rung, flo
     scored = {r: q for r, q in quality.items() if q is not None}
     dropped = {r: f"no {QUALITY_SET} PSNR in the model card" for r in quality if r not in scored}
     for rung, q in scored.items():
-        better = [s for s, qs in scored.items() if qs >= q and cost_s[rung] > (1 + DOMINANCE_MARGIN) * cost_s[s]]
+        better = [s for s, qs in scored.items() if qs >= q and _slower(rung, s, cost_s)]
         if better:
             s = min(better, key=cost_s.__getitem__)
             dropped[rung] = (
@@ -70,3 +71,10 @@ def build_ladder(quality: Mapping[Rung, float | None], cost_s: Mapping[Rung, flo
             )
     kept = sorted((r for r in scored if r not in dropped), key=lambda r: (-scored[r], cost_s[r]))
     return Ladder(tuple(kept), dropped)
+
+
+def _slower(rung: Rung, other: Rung, cost_s: Mapping[Rung, float]) -> bool:
+    """``rung`` clearly costs more than ``other``: beyond the margin, and ``other`` is no wider at its precision."""
+    if rung.precision == other.precision and other.width > rung.width:
+        return False
+    return cost_s[rung] > (1 + DOMINANCE_MARGIN) * cost_s[other]

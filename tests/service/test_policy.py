@@ -235,6 +235,10 @@ def test_slower_and_not_better_rungs_are_dropped() -> None:
     # equal quality: the slower one goes
     same = build_ladder({F: 31.3, F8: 31.3}, {F: 1.5, F8: 0.8})
     assert same.rungs == (F8,) and "slower than 1-int8" in same.dropped[F]
+    # a narrower rung measured slower than a wider one of its precision is timing noise: kept
+    assert build_ladder({F: 31.3, H: 31.1, Q: 30.5}, {F: 1.5, H: 0.4, Q: 0.6}).rungs == (F, H, Q)
+    # a wider rung that is not better than a narrower one of its precision (a quantization gone wrong) goes
+    assert build_ladder({F8: 30.9, H8: 31.0}, {F8: 0.8, H8: 0.22}).rungs == (H8,)
 
 
 def test_rungs_without_quality_are_dropped_and_a_card_without_any_ranks_fp32_by_width() -> None:
