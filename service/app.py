@@ -21,6 +21,7 @@ from model.weights import load_weights
 from service import errors, logs, openapi, pipeline
 from service.engine import build_engine
 from service.hardware import cpu_info
+from service.ladder import QUALITY_SET, build_ladder, expected_psnr
 from service.metrics import Metrics, width_label
 from service.middleware import RequestContextMiddleware
 from service.policy import CostModel
@@ -72,14 +73,14 @@ def _build_state(settings: Settings) -> ServiceState:
             "`csd-sr export`)"
         )
     model, card = load_weights(path)
-    widths = model.cfg.widths
-    fixed = settings.fixed_width
-    if fixed is not None and fixed not in widths:
-        raise ValueError(f"policy {settings.policy}: width not in the model's ladder {list(widths)}")
     engine = build_engine(model, settings)
+    fixed = settings.fixed_rung
+    if fixed is not None and fixed not in engine.rungs:
+        keys = [r.key for r in engine.rungs]
+        raise ValueError(f"policy {settings.policy}: not a rung this server runs {keys}")
     backend = engine.backend
     log.info("backend", extra={"fields": {"cpu": cpu_info(), **backend.describe()}})
-    cost = CostModel(widths, settings.cost_ewma_alpha, pipeline.REFERENCE_PIXELS)
+    cost = CostModel(engine.rungs, settings.cost_ewma_alpha, pipeline.REFERENCE_PIXELS)
     scheduler = Scheduler(
         cost,
         workers=settings.workers,
@@ -89,7 +90,7 @@ def _build_state(settings: Settings) -> ServiceState:
         planning_fraction=settings.planning_fraction,
         init_worker=backend.init_worker,
     )
-    metrics = Metrics(widths, settings.latency_target_s)
+    metrics = Metrics(engine.rungs, settings.latency_target_s)
     metrics.bind(scheduler, cost)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     cfg = model.cfg
@@ -98,7 +99,8 @@ def _build_state(settings: Settings) -> ServiceState:
             "version": sha[:12],
             "weights": path.name,
             "scale": str(cfg.scale),
-            "widths": ",".join(width_label(w) for w in widths),
+            "widths": ",".join(width_label(w) for w in engine.widths),
+            "rungs": ",".join(r.key for r in engine.rungs),
             "n_resblocks": str(cfg.n_resblocks),
             "n_feats": str(cfg.n_feats),
             "service_version": _package_version(),
@@ -108,20 +110,24 @@ def _build_state(settings: Settings) -> ServiceState:
 
 
 async def _warm_up(svc: ServiceState) -> None:
-    """Measure each width's cost on a worker thread, then report ready."""
+    """Measure each rung's cost on a worker thread, build the ladder, then report ready."""
     loop = asyncio.get_running_loop()
-    s = svc.settings
+    s, engine, cost = svc.settings, svc.engine, svc.scheduler.cost
     try:
-        await loop.run_in_executor(
-            svc.scheduler.executor, pipeline.warm_up, svc.engine, svc.scheduler.cost, s.png_compress_level
-        )
+        await loop.run_in_executor(svc.scheduler.executor, pipeline.warm_up, engine, cost, s.png_compress_level)
     except Exception as exc:  # stay alive but unready: /readyz reports why
         svc.warmup_error = f"warm-up failed: {exc!r}"
         log.exception("warm-up failed")
         return
+    reference = engine.work_pixels(pipeline.REFERENCE_SIDE, pipeline.REFERENCE_SIDE)
+    ladder = build_ladder(
+        {r: expected_psnr(svc.card, r, (QUALITY_SET,)).get(QUALITY_SET) for r in engine.rungs},
+        {r: cost.predict(r, reference) for r in engine.rungs},
+    )
+    svc.scheduler.ladder = ladder
     svc.ready = True
     svc.metrics.ready.set(1)
-    costs = {width_label(w): vars(c) for w, c in svc.scheduler.cost.snapshot().items()}
+    costs = {r.key: vars(c) for r, c in cost.snapshot().items()}
     log.info(
         "ready",
         extra={
@@ -133,6 +139,8 @@ async def _warm_up(svc: ServiceState) -> None:
                 "policy": s.policy,
                 "latency_target_s": s.latency_target_s,
                 "cost": costs,
+                "ladder": [r.key for r in ladder.rungs],
+                "dropped": {r.key: why for r, why in ladder.dropped.items()},
             }
         },
     )

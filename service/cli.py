@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from model.rungs import PRECISIONS, Rung
 from service.settings import Settings
 
 SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -19,7 +20,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--latency-target-s", type=float)
-    p.add_argument("--policy", help="auto or fixed:<width>")
+    p.add_argument("--policy", help="auto or fixed:<rung>, e.g. fixed:1 or fixed:1-int8")
+    p.add_argument("--precisions", help="rungs' precisions to build and serve: fp32,int8 (default) or fp32")
     p.add_argument("--workers", type=int, help="requests processed at once")
     p.add_argument("--backend", choices=["openvino", "torch"], help="inference runtime (default: openvino)")
     p.add_argument("--threads", type=int, help="openvino: inference threads (default: usable CPUs)")
@@ -33,6 +35,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("output", help="format from the suffix: .png, .jpg/.jpeg or .webp")
     p.add_argument("--weights", help=f"default: {Settings.model_fields['weights'].default}")
     p.add_argument("--width", type=float, default=1.0, help="a width of the model's ladder (default: 1.0)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="int8: the rung `csd-sr quantize` made")
     p.add_argument("--quality", type=int, help="JPEG/WebP quality (WebP without it is lossless)")
     p.add_argument("--backend", choices=["openvino", "torch"], help="inference runtime (default: openvino)")
     p.add_argument("--threads", type=int, help="openvino: inference threads (default: usable CPUs)")
@@ -66,7 +69,7 @@ def _upscale(args: argparse.Namespace) -> None:
     from service.engine import build_engine
     from service.errors import ApiError
 
-    settings = _settings(args)
+    settings = _settings(args).model_copy(update={"precisions": (args.precision,)})  # build only that rung
     fmt = SUFFIX_FORMATS.get(Path(args.output).suffix.lower())
     if fmt is None:
         sys.exit(f"csd-sr upscale: output suffix must be one of {', '.join(SUFFIX_FORMATS)}")
@@ -75,19 +78,25 @@ def _upscale(args: argparse.Namespace) -> None:
     model, _ = load_weights(settings.weights)
     if args.width not in model.cfg.widths:
         sys.exit(f"csd-sr upscale: --width must be one of {list(model.cfg.widths)}")
-    engine = build_engine(model, settings)
+    try:
+        engine = build_engine(model, settings)
+    except ValueError as exc:  # e.g. int8 asked for without its files
+        sys.exit(f"csd-sr upscale: {exc}")
+    rung = Rung(args.width, args.precision)
+    if rung not in engine.rungs:
+        sys.exit(f"csd-sr upscale: no {rung.key} rung; this backend runs {[r.key for r in engine.rungs]}")
     engine.backend.init_worker()
     start = time.perf_counter()
     try:
         probe = images.probe(Path(args.input).read_bytes(), settings.max_pixels)
         if fmt == "jpeg" and probe.has_alpha:
             sys.exit("csd-sr upscale: jpeg cannot carry the alpha channel; use .png or .webp")
-        out = pipeline.process(engine, probe, args.width, fmt, args.quality, settings.png_compress_level)
+        out = pipeline.process(engine, probe, rung, fmt, args.quality, settings.png_compress_level)
     except ApiError as exc:
         sys.exit(f"csd-sr upscale: {exc.detail}")
     Path(args.output).write_bytes(out.body)
     elapsed = time.perf_counter() - start
     print(
         f"wrote {args.output}: {probe.width}x{probe.height} -> {out.out_width}x{out.out_height}, "
-        f"width {args.width:g}, {elapsed:.2f} s"
+        f"rung {rung.key}, {elapsed:.2f} s"
     )

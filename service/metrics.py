@@ -1,7 +1,7 @@
 """Prometheus metrics on the app's own registry (base units, ``_total`` counters, bounded labels).
 
 Labels only take values from fixed sets: route templates, HTTP status codes,
-the model's width ladder and the policy's reasons.
+the rungs the backend runs (``width`` and ``precision``) and the policy's reasons.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from model.rungs import Rung
 from service.policy import EXCEEDS_TIMEOUT, OVERLOADED, QUEUE_FULL, REASONS, CostModel
 from service.scheduler import Scheduler
 
@@ -38,8 +39,13 @@ def width_label(width: float) -> str:
     return f"{width:g}"
 
 
+def rung_labels(rung: Rung) -> tuple[str, str]:
+    """The ``width`` and ``precision`` label values of a rung."""
+    return width_label(rung.width), rung.precision
+
+
 class Metrics:
-    def __init__(self, widths: tuple[float, ...], latency_target_s: float) -> None:
+    def __init__(self, rungs: tuple[Rung, ...], latency_target_s: float) -> None:
         self.registry = r = CollectorRegistry()
         ProcessCollector(registry=r)
         buckets = sorted({*LATENCY_BUCKETS, latency_target_s})  # so "share within target" is one bucket
@@ -51,15 +57,15 @@ class Metrics:
         )
         self.request_duration = Histogram(
             "csd_sr_upscale_duration_seconds",
-            "Upscale latency, request received to response ready, by width.",
-            ["width"],
+            "Upscale latency, request received to response ready, by rung.",
+            ["width", "precision"],
             buckets=buckets,
             registry=r,
         )
         self.inference = Histogram(
             "csd_sr_inference_duration_seconds",
-            "Model time of one upscale, by width.",
-            ["width"],
+            "Model time of one upscale, by rung.",
+            ["width", "precision"],
             buckets=buckets,
             registry=r,
         )
@@ -71,21 +77,24 @@ class Metrics:
         self.workers = Gauge("csd_sr_workers", "Inference workers (requests processed at once).", registry=r)
         self.inflight = Gauge("csd_sr_inflight_requests", "Upscale requests being handled.", registry=r)
         self.decisions = Counter(
-            "csd_sr_width_decisions", "Widths chosen by the policy, by reason.", ["width", "reason"], registry=r
+            "csd_sr_width_decisions",
+            "Rungs chosen by the policy, by reason.",
+            ["width", "precision", "reason"],
+            registry=r,
         )
         self.rejections = Counter("csd_sr_rejections", "Refused upscale requests by reason.", ["reason"], registry=r)
         self.input_pixels = Counter("csd_sr_input_pixels", "Input pixels upscaled.", registry=r)
         self.output_pixels = Counter("csd_sr_output_pixels", "Output pixels produced.", registry=r)
         self.cost = Gauge(
             "csd_sr_cost_seconds_per_megapixel",
-            "Live cost model: worker seconds per LR megapixel, by width.",
-            ["width"],
+            "Live cost model: worker seconds per LR megapixel, by rung.",
+            ["width", "precision"],
             registry=r,
         )
         self.cost_overhead = Gauge(
             "csd_sr_cost_overhead_seconds",
-            "Live cost model: fixed worker seconds per request, by width.",
-            ["width"],
+            "Live cost model: fixed worker seconds per request, by rung.",
+            ["width", "precision"],
             registry=r,
         )
         self.latency_target = Gauge("csd_sr_latency_target_seconds", "Configured latency target.", registry=r)
@@ -93,11 +102,11 @@ class Metrics:
         self.model = Info("csd_sr_model", "The served model.", registry=r)
 
         self.latency_target.set(latency_target_s)
-        for w in map(width_label, widths):  # zero-valued series exist from the start
-            self.request_duration.labels(w)
-            self.inference.labels(w)
+        for labels in map(rung_labels, rungs):  # zero-valued series exist from the start
+            self.request_duration.labels(*labels)
+            self.inference.labels(*labels)
             for reason in REASONS:
-                self.decisions.labels(w, reason)
+                self.decisions.labels(*labels, reason)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)
 
@@ -106,14 +115,15 @@ class Metrics:
         self.queue_depth.set_function(lambda: scheduler.load().queued)
         self.busy_workers.set_function(lambda: scheduler.load().running)
         self.workers.set(scheduler.workers)
-        for w in cost.widths:
-            self.cost.labels(width_label(w)).set_function(lambda w=w: _field(cost, w, "s_per_megapixel"))
-            self.cost_overhead.labels(width_label(w)).set_function(lambda w=w: _field(cost, w, "overhead_s"))
+        for rung in cost.rungs:
+            labels = rung_labels(rung)
+            self.cost.labels(*labels).set_function(lambda r=rung: _field(cost, r, "s_per_megapixel"))
+            self.cost_overhead.labels(*labels).set_function(lambda r=rung: _field(cost, r, "overhead_s"))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-def _field(cost: CostModel, width: float, name: str) -> float:
-    entry = cost.snapshot().get(width)
+def _field(cost: CostModel, rung: Rung, name: str) -> float:
+    entry = cost.snapshot().get(rung)
     return math.nan if entry is None else getattr(entry, name)

@@ -6,8 +6,9 @@ Schemathesis, tests/service/test_contract.py, which keeps them in agreement):
 - An optional parameter (``quality: int | None = None``) came out as ``anyOf: [integer, null]``, so
   ``?quality=null`` or ``X-Deadline-Ms: null`` was valid by the spec but a 422. Leaving a parameter out is
   said by ``required: false``; the ``null`` branch goes.
-- ``width`` was any string, but only ``auto`` or a width of the loaded model's ladder is accepted. The
-  ladder is known only once the weights are loaded, hence this post-processing rather than the signature.
+- ``width`` (and ``min_width``) was any string, but only ``auto`` or a width of the loaded model is
+  accepted, and ``precision`` only the precisions of the rungs the server runs. Both are known only once
+  the weights are loaded, hence this post-processing rather than the signature.
 - The multipart ``file`` part was any bytes: its ``encoding`` now names the image types the server
   decodes, as the raw body's ``image/*`` does (other image types are the documented 415).
 - Validation errors were documented with FastAPI's ``HTTPValidationError`` (``{"detail": [...]}``); the
@@ -37,20 +38,28 @@ def install(app: FastAPI) -> None:
     def openapi() -> dict:
         if app.openapi_schema is None:
             spec = generate()
-            app.openapi_schema = correct(spec, ladder=app.state.service.engine.widths)
+            engine = app.state.service.engine
+            precisions = tuple(dict.fromkeys(r.precision for r in engine.rungs))
+            app.openapi_schema = correct(spec, widths=engine.widths, precisions=precisions)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def correct(spec: dict, ladder: tuple[float, ...]) -> dict:
-    """``spec`` corrected in place (and returned): parameters without ``null``, the width ladder, error shapes."""
+def correct(spec: dict, widths: tuple[float, ...], precisions: tuple[str, ...]) -> dict:
+    """``spec`` corrected in place (and returned): parameters without ``null``, the rungs, error shapes."""
     for path, method, operation in _operations(spec):
         for param in operation.get("parameters", []):
             if not param.get("required", False):
                 _drop_null(param["schema"])
-            if (path, method, param["in"], param["name"]) == ("/v1/upscale", "post", "query", "width"):
-                param["schema"] = _width_schema(param["schema"], ladder)
+            if (path, method, param["in"]) != ("/v1/upscale", "post", "query"):
+                continue
+            if param["name"] == "width":
+                param["schema"] = _width_schema(param["schema"], widths)
+            elif param["name"] == "min_width":
+                param["schema"] = _min_width_schema(param["schema"], widths)
+            elif param["name"] == "precision":
+                param["schema"]["enum"] = ["auto", *precisions]
         if "content" in operation.get("requestBody", {}):
             _image_types(operation["requestBody"]["content"])
         for status, response in operation.get("responses", {}).items():
@@ -94,12 +103,22 @@ def _image_types(content: dict) -> None:
         form.setdefault("encoding", {}).setdefault("file", {"contentType": ", ".join(IMAGE_TYPES)})
 
 
-def _width_schema(schema: dict, ladder: tuple[float, ...]) -> dict:
-    """``auto`` or a number equal to a width of the ladder (the server parses it as a number: ``.5`` = ``0.5``)."""
-    widths = ", ".join(f"{w:g}" for w in ladder)
+def _width_schema(schema: dict, widths: tuple[float, ...]) -> dict:
+    """``auto`` or a number equal to a width of the model (the server parses it as a number: ``.5`` = ``0.5``)."""
+    listed = ", ".join(f"{w:g}" for w in widths)
     return {
-        "anyOf": [{"type": "string", "enum": ["auto"]}, {"type": "number", "enum": [float(w) for w in ladder]}],
+        "anyOf": [{"type": "string", "enum": ["auto"]}, {"type": "number", "enum": [float(w) for w in widths]}],
         "default": "auto",
         "title": schema.get("title", "Width"),
-        "description": f"'auto' (the server's policy picks the width) or a width of the model's ladder: {widths}",
+        "description": f"'auto' (the server's policy picks the rung) or a width of the model: {listed}",
+    }
+
+
+def _min_width_schema(schema: dict, widths: tuple[float, ...]) -> dict:
+    """A number equal to a width of the model; left out: no floor."""
+    return {
+        "type": "number",
+        "enum": [float(w) for w in widths],
+        "title": schema.get("title", "Min Width"),
+        "description": schema.get("description", ""),
     }

@@ -11,16 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from model.rungs import Rung
 from service import images
 from service.engine import Engine
 from service.hardware import available_cpus
 from service.policy import CostModel
 
-# Warm-up runs each width on inputs of these LR sides, REPEATS times each, to fit overhead + slope.
+# Warm-up runs each rung on inputs of these LR sides, REPEATS times each, to fit overhead + slope.
 # The larger is a default tile: the slope of small inputs underestimates real photos.
 WARMUP_SIDES = (64, 256)
 WARMUP_REPEATS = 3
-REFERENCE_PIXELS = WARMUP_SIDES[-1] ** 2
+REFERENCE_SIDE = WARMUP_SIDES[-1]  # the input rungs are compared on (the ladder, /v1/model's decision)
+REFERENCE_PIXELS = REFERENCE_SIDE**2
 ENCODE_THREADS = available_cpus()  # PNG deflate strips in parallel: a lone request's encode uses every core
 
 
@@ -37,16 +39,16 @@ class Output:
 def process(
     engine: Engine,
     probe: images.Probe,
-    width: float,
+    rung: Rung,
     fmt: str,
     quality: int | None,
     png_compress_level: int,
     before_tile: Callable[[], None] | None = None,
 ) -> Output:
-    """Decode, upscale at ``width`` (alpha by bicubic), encode as ``fmt``."""
+    """Decode, upscale at ``rung`` (alpha by bicubic), encode as ``fmt``."""
     decoded = images.decode(probe)
     start = time.perf_counter()
-    rgb = engine.run(decoded.rgb, width, before_tile)
+    rgb = engine.run(decoded.rgb, rung, before_tile)
     alpha = None if decoded.alpha is None else images.upscale_alpha(decoded.alpha, engine.scale)
     inference_s = time.perf_counter() - start
     body, bit_depth = images.encode(rgb, alpha, decoded, fmt, quality, png_compress_level, ENCODE_THREADS)
@@ -66,15 +68,15 @@ def synthetic_png(side: int, seed: int = 0) -> bytes:
 
 
 def warm_up(engine: Engine, cost: CostModel, png_compress_level: int) -> None:
-    """Time the full worker path at every width and two sizes; fit the cost model (median of repeats)."""
+    """Time the full worker path at every rung and two sizes; fit the cost model (median of repeats)."""
     inputs = {side: synthetic_png(side) for side in WARMUP_SIDES}
-    for width in engine.widths:
+    for rung in engine.rungs:
         samples = []
         for side, data in inputs.items():
             times = []
             for _ in range(WARMUP_REPEATS):
                 start = time.perf_counter()
-                process(engine, images.probe(data, side * side), width, "png", None, png_compress_level)
+                process(engine, images.probe(data, side * side), rung, "png", None, png_compress_level)
                 times.append(time.perf_counter() - start)
             samples.append((engine.work_pixels(side, side), statistics.median(times)))
-        cost.fit(width, samples)
+        cost.fit(rung, samples)

@@ -19,7 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
-from service.policy import CostModel, Decision, decide, offered_utilization, predicted_wait
+from model.rungs import Rung
+from service.ladder import Ladder
+from service.policy import AUTO, Ask, CostModel, Decision, decide, offered_utilization, predicted_wait
 
 T = TypeVar("T")
 
@@ -36,7 +38,7 @@ class JobAborted(Exception):
 
 @dataclass(eq=False)
 class Job:
-    width: float
+    rung: Rung
     pixels: int
     predicted_s: float
     admitted_at: float
@@ -89,6 +91,7 @@ class Scheduler:
         self._running: set[Job] = set()
         self._arrivals: deque[tuple[float, int]] = deque()  # (time, pixels) of recent admission attempts
         self._started = time.monotonic()
+        self.ladder = Ladder((), {})  # built once warm-up has measured every rung
 
     def load(self) -> Load:
         with self._lock:
@@ -100,15 +103,15 @@ class Scheduler:
         *,
         target_s: float,
         from_deadline: bool = False,
-        forced: float | None = None,
-        fixed: float | None = None,
+        ask: Ask = AUTO,
+        fixed: Rung | None = None,
         enqueue: bool = True,
     ) -> tuple[Decision, Job | None]:
-        """Decide a width for ``pixels`` of work and enqueue it, or reject (job ``None``).
+        """Decide a rung for ``pixels`` of work and enqueue it, or reject (job ``None``).
 
         ``enqueue=False`` only reports the decision (the current policy state).
         """
-        work = {w: self.cost.predict(w, pixels) for w in self.cost.widths}
+        work = {r: self.cost.predict(r, pixels) for r in self.cost.rungs}
         with self._lock:
             now = time.monotonic()
             if enqueue:
@@ -116,19 +119,20 @@ class Scheduler:
             full = len(self._queued) + len(self._running) >= self.workers + self.max_queue
             decision = decide(
                 work,
+                ladder=self.ladder.rungs,
                 wait_s=self._wait_locked(now),
                 # Plan to a share of the target: the rest absorbs cost-prediction error.
                 target_s=target_s * self.planning_fraction,
                 queue_full=full,
                 from_deadline=from_deadline,
-                forced=forced,
+                ask=ask,
                 fixed=fixed,
                 utilization=self._utilization_locked(now),
                 timeout_s=self.timeout_s,
             )
-            if decision.width is None or not enqueue:
+            if decision.rung is None or not enqueue:
                 return decision, None
-            job = Job(decision.width, pixels, work[decision.width], now, now + self.timeout_s)
+            job = Job(decision.rung, pixels, work[decision.rung], now, now + self.timeout_s)
             self._queued.append(job)
             return decision, job
 
@@ -161,15 +165,15 @@ class Scheduler:
         finally:
             with self._lock:
                 self._running.discard(job)
-        self.cost.observe(job.width, job.pixels, time.monotonic() - job.started_at)
+        self.cost.observe(job.rung, job.pixels, time.monotonic() - job.started_at)
         return result
 
     def _wait_locked(self, now: float) -> float:
         running = [j.predicted_s - (now - (j.started_at or now)) for j in self._running]
         return predicted_wait(running, [j.predicted_s for j in self._queued], self.lanes)
 
-    def _utilization_locked(self, now: float) -> dict[float, float]:
-        """Offered load per width from the arrivals of the last ``RATE_WINDOW_S`` (shorter right after start)."""
+    def _utilization_locked(self, now: float) -> dict[Rung, float]:
+        """Offered load per rung from the arrivals of the last ``RATE_WINDOW_S`` (shorter right after start)."""
         while self._arrivals and self._arrivals[0][0] < now - RATE_WINDOW_S:
             self._arrivals.popleft()
         window = max(1.0, min(RATE_WINDOW_S, now - self._started))

@@ -1,4 +1,4 @@
-"""``POST /v1/upscale``: read and check the image, let the policy pick a width, run it on a worker."""
+"""``POST /v1/upscale``: read and check the image, let the policy pick a rung, run it on a worker."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from starlette.requests import ClientDisconnect
 from service import images, pipeline
 from service.auth import require_api_key
 from service.errors import ApiError
-from service.metrics import width_label
-from service.policy import EXCEEDS_TIMEOUT, QUEUE_FULL, Decision
+from service.ladder import HEADER_SETS, expected_psnr
+from service.metrics import rung_labels, width_label
+from service.policy import EXCEEDS_TIMEOUT, QUEUE_FULL, Ask, Decision, allowed
 from service.scheduler import JobAborted
 from service.settings import Settings
 from service.state import ServiceState, get_state
@@ -48,7 +49,13 @@ _RESPONSES: dict = {
         "content": {media: {} for media in images.OUTPUT_MEDIA_TYPES.values()},
         "headers": {
             "X-Width": {"description": "model width used", "schema": {"type": "string"}},
-            "X-Width-Reason": {"description": "why the policy chose it", "schema": {"type": "string"}},
+            "X-Precision": {"description": "numeric precision used: fp32 or int8", "schema": {"type": "string"}},
+            "X-Width-Reason": {"description": "why the policy chose the rung", "schema": {"type": "string"}},
+            "X-Expected-PSNR": {
+                "description": "the model card's PSNR (dB) of the rung used, per eval set, e.g. "
+                "'Set5=31.29; Set14=27.96' (absent when the card has none)",
+                "schema": {"type": "string"},
+            },
             "X-Queue-Wait-Ms": {"description": "time waiting for a worker", "schema": {"type": "number"}},
             "X-Inference-Ms": {"description": "model time", "schema": {"type": "number"}},
             "X-Bit-Depth": {"description": "bits per channel of the output (8 or 16)", "schema": {"type": "integer"}},
@@ -64,14 +71,14 @@ _RESPONSES: dict = {
     413: {"description": "body_too_large / too_many_pixels: over the limit the detail gives.", **_ERROR},
     415: {"description": "unsupported_media_type: not multipart or image/*, or a type not decoded.", **_ERROR},
     422: {
-        "description": "invalid_option: a parameter out of range, a width not on the ladder, JPEG output for "
-        "an image with alpha, or multipart without a 'file' part; exceeds_timeout: the forced width is "
-        "predicted to miss the request timeout.",
+        "description": "invalid_option: a parameter out of range, a width or rung not on the ladder (the "
+        "detail lists the ladder), JPEG output for an image with alpha, or multipart without a 'file' part; "
+        "exceeds_timeout: the rung asked for (or the cheapest allowed) is predicted to miss the request timeout.",
         **_ERROR,
     },
     500: {"description": "internal_error: a bug (logged by the server).", **_ERROR},
     503: {
-        "description": "overloaded (no width meets the target, or the queue is full), timeout (not finished "
+        "description": "overloaded (no allowed rung meets the target, or the queue is full), timeout (not finished "
         "within the request timeout), not_ready (warming up), or shutting down.",
         "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
         **_ERROR,
@@ -85,11 +92,19 @@ LIMIT_CODES = ("body_too_large", "too_many_pixels")
     response_class=Response,
     openapi_extra=_BODY_DOC,
     responses=_RESPONSES,
-    summary="Upscale an image; the width follows the server's load",
+    summary="Upscale an image; the rung (width, precision) follows the server's load",
 )
 async def upscale(
     request: Request,
     width: Annotated[str, Query(description="'auto' (policy) or a width of the ladder, e.g. 0.25")] = "auto",
+    precision: Annotated[
+        Literal["auto", "fp32", "int8"],
+        Query(description="'auto' (policy) or a precision: only rungs of it are served"),
+    ] = "auto",
+    min_width: Annotated[
+        str | None,
+        Query(description="with width=auto: never narrower than this width (503 rather than narrower)"),
+    ] = None,
     fmt: Annotated[
         Literal["png", "jpeg", "webp"] | None,
         Query(alias="format", description="output format; default PNG (lossless WebP for lossless WebP inputs)"),
@@ -104,7 +119,7 @@ async def upscale(
     svc = get_state(request)
     with svc.metrics.inflight.track_inprogress():
         try:
-            return await _upscale(request, svc, width, fmt, quality, x_deadline_ms)
+            return await _upscale(request, svc, width, precision, min_width, fmt, quality, x_deadline_ms)
         except ApiError as exc:
             if exc.code in LIMIT_CODES:
                 svc.metrics.rejections.labels(exc.code).inc()
@@ -117,6 +132,8 @@ async def _upscale(
     request: Request,
     svc: ServiceState,
     width: str,
+    precision: str,
+    min_width: str | None,
     fmt: str | None,
     quality: int | None,
     deadline_ms: int | None,
@@ -125,7 +142,7 @@ async def _upscale(
     if not svc.ready:
         m.rejections.labels("not_ready").inc()
         raise ApiError(503, "not_ready", svc.warmup_error or "warming up", {"Retry-After": "2"})
-    forced = _parse_width(width, svc.engine.widths)
+    ask = _parse_ask(svc, width, precision, min_width)
     # `quality` with format=png is accepted and ignored, as it always was when the output is PNG by default:
     # PNG is lossless, there is nothing for it to set. It used to be a 422, which the spec cannot express
     # (OpenAPI parameters are independent schemas, so no "quality only with jpeg/webp"): a request valid by
@@ -144,20 +161,20 @@ async def _upscale(
         svc.engine.work_pixels(probe.height, probe.width),
         target_s=target_s,
         from_deadline=deadline_ms is not None,
-        forced=forced,
-        fixed=s.fixed_width,
+        ask=ask,
+        fixed=s.fixed_rung,
     )
     log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
     if job is None:
         m.rejections.labels(decision.reason).inc()
         raise _refusal(decision, s, target_s)
-    w = width_label(job.width)
-    m.decisions.labels(w, decision.reason).inc()
-    log["width"] = job.width
+    labels = rung_labels(job.rung)
+    m.decisions.labels(*labels, decision.reason).inc()
+    log.update(width=job.rung.width, precision=job.rung.precision)
     work = asyncio.ensure_future(
         svc.scheduler.run(
             job,
-            lambda j: pipeline.process(svc.engine, probe, j.width, fmt, quality, s.png_compress_level, j.check),
+            lambda j: pipeline.process(svc.engine, probe, j.rung, fmt, quality, s.png_compress_level, j.check),
         )
     )
     gone = asyncio.ensure_future(_disconnected(request))
@@ -179,10 +196,10 @@ async def _upscale(
         raise ApiError(503, exc.reason, detail, {"Retry-After": str(retry)}) from exc
 
     m.queue_wait.observe(job.queue_wait_s)
-    m.inference.labels(w).observe(out.inference_s)
+    m.inference.labels(*labels).observe(out.inference_s)
     m.input_pixels.inc(probe.pixels)
     m.output_pixels.inc(out.out_width * out.out_height)
-    m.request_duration.labels(w).observe(time.perf_counter() - request.state.started)
+    m.request_duration.labels(*labels).observe(time.perf_counter() - request.state.started)
     wait_ms, infer_ms = round(1000 * job.queue_wait_s, 1), round(1000 * out.inference_s, 1)
     log.update(
         output=f"{out.out_width}x{out.out_height}",
@@ -192,22 +209,26 @@ async def _upscale(
         inference_ms=infer_ms,
     )
     headers = {
-        "X-Width": w,
+        "X-Width": labels[0],
+        "X-Precision": job.rung.precision,
         "X-Width-Reason": decision.reason,
         "X-Queue-Wait-Ms": str(wait_ms),
         "X-Inference-Ms": str(infer_ms),
         "X-Bit-Depth": str(out.bit_depth),
     }
+    psnr = expected_psnr(svc.card, job.rung, HEADER_SETS)
+    if psnr:
+        headers["X-Expected-PSNR"] = "; ".join(f"{name}={value:.2f}" for name, value in psnr.items())
     return Response(out.body, media_type=out.media_type, headers=headers)
 
 
 def _refusal(decision: Decision, s: Settings, target_s: float) -> ApiError:
     """The error for a request refused at admission: 422 when it can never finish in time, else 503."""
-    fits = ", ".join(width_label(w) for w in decision.fits) or "none"
+    fits = ", ".join(r.key for r in decision.fits) or "none"
     if decision.reason == EXCEEDS_TIMEOUT:
         detail = (
             f"predicted {decision.predicted_s:.1f} s ({decision.wait_s:.1f} s waiting) exceeds the "
-            f"{s.request_timeout_s:g} s request timeout; widths that fit now: {fits}"
+            f"{s.request_timeout_s:g} s request timeout; rungs that fit now: {fits}"
         )
         return ApiError(422, "exceeds_timeout", detail)
     if decision.reason == QUEUE_FULL:
@@ -215,10 +236,10 @@ def _refusal(decision: Decision, s: Settings, target_s: float) -> ApiError:
     elif decision.predicted_s > s.request_timeout_s:
         detail = (
             f"predicted wait {decision.wait_s:.1f} s: the request would not finish within the "
-            f"{s.request_timeout_s:g} s request timeout; widths that fit now: {fits}"
+            f"{s.request_timeout_s:g} s request timeout; rungs that fit now: {fits}"
         )
     else:
-        detail = f"predicted wait {decision.wait_s:.1f} s: no width can finish within {target_s:g} s"
+        detail = f"predicted wait {decision.wait_s:.1f} s: no allowed rung can finish within {target_s:g} s"
     return ApiError(503, "overloaded", detail, {"Retry-After": str(decision.retry_after_s)})
 
 
@@ -228,19 +249,37 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-def _parse_width(text: str, ladder: tuple[float, ...]) -> float | None:
-    """``auto`` -> None (policy decides); otherwise a width of the ladder or 422."""
-    if text == "auto":
-        return None
+def _parse_ask(svc: ServiceState, width: str, precision: str, min_width: str | None) -> Ask:
+    """The client's choice, checked against the ladder: a 422 naming the ladder when nothing on it matches."""
+    widths = svc.engine.widths
+    ask = Ask(
+        None if width == "auto" else _parse_width("width", width, widths),
+        None if precision == "auto" else precision,
+        None if min_width is None else _parse_width("min_width", min_width, widths),
+    )
+    ladder, fixed = svc.scheduler.ladder.rungs, svc.settings.fixed_rung
+    if allowed(ladder, ask, fixed):
+        return ask
+    asked = f"width={width}, precision={precision}" + ("" if min_width is None else f", min_width={min_width}")
+    if ask.width is None and fixed is not None:
+        detail = f"this server serves {fixed.key} to width=auto (policy {svc.settings.policy}), not {asked}"
+    else:
+        detail = f"no rung on the ladder matches {asked}; the ladder: {', '.join(r.key for r in ladder)}"
+    raise ApiError(422, "invalid_option", detail)
+
+
+def _parse_width(name: str, text: str, widths: tuple[float, ...]) -> float:
+    """One of ``widths``, or 422."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    for w in ladder:
-        if w == value:  # exact: the spec lists the ladder's values, so 1.0000000000000002 is not one of them
+    for w in widths:
+        if w == value:  # exact: the spec lists the model's widths, so 1.0000000000000002 is not one of them
             return w
-    choices = ", ".join(width_label(w) for w in ladder)
-    raise ApiError(422, "invalid_option", f"width must be 'auto' or one of {choices}, got {text!r}")
+    choices = ", ".join(width_label(w) for w in widths)
+    auto = "'auto' or " if name == "width" else ""
+    raise ApiError(422, "invalid_option", f"{name} must be {auto}one of {choices}, got {text!r}")
 
 
 async def _read_image(request: Request, limit: int) -> bytes:

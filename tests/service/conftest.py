@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import socket
 import threading
 import time
@@ -12,12 +13,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import openvino as ov
 import pytest
 import torch
 import uvicorn
 from PIL import Image
 
 from model.edsr import EDSR, EDSRConfig
+from model.openvino import MANIFEST, file_sha256, int8_dir, to_openvino
+from model.rungs import Rung
 from model.weights import save_weights
 from service.app import create_app
 from service.settings import Settings
@@ -31,9 +35,13 @@ CARD = {
         "Set5": {
             "bicubic": {"psnr": 28.4, "ssim": 0.81},
             "0.25": {"psnr": 30.1, "ssim": 0.85, "params": 1},
+            "0.25-int8": {"psnr": 30.0, "ssim": 0.84},
             "0.5": {"psnr": 30.9, "ssim": 0.87},
+            "0.5-int8": {"psnr": 30.8, "ssim": 0.86},
             "1": {"psnr": 31.5, "ssim": 0.88},
-        }
+            "1-int8": {"psnr": 31.4, "ssim": 0.88},
+        },
+        "Set14": {"0.25": {"psnr": 27.4}, "0.5": {"psnr": 27.8}, "1": {"psnr": 28.0}, "1-int8": {"psnr": 27.9}},
     }
 }
 
@@ -45,6 +53,24 @@ def make_weights(folder: Path, cfg: EDSRConfig, seed: int = 0) -> Path:
     return path
 
 
+def add_int8_rungs(weights: Path, graphs: dict[float, EDSR]) -> None:
+    """int8 rungs beside ``weights`` as ``csd-sr quantize`` lays them out, each an fp32 stand-in graph.
+
+    The service only needs rungs that run, at a cost the ladder measures: a stand-in of
+    a known size gives the rung a cost far from every other, so the ladder is the same
+    on any machine.
+    """
+    folder = int8_dir(weights)
+    folder.mkdir()
+    rungs = {}
+    for width, net in graphs.items():
+        key = Rung(width, "int8").key
+        ov.save_model(to_openvino(net.eval()), folder / f"{key}.xml")
+        rungs[key] = {"model": f"{key}.xml"}
+    manifest = {"weights_sha256": file_sha256(weights), "rungs": rungs}
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_weights(tmp_path_factory.mktemp("tiny"), TINY)
@@ -53,6 +79,21 @@ def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def heavy_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_weights(tmp_path_factory.mktemp("heavy"), HEAVY)
+
+
+@pytest.fixture(scope="session")
+def ladder_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """HEAVY with int8 rungs whose stand-in costs sit between the fp32 rungs', except 0.25-int8's.
+
+    Measured cost at 256x256 (model only, 2 cores): fp32 0.25 / 0.5 / 1 about 0.12 / 0.32 / 1.05 s;
+    the stand-ins 0.25-int8 (HEAVY at 0.5) 0.32 s, 0.5-int8 (24 channels) 0.23 s, 1-int8 (48) 0.62 s.
+    So the ladder is 1, 1-int8, 0.5, 0.5-int8, 0.25, and 0.25-int8 is dropped: slower than 0.25, worse.
+    """
+    weights = make_weights(tmp_path_factory.mktemp("ladder"), HEAVY)
+    torch.manual_seed(1)
+    full = {n: EDSR(EDSRConfig(scale=4, n_resblocks=2, n_feats=n)).dense(1.0) for n in (24, 48)}
+    add_int8_rungs(weights, {0.25: EDSR(HEAVY).dense(0.5), 0.5: full[24], 1.0: full[48]})
+    return weights
 
 
 @contextmanager

@@ -21,7 +21,15 @@ from service.app import create_app
 from service.logs import JsonFormatter
 from service.settings import Settings
 from tests.conftest import synthetic_image
-from tests.service.conftest import TINY, client_for, decode, encode, png_bytes, running_server, settings
+from tests.service.conftest import (
+    TINY,
+    client_for,
+    decode,
+    encode,
+    png_bytes,
+    running_server,
+    settings,
+)
 
 PNG = {"content-type": "image/png"}
 
@@ -61,6 +69,7 @@ def test_upscale_multipart_and_raw_body_give_the_same_image(client: httpx.Client
         assert r.headers["content-type"] == "image/png"
         assert decode(r.content).size == (128, 96)
         assert r.headers["x-width"] == "1" and r.headers["x-width-reason"] == "idle"
+        assert r.headers["x-precision"] == "fp32" and r.headers["x-expected-psnr"] == "Set5=31.50; Set14=28.00"
         assert float(r.headers["x-queue-wait-ms"]) >= 0 and float(r.headers["x-inference-ms"]) > 0
         assert r.headers["x-bit-depth"] == "8"
     assert np.array_equal(np.asarray(decode(raw.content)), np.asarray(decode(multipart.content)))
@@ -117,7 +126,15 @@ def test_model_info(client: httpx.Client, tiny_weights: Path) -> None:
         assert row["params"] == count_params(TINY, row["width"])
         assert row["macs_per_lr_megapixel"] > 0
         assert row["cost"]["s_per_megapixel"] > 0 and row["cost"]["overhead_s"] >= 0
-    assert info["per_width"][0]["quality"] == {"Set5": {"psnr": 30.1, "ssim": 0.85}}
+    assert info["per_width"][0]["quality"] == {"Set5": {"psnr": 30.1, "ssim": 0.85}, "Set14": {"psnr": 27.4}}
+    # No int8 files beside these weights: the fp32 rungs, all on the ladder, best first.
+    assert info["ladder"] == ["1", "0.5", "0.25"]
+    assert [(r["key"], r["precision"], r["in_ladder"], r["dropped"]) for r in info["rungs"]] == [
+        ("0.25", "fp32", True, None),
+        ("0.5", "fp32", True, None),
+        ("1", "fp32", True, None),
+    ]
+    assert [r["cost"] for r in info["rungs"]] == [r["cost"] for r in info["per_width"]]
     policy = info["policy"]
     assert policy["mode"] == "auto" and policy["latency_target_s"] == 2.0 and policy["workers"] == 2
     assert policy["lanes"] == 1
@@ -126,6 +143,7 @@ def test_model_info(client: httpx.Client, tiny_weights: Path) -> None:
     # 256x256 input is too slow for the target at that width.
     assert policy["reason"] in {"idle", "size", "best_effort"}
     assert (policy["width"] == 1.0) == (policy["reason"] == "idle")
+    assert policy["precision"] == "fp32" and policy["rung"] == f"{policy['width']:g}"
     assert info["card"]["architecture"]["n_feats"] == TINY.n_feats
 
 
@@ -134,8 +152,11 @@ def test_openapi_documents_the_api(client: httpx.Client) -> None:
     assert {"/v1/upscale", "/v1/model", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
     upscale = spec["paths"]["/v1/upscale"]["post"]
     assert {"multipart/form-data", "image/*"} <= set(upscale["requestBody"]["content"])
-    assert {"width", "format", "quality", "x-deadline-ms"} <= {p["name"] for p in upscale["parameters"]}
-    assert "X-Width-Reason" in upscale["responses"]["200"]["headers"]
+    params = {p["name"]: p["schema"] for p in upscale["parameters"]}
+    assert {"width", "precision", "min_width", "format", "quality", "x-deadline-ms"} <= set(params)
+    assert params["precision"]["enum"] == ["auto", "fp32"]  # the precisions this server runs
+    assert params["min_width"]["enum"] == [0.25, 0.5, 1.0]
+    assert {"X-Width-Reason", "X-Precision", "X-Expected-PSNR"} <= set(upscale["responses"]["200"]["headers"])
     assert client.get("/docs").status_code == 200
 
 
@@ -201,6 +222,10 @@ def test_415_unsupported_media_types(client: httpx.Client) -> None:
         ({"width": "0.3"}, {}, "0.25, 0.5, 1"),
         ({"width": "wide"}, {}, "width"),
         ({"width": "nan"}, {}, "width"),
+        ({"min_width": "auto"}, {}, "min_width must be one of 0.25, 0.5, 1"),
+        ({"precision": "fp16"}, {}, "precision"),
+        ({"precision": "int8"}, {}, "the ladder: 1, 0.5, 0.25"),  # no int8 rung here
+        ({"width": "0.5", "precision": "int8"}, {}, "no rung on the ladder matches width=0.5, precision=int8"),
         ({"format": "gif"}, {}, "format"),
         ({"quality": "0"}, {}, "quality"),
         ({"quality": "high"}, {}, "quality"),
@@ -266,7 +291,7 @@ def test_one_json_log_line_per_request_without_image_data(client: httpx.Client) 
     assert len(ok) == 1
     entry = ok[0]
     assert entry["status"] == 200 and entry["path"] == "/v1/upscale"
-    assert entry["width"] == 1.0 and entry["reason"] == "idle"
+    assert entry["width"] == 1.0 and entry["precision"] == "fp32" and entry["reason"] == "idle"
     assert entry["input"] == "32x24" and entry["output"] == "128x96" and entry["bytes_out"] == len(r.content)
     assert {"queue_wait_ms", "inference_ms", "duration_ms", "bytes_in"} <= set(entry)
     bad = [e for e in entries if e["request_id"] == "log-2"]
@@ -314,7 +339,7 @@ def test_work_predicted_past_the_timeout_is_refused_before_any_compute(tiny_weig
     with running_server(settings(tiny_weights, tile_size=16, request_timeout_s=0.2)) as url, client_for(url) as c:
         r = c.post("/v1/upscale?width=1", content=encode(synthetic_image(400, 400)), headers=PNG)
         body = assert_error(r, 422, "exceeds_timeout")
-        assert "0.2 s request timeout" in body["detail"] and "widths that fit now:" in body["detail"]
+        assert "0.2 s request timeout" in body["detail"] and "rungs that fit now:" in body["detail"]
         samples = {
             (s.name, s.labels.get("reason", s.labels.get("width"))): s.value
             for family in text_string_to_metric_families(c.get("/metrics").text)
@@ -337,3 +362,71 @@ def test_start_up_logs_the_cpu_features_and_what_the_runtime_uses(tiny_weights: 
     assert entry["cpu"]["cpus"] >= 1 and set(entry["cpu"]["features"]) <= {"AVX2", "AVX-512", "VNNI", "BF16", "AMX"}
     assert entry["backend"] == "openvino" and entry["precision"] == "f32" and entry["streams"] == 1
     assert entry["threads"] == entry["cpu"]["cpus"]  # all usable cores for the one lane
+
+
+# --- the ladder of rungs (width, precision) ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ladder_url(ladder_weights: Path) -> Iterator[str]:
+    """Whole-image tiles: a 256x256 input costs what warm-up measured for the reference input."""
+    with running_server(settings(ladder_weights, tile_size=2048)) as url:
+        yield url
+
+
+def served_as(r: httpx.Response) -> tuple[str, str, str]:
+    assert r.status_code == 200, r.text
+    return r.headers["x-width"], r.headers["x-precision"], r.headers["x-width-reason"]
+
+
+def test_model_info_lists_every_rung_and_why_one_is_off_the_ladder(ladder_url: str) -> None:
+    with client_for(ladder_url) as c:
+        info = c.get("/v1/model").json()
+    assert info["ladder"] == ["1", "1-int8", "0.5", "0.5-int8", "0.25"]
+    rungs = {r["key"]: r for r in info["rungs"]}
+    assert list(rungs) == ["0.25", "0.25-int8", "0.5", "0.5-int8", "1", "1-int8"]
+    dropped = rungs.pop("0.25-int8")
+    assert not dropped["in_ladder"] and dropped["dropped"].startswith("slower than 0.25 ")
+    assert all(r["in_ladder"] and r["dropped"] is None and r["cost"]["s_per_megapixel"] > 0 for r in rungs.values())
+    assert (rungs["1-int8"]["width"], rungs["1-int8"]["precision"]) == (1.0, "int8")
+    assert rungs["1-int8"]["quality"] == {"Set5": {"psnr": 31.4, "ssim": 0.88}, "Set14": {"psnr": 27.9}}
+    assert info["runtime"]["rungs"] == ["0.25", "0.25-int8", "0.5", "0.5-int8", "1", "1-int8"]
+    assert (info["policy"]["rung"], info["policy"]["precision"]) in {("1", "fp32"), ("1-int8", "int8")}
+
+
+def test_the_rung_served_and_its_expected_psnr_are_in_the_headers(ladder_url: str) -> None:
+    data = png_bytes(16, 16)
+    with client_for(ladder_url) as c:
+
+        def post(**params: str) -> httpx.Response:
+            return c.post("/v1/upscale", params=params, content=data, headers=PNG)
+
+        r = post()
+        assert served_as(r) == ("1", "fp32", "idle") and r.headers["x-expected-psnr"] == "Set5=31.50; Set14=28.00"
+        r = post(precision="int8")
+        assert served_as(r) == ("1", "int8", "idle") and r.headers["x-expected-psnr"] == "Set5=31.40; Set14=27.90"
+        r = post(width="0.5", precision="int8")
+        assert served_as(r) == ("0.5", "int8", "forced") and r.headers["x-expected-psnr"] == "Set5=30.80"
+        assert served_as(post(width="1")) == ("1", "fp32", "forced")  # idle: the best rung of that width
+        assert served_as(post(width="0.25")) == ("0.25", "fp32", "forced")  # its only rung on the ladder
+        body = assert_error(post(width="0.25", precision="int8"), 422, "invalid_option")
+        assert body["detail"].endswith("the ladder: 1, 1-int8, 0.5, 0.5-int8, 0.25")
+        metrics = c.get("/metrics").text
+    assert 'csd_sr_width_decisions_total{precision="int8",reason="idle",width="1"} 1.0' in metrics
+    assert 'csd_sr_inference_duration_seconds_count{precision="int8",width="0.5"} 1.0' in metrics
+
+
+def test_min_width_is_a_floor_for_the_policy(ladder_url: str) -> None:
+    """A deadline no rung meets, on an idle server: best effort at the cheapest rung the floor allows."""
+    data = encode(synthetic_image(256, 256))  # the reference input: rungs cost what the ladder measured
+    tight = {**PNG, "x-deadline-ms": "1"}
+    with client_for(ladder_url) as c:
+        r = c.post("/v1/upscale", content=data, headers=tight)
+        assert served_as(r) == ("0.25", "fp32", "best_effort")
+        r = c.post("/v1/upscale", params={"min_width": "0.5"}, content=data, headers=tight)
+        assert served_as(r) == ("0.5", "int8", "best_effort")
+        r = c.post("/v1/upscale", params={"min_width": "1", "precision": "fp32"}, content=data, headers=tight)
+        assert served_as(r) == ("1", "fp32", "best_effort")
+        # with an explicit width the floor does not apply: the client chose
+        r = c.post("/v1/upscale", params={"min_width": "1", "width": "0.25"}, content=data, headers=PNG)
+        assert served_as(r) == ("0.25", "fp32", "forced")

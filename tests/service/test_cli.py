@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from csd_sr.cli import build_parser
 from csd_sr.cli import main as cli_main
+from model.rungs import Rung
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import synthetic_image, write_png
@@ -31,14 +32,14 @@ def test_one_command_joins_model_and_service() -> None:
     def subcommands(parser) -> set[str]:
         return set(next(a for a in parser._actions if a.dest == "command").choices)
 
-    assert subcommands(build_parser()) == {"train", "evaluate", "export", "serve", "upscale"}
-    assert subcommands(model_parser()) == {"train", "evaluate", "export"}
+    assert subcommands(build_parser()) == {"train", "evaluate", "export", "quantize", "serve", "upscale"}
+    assert subcommands(model_parser()) == {"train", "evaluate", "export", "quantize"}
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"csd-sr": "csd_sr.cli:main"}
     help_text = subprocess.run(
         [sys.executable, "-m", "csd_sr", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
-    assert help_text.returncode == 0 and "{train,evaluate,export,serve,upscale}" in help_text.stdout
+    assert help_text.returncode == 0 and "serve,upscale}" in help_text.stdout
 
 
 def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -46,11 +47,17 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("CSD_SR_POLICY", "fixed:0.5")
     monkeypatch.setenv("CSD_SR_API_KEY", "hunter2-key")
     s = Settings()
-    assert s.latency_target_s == 0.75 and s.fixed_width == 0.5
+    assert s.latency_target_s == 0.75 and s.fixed_rung == Rung(0.5)
     assert s.api_key.get_secret_value() == "hunter2-key" and "hunter2" not in repr(s)  # never in reprs
     assert Settings(latency_target_s=3).latency_target_s == 3  # arguments (flags) override the environment
     with pytest.raises(ValidationError, match="policy"):
         Settings(policy="fastest")
+    assert Settings(policy="fixed:1-int8").fixed_rung == Rung(1.0, "int8")
+    monkeypatch.setenv("CSD_SR_PRECISIONS", "fp32")  # the fp32-only ladder
+    assert Settings().precisions == ("fp32",)
+    assert Settings(precisions="fp32, int8").precisions == ("fp32", "int8")
+    with pytest.raises(ValidationError, match="precisions"):
+        Settings(precisions="fp16")
 
 
 def test_missing_weights_fail_clearly(tmp_path: Path) -> None:
@@ -62,8 +69,9 @@ def test_missing_weights_fail_clearly(tmp_path: Path) -> None:
 
 
 def test_fixed_policy_must_be_on_the_ladder(tiny_weights: Path) -> None:
-    with pytest.raises(ValueError, match="ladder"):
-        create_app(Settings(weights=tiny_weights, policy="fixed:0.3"))
+    for policy in ("fixed:0.3", "fixed:0.5-int8"):  # no such width; no int8 files beside these weights
+        with pytest.raises(ValueError, match="not a rung this server runs"):
+            create_app(Settings(weights=tiny_weights, policy=policy))
 
 
 def test_upscale_command(tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture) -> None:
@@ -74,6 +82,8 @@ def test_upscale_command(tmp_path: Path, tiny_weights: Path, capsys: pytest.Capt
         assert out.size == (120, 80)
     with pytest.raises(SystemExit, match="--width"):
         cli_main(["upscale", str(src), str(tmp_path / "o.png"), "--weights", str(tiny_weights), "--width", "0.3"])
+    with pytest.raises(SystemExit, match="int8"):  # no int8 files beside these weights
+        cli_main(["upscale", str(src), str(tmp_path / "o.png"), "--weights", str(tiny_weights), "--precision", "int8"])
     with pytest.raises(SystemExit, match="suffix"):
         cli_main(["upscale", str(src), str(tmp_path / "o.gif"), "--weights", str(tiny_weights)])
 

@@ -18,6 +18,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from model.rungs import Rung
+from service.ladder import Ladder
 from service.policy import CostModel
 from service.scheduler import Job, JobAborted, Scheduler
 from tests.conftest import synthetic_image
@@ -92,6 +94,25 @@ def test_burst_narrows_later_requests(busy_server: str) -> None:
     assert widths == sorted(widths, reverse=True)
 
 
+def test_a_width_floor_sheds_under_load_rather_than_narrows(busy_server: str) -> None:
+    with client_for(busy_server) as c, ThreadPoolExecutor(1) as pool:
+        side = side_for(c, 1.0)  # full width alone: 1 s; the narrowest far less
+        data = encode(synthetic_image(side, side))
+        big = encode(synthetic_image(side_for(c, 3.0), side_for(c, 3.0)))
+        running: Future = pool.submit(c.post, "/v1/upscale", params={"width": "1"}, content=big, headers=PNG)
+        wait_for(lambda: policy(c)["running"] == 1)
+        # A deadline that the narrowest meets behind the backlog, full width does not.
+        wait = policy(c)["predicted_wait_s"]
+        assert predicted(c, 0.25, side) < 0.4
+        headers = {**PNG, "x-deadline-ms": str(int(1000 * (wait + 0.5)))}
+        r = c.post("/v1/upscale", params={"min_width": "1"}, content=data, headers=headers)
+        assert r.status_code == 503 and r.json()["error"] == "overloaded", r.text
+        assert int(r.headers["retry-after"]) >= 1
+        r = c.post("/v1/upscale", content=data, headers=headers)  # no floor: served narrower
+        assert r.status_code == 200 and float(r.headers["x-width"]) < 1.0 and r.headers["x-width-reason"] == "load"
+        assert running.result().status_code == 200
+
+
 def test_full_queue_gets_503_with_retry_after_while_health_stays_fast(busy_server: str) -> None:
     with client_for(busy_server) as c, ThreadPoolExecutor(3) as pool:
         side = side_for(c, 3.0)
@@ -154,7 +175,8 @@ def samples(metrics: str, name: str) -> list:
 def test_fixed_policy(tiny_weights: Path) -> None:
     with running_server(settings(tiny_weights, policy="fixed:0.25")) as url, client_for(url) as c:
         r = c.post("/v1/upscale", content=png_bytes(), headers=PNG)
-        assert (r.headers["x-width"], r.headers["x-width-reason"]) == ("0.25", "fixed")
+        assert (r.headers["x-width"], r.headers["x-precision"]) == ("0.25", "fp32")
+        assert r.headers["x-width-reason"] == "fixed"
         r = c.post("/v1/upscale", params={"width": "1"}, content=png_bytes(), headers=PNG)
         assert (r.headers["x-width"], r.headers["x-width-reason"]) == ("1", "forced")
         assert policy(c)["mode"] == "fixed:0.25"
@@ -162,9 +184,11 @@ def test_fixed_policy(tiny_weights: Path) -> None:
 
 def test_a_job_past_its_deadline_stops_at_its_next_tile() -> None:
     """The safety net behind the up-front refusal: a job that overruns its prediction is still abandoned."""
-    cost = CostModel([1.0], alpha=0.0, ref_pixels=1)
-    cost.fit(1.0, [(1_000, 0.001), (2_000, 0.002)])  # predicts far less than the job will take
+    full = Rung(1.0)
+    cost = CostModel([full], alpha=0.0, ref_pixels=1)
+    cost.fit(full, [(1_000, 0.001), (2_000, 0.002)])  # predicts far less than the job will take
     scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=1, timeout_s=0.05)
+    scheduler.ladder = Ladder((full,), {})
     tiles = []
 
     def slow_tiles(job: Job) -> None:

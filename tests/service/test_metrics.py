@@ -51,10 +51,11 @@ def test_metrics_parse_and_describe_the_model(client: httpx.Client) -> None:
     assert expected <= names, expected - names
     info = next(dict(labels) for name, labels in m if name == "csd_sr_model_info")
     assert info["scale"] == "4" and info["widths"] == "0.25,0.5,1" and len(info["version"]) == 12
+    assert info["rungs"] == "0.25,0.5,1"  # no int8 files beside these weights
     for w in ("0.25", "0.5", "1"):
-        assert value(m, "csd_sr_cost_seconds_per_megapixel", width=w) > 0
+        assert value(m, "csd_sr_cost_seconds_per_megapixel", width=w, precision="fp32") > 0
         # The latency target (2 s) is a bucket boundary, so "share within target" is one ratio.
-        assert ("csd_sr_upscale_duration_seconds_bucket", (("le", "2.0"), ("width", w))) in m
+        assert ("csd_sr_upscale_duration_seconds_bucket", (("le", "2.0"), ("precision", "fp32"), ("width", w))) in m
     assert value(m, "csd_sr_ready") == 1 and value(m, "csd_sr_latency_target_seconds") == 2.0
     assert value(m, "csd_sr_workers") == 2
     assert value(m, "csd_sr_queue_depth") == 0 and value(m, "csd_sr_busy_workers") == 0
@@ -73,13 +74,13 @@ def test_metrics_move_when_requests_are_served(client: httpx.Client) -> None:
 
     assert delta("csd_sr_http_requests_total", route="/v1/upscale", method="POST", status="200") == 2
     assert delta("csd_sr_http_requests_total", route="/v1/upscale", method="POST", status="413") == 1
-    assert delta("csd_sr_width_decisions_total", width="1", reason="idle") == 1
-    assert delta("csd_sr_width_decisions_total", width="0.5", reason="forced") == 1
+    assert delta("csd_sr_width_decisions_total", width="1", precision="fp32", reason="idle") == 1
+    assert delta("csd_sr_width_decisions_total", width="0.5", precision="fp32", reason="forced") == 1
     assert delta("csd_sr_rejections_total", reason="body_too_large") == 1
     assert delta("csd_sr_input_pixels_total") == 2 * 24 * 32
     assert delta("csd_sr_output_pixels_total") == 2 * 96 * 128
-    assert delta("csd_sr_upscale_duration_seconds_count", width="1") == 1
-    assert delta("csd_sr_upscale_duration_seconds_bucket", width="1", le="+Inf") == 1
-    assert delta("csd_sr_inference_duration_seconds_count", width="0.5") == 1
+    assert delta("csd_sr_upscale_duration_seconds_count", width="1", precision="fp32") == 1
+    assert delta("csd_sr_upscale_duration_seconds_bucket", width="1", precision="fp32", le="+Inf") == 1
+    assert delta("csd_sr_inference_duration_seconds_count", width="0.5", precision="fp32") == 1
     assert delta("csd_sr_queue_wait_seconds_count") == 2
     assert delta("csd_sr_http_requests_total", route="/metrics", method="GET", status="200") == 1
