@@ -1,4 +1,4 @@
-"""The model's half of the ``csd-sr`` command: ``train``, ``evaluate``, ``export``.
+"""The model's half of the ``csd-sr`` command: ``train``, ``evaluate``, ``quantize``, ``export``.
 
 ``csd_sr.cli`` joins these with the service's ``serve`` and ``upscale``; this module imports nothing
 from ``service`` (tests/model/test_independence.py), so ``python -m model.cli train ...`` (e.g. under
@@ -51,15 +51,23 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    import os
+
     import torch
 
-    from model.evaluate import evaluate_sets, to_markdown, write_results
+    from model.evaluate import evaluate_sets, openvino_forwards, to_markdown, torch_forwards, write_results
     from model.weights import load_weights
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
     model, _ = load_weights(args.weights)
-    results = evaluate_sets(model, args.data, args.self_ensemble, timing=not args.no_timing)
+    if args.backend == "openvino":
+        forwards = openvino_forwards(model, args.weights, threads, tuple(args.precisions))
+    else:
+        forwards = torch_forwards(model)
+    results = evaluate_sets(model, args.data, forwards, args.self_ensemble, timing=not args.no_timing)
+    for res in results.values():
+        res |= {"backend": args.backend, "threads": threads}
     print(to_markdown(results))
     if args.out:
         write_results(results, args.out)
@@ -69,8 +77,21 @@ def _evaluate(args: argparse.Namespace) -> None:
         path = card_path(args.weights)
         card = json.loads(path.read_text())
         key = "metrics_self_ensemble" if args.self_ensemble else "metrics"
-        card[key] = {name: res["rows"] for name, res in results.items()}
+        # Merged row by row: rungs not evaluated in this run keep their figures.
+        for name, res in results.items():
+            card.setdefault(key, {}).setdefault(name, {}).update(res["rows"])
         path.write_text(json.dumps(card, indent=2) + "\n")
+
+
+def _quantize(args: argparse.Namespace) -> None:
+    from model.quantize import Recipe, quantize
+    from model.weights import load_weights
+
+    model, _ = load_weights(args.weights)
+    recipe = Recipe(max_drop_db=args.max_drop, calibration_patches=args.calibration_patches, seed=args.seed)
+    widths = tuple(float(w) for w in args.widths) if args.widths else model.widths
+    out = quantize(model, args.weights, args.data, recipe, widths)
+    print(f"wrote {out}")
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -87,15 +108,31 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     _add_config_flags(p)
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("evaluate", help="PSNR/SSIM/params/MACs/ms per width on HR folders")
+    p = sub.add_parser("evaluate", help="PSNR/SSIM/params/MACs/ms per rung (width, precision) on HR folders")
     p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
     p.add_argument("--data", nargs="+", required=True, help="HR image folders")
+    p.add_argument(
+        "--backend",
+        choices=("torch", "openvino"),
+        default="torch",
+        help="torch: the fp32 widths in PyTorch; openvino: every rung as the service builds it",
+    )
+    p.add_argument("--precisions", nargs="+", choices=("fp32", "int8"), default=["fp32", "int8"], help="openvino only")
     p.add_argument("--self-ensemble", action="store_true", help="x8 geometric self-ensemble")
     p.add_argument("--no-timing", action="store_true")
     p.add_argument("--threads", type=int)
     p.add_argument("--out", help="write OUT.md and OUT.json")
     p.add_argument("--update-card", action="store_true", help="store the figures in the model card")
     p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("quantize", help="int8 rungs of every width, written beside the weights (<stem>.int8/)")
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--data", nargs="+", required=True, help="training HR folders (calibration + validation)")
+    p.add_argument("--widths", nargs="+", help="default: every width of the model")
+    p.add_argument("--max-drop", type=float, default=0.05, help="Y-PSNR dB an int8 rung may lose on validation")
+    p.add_argument("--calibration-patches", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_quantize)
 
     p = sub.add_parser("export", help="turn a training checkpoint into shipped safetensors + model card")
     p.add_argument("--checkpoint", required=True, help="a run's last.pt")

@@ -1,4 +1,4 @@
-"""Standard SR evaluation: Y-PSNR / SSIM per width (plus bicubic), params, MACs, speed."""
+"""Standard SR evaluation: Y-PSNR / SSIM per rung (width, precision; plus bicubic), params, MACs, speed."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from model.data import Pair, load_pairs, to_image, to_tensor, upscale
 from model.edsr import EDSR, count_macs, count_params
 from model.metrics import psnr_y, ssim_y
+from model.rungs import Precision, Rung
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -86,25 +87,53 @@ def time_forward(forward: Forward, pairs: list[Pair], repeats: int = 1) -> float
     return 1000 * (time.perf_counter() - start) / (repeats * len(inputs))
 
 
+def torch_forwards(model: EDSR) -> dict[Rung, Forward]:
+    """The fp32 rungs as PyTorch dense sub-networks (the training code's reference)."""
+    model.eval()
+    return {Rung(w): model.dense(w) for w in model.widths}
+
+
+def openvino_forwards(
+    model: EDSR, weights: str | Path, threads: int, precisions: tuple[Precision, ...] = ("fp32", "int8")
+) -> dict[Rung, Forward]:
+    """Every rung the service's OpenVINO backend would serve, built by the same code (``model.openvino``)."""
+    import openvino as ov
+
+    from model.openvino import cpu_config, int8_models, to_openvino
+
+    models = {Rung(w): to_openvino(model.dense(w)) for w in model.widths} if "fp32" in precisions else {}
+    if "int8" in precisions:
+        int8, missing = int8_models(weights, model.widths)
+        if missing:
+            print(f"int8 rungs: {missing}")
+        models |= int8
+    core = ov.Core()
+    compiled = {r: core.compile_model(m, "CPU", cpu_config(threads)) for r, m in sorted(models.items())}
+    return {r: (lambda x, c=c: torch.from_numpy(c(x.numpy())[0])) for r, c in compiled.items()}
+
+
 def evaluate_sets(
-    model: EDSR, folders: list[str | Path], self_ensemble: bool = False, timing: bool = True
+    model: EDSR,
+    folders: list[str | Path],
+    forwards: dict[Rung, Forward],
+    self_ensemble: bool = False,
+    timing: bool = True,
 ) -> dict[str, dict]:
-    """Full table: per set, bicubic and every width (PSNR, SSIM, params, GMACs and ms per image)."""
+    """Full table: per set, bicubic and every rung of ``forwards`` (PSNR, SSIM, params, GMACs, ms per image)."""
     cfg = model.cfg
     results: dict[str, dict] = {}
     for folder in folders:
         pairs = load_pairs(folder, cfg.scale)
         name = Path(folder).parent.name if Path(folder).name.upper() == "HR" else Path(folder).name
-        scores = evaluate_widths(model, pairs, cfg.widths, self_ensemble)
         rows = {"bicubic": bicubic_scores(pairs, cfg.scale)}
-        for w in cfg.widths:
-            dense = model.dense(w)
-            macs = np.mean([count_macs(cfg, w, p.lr.shape[:2]) for p in pairs])
-            rows[f"{w:g}"] = {
-                **scores[f"{w:g}"],
-                "params": count_params(cfg, w),
+        for rung, forward in forwards.items():
+            scores = _mean([score(super_resolve(forward, p.lr, self_ensemble), p.hr, cfg.scale) for p in pairs])
+            macs = np.mean([count_macs(cfg, rung.width, p.lr.shape[:2]) for p in pairs])
+            rows[rung.key] = {
+                **scores,
+                "params": count_params(cfg, rung.width),
                 "gmacs_per_image": float(macs / 1e9),
-                **({"ms_per_image": time_forward(dense, pairs)} if timing else {}),
+                **({"ms_per_image": time_forward(forward, pairs)} if timing else {}),
             }
         results[name] = {"images": len(pairs), "scale": cfg.scale, "self_ensemble": self_ensemble, "rows": rows}
     return results
@@ -117,7 +146,7 @@ def to_markdown(results: dict[str, dict]) -> str:
         lines += [
             f"### {name} x{res['scale']}{suffix}, {res['images']} images",
             "",
-            "| width | PSNR (dB) | SSIM | params | GMACs/image | ms/image |",
+            "| rung | PSNR (dB) | SSIM | params | GMACs/image | ms/image |",
             "|---|---|---|---|---|---|",
         ]
         for key, r in res["rows"].items():

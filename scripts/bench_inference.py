@@ -1,10 +1,11 @@
-"""Inference speed: every backend x width x thread count, beside OpenCV's x4 models and an fp32 matmul peak.
+"""Inference speed: every backend x rung x thread count, beside OpenCV's x4 models and an fp32 matmul peak.
 
 All figures come from one run on one machine (the CPU model differs between
-machines: compare only inside a run). Per backend, width and thread count: median
-ms per image through the service's engine (default tiles) for each input size,
-the useful GFLOP/s (2 x the model's MACs on the input, tile margins not counted)
-and its share of the fp32 matmul peak measured at the same thread count. OpenCV's
+machines: compare only inside a run). Per backend, rung (width, precision) and
+thread count: median ms per image through the service's engine (default tiles)
+for each input size, the useful GOP/s (2 x the model's MACs on the input, tile
+margins not counted), for fp32 rungs its share of the fp32 matmul peak measured
+at the same thread count, for int8 rungs the speed-up over fp32 at that width. OpenCV's
 dnn_superres FSRCNN / ESPCN / LapSRN (``--peers``) run on the same inputs.
 Writes OUT.md, OUT.json and OUT.png.
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from model.edsr import count_macs
+from model.rungs import Rung
 from model.weights import load_weights
 from service.backends import create_backend
 from service.engine import Engine
@@ -67,15 +69,23 @@ def bench_model(args, images: dict[str, np.ndarray], peaks: dict[int, float]) ->
     rows = []
     for name in args.backends:
         for threads in args.threads:
-            backend = create_backend(name, model, threads=threads, workers=1, torch_threads=threads)
+            backend = create_backend(
+                name,
+                model,
+                threads=threads,
+                workers=1,
+                torch_threads=threads,
+                weights=args.weights,
+                precisions=("fp32", "int8"),  # torch runs the fp32 rungs only
+            )
             backend.init_worker()
             engine = Engine(backend, model.cfg, defaults.tile_size, defaults.tile_overlap)
-            for width in model.widths:
+            for rung in engine.rungs:
                 for size, img in images.items():
                     repeats = args.repeats if img.size <= 128 * 128 * 3 else max(2, args.repeats // 3)
-                    ms = median_ms(lambda e=engine, i=img, w=width: e.run(i, w), repeats)
-                    gflops = 2 * count_macs(model.cfg, width, img.shape[:2]) / (ms / 1000) / 1e9
-                    rows.append(row(name, width, threads, size, ms, gflops, peaks[threads]))
+                    ms = median_ms(lambda e=engine, i=img, r=rung: e.run(i, r), repeats)
+                    gflops = 2 * count_macs(model.cfg, rung.width, img.shape[:2]) / (ms / 1000) / 1e9
+                    rows.append(row(name, rung, threads, size, ms, gflops, peaks[threads]))
                     print(rows[-1], flush=True)
     return rows
 
@@ -98,15 +108,15 @@ def bench_peers(args, images: dict[str, np.ndarray], peaks: dict[int, float]) ->
     return rows
 
 
-def row(backend: str, width, threads: int, size: str, ms: float, gflops, peak: float) -> dict:
+def row(backend: str, rung: Rung | None, threads: int, size: str, ms: float, gflops, peak: float) -> dict:
     return {
         "backend": backend,
-        "width": width,
+        "rung": None if rung is None else rung.key,
         "threads": threads,
         "input": size,
         "ms": ms,
         "gflops": gflops,
-        "peak_share": None if gflops is None else gflops / peak,
+        "peak_share": None if rung is None or rung.precision != "fp32" else gflops / peak,
     }
 
 
@@ -114,19 +124,27 @@ def to_markdown(rows: list[dict], sizes: list[str], header: str) -> str:
     lines = [
         header,
         "",
-        "| backend | width | threads | " + " | ".join(f"ms {s}" for s in sizes) + " | GFLOP/s | % of peak |",
+        "| backend | rung | threads | "
+        + " | ".join(f"ms {s}" for s in sizes)
+        + " | GOP/s | % of fp32 peak | x fp32 (same width) |",
     ]
-    lines.append("|---" * (5 + len(sizes)) + "|")
-    keys = dict.fromkeys((r["backend"], r["width"], r["threads"]) for r in rows)
-    for key in keys:
-        mine = {r["input"]: r for r in rows if (r["backend"], r["width"], r["threads"]) == key}
+    lines.append("|---" * (6 + len(sizes)) + "|")
+    ms_of = {(r["backend"], r["rung"], r["threads"], r["input"]): r["ms"] for r in rows}
+    for key in dict.fromkeys((r["backend"], r["rung"], r["threads"]) for r in rows):
+        mine = {r["input"]: r for r in rows if (r["backend"], r["rung"], r["threads"]) == key}
         last = mine[sizes[-1]]
         rate = "-" if last["gflops"] is None else f"{last['gflops']:.0f}"
         share = "-" if last["peak_share"] is None else f"{100 * last['peak_share']:.0f} %"
-        width = "-" if key[1] is None else f"{key[1]:g}"
+        rung = "-" if key[1] is None else Rung.parse(key[1])
+        fp32_ms = (
+            None
+            if rung == "-" or rung.precision == "fp32"
+            else ms_of[(key[0], Rung(rung.width).key, key[2], sizes[-1])]
+        )
+        speedup = "-" if fp32_ms is None else f"{fp32_ms / last['ms']:.2f}x"
         ms = " | ".join(f"{mine[s]['ms']:.1f}" for s in sizes)
-        lines.append(f"| {key[0]} | {width} | {key[2]} | {ms} | {rate} | {share} |")
-    return "\n".join(lines) + f"\n\nGFLOP/s and % of peak: on the {sizes[-1]} input.\n"
+        lines.append(f"| {key[0]} | {rung} | {key[2]} | {ms} | {rate} | {share} | {speedup} |")
+    return "\n".join(lines) + f"\n\nGOP/s, % of peak and speed-up: on the {sizes[-1]} input.\n"
 
 
 def plot(rows: list[dict], size: str, path: Path) -> None:
@@ -136,9 +154,7 @@ def plot(rows: list[dict], size: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     mine = [r for r in rows if r["input"] == size]
-    labels = [
-        f"{r['backend']}{'' if r['width'] is None else ' ' + format(r['width'], 'g')} x{r['threads']}" for r in mine
-    ]
+    labels = [f"{r['backend']}{'' if r['rung'] is None else ' ' + r['rung']} x{r['threads']}" for r in mine]
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(mine) + 1))
     ax.barh(range(len(mine)), [r["ms"] for r in mine], color=["C0" if "openvino" in lb else "C1" for lb in labels])
     ax.set_yticks(range(len(mine)), labels=labels, fontsize=8)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from model.rungs import Rung
 from model.weights import load_weights
 from service.backends import create_backend
 from service.engine import Engine
@@ -52,9 +53,9 @@ def cost_rows(backend, cfg, args) -> list[dict]:
     for tile in sorted(args.tiles):
         engine = Engine(backend, cfg, tile, args.margin)
         for width in cfg.widths:
-            engine.run(img, width)  # first call at these shapes
+            engine.run(img, Rung(width))  # first call at these shapes
             start = time.perf_counter()
-            engine.run(img, width)
+            engine.run(img, Rung(width))
             seconds = time.perf_counter() - start
             rows.append(
                 {
@@ -72,12 +73,12 @@ def cost_rows(backend, cfg, args) -> list[dict]:
 def error_rows(backend, cfg, inputs, args) -> list[dict]:
     rows = []
     for width in cfg.widths:
-        whole = {name: to_u8(Engine(backend, cfg, WHOLE).run(img, width)) for name, img in inputs}
+        whole = {name: to_u8(Engine(backend, cfg, WHOLE).run(img, Rung(width))) for name, img in inputs}
         for margin in args.margins:
             engine = Engine(backend, cfg, args.tile, margin)
             sq_err, count, worst_psnr, max_diff, work, pixels = 0.0, 0, float("inf"), 0, 0, 0
             for name, img in inputs:
-                diff = to_u8(engine.run(img, width)).astype(np.int32) - whole[name]
+                diff = to_u8(engine.run(img, Rung(width))).astype(np.int32) - whole[name]
                 mse = float(np.mean(diff.astype(np.float64) ** 2))
                 sq_err, count = sq_err + mse * diff.size, count + diff.size
                 worst_psnr = min(worst_psnr, psnr(mse))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from model.edsr import EDSR, EDSRConfig
+from model.rungs import Rung
 from service.backends import Backend, create_backend
 from service.hardware import available_cpus
 from service.settings import Settings
@@ -58,13 +59,14 @@ def tile_spans(length: int, tile: int, margin: int) -> list[Span]:
 
 
 class Engine:
-    """Tiled forward passes of one width-switchable model through a backend."""
+    """Tiled forward passes of one width-switchable model's rungs through a backend."""
 
     def __init__(self, backend: Backend, cfg: EDSRConfig, tile_size: int, tile_overlap: int | None = None) -> None:
         self.backend = backend
         self.cfg = cfg
         self.scale = cfg.scale
         self.widths = cfg.widths
+        self.rungs = backend.rungs
         self.tile_size = tile_size
         self.margin = receptive_radius(cfg) if tile_overlap is None else tile_overlap
 
@@ -76,7 +78,7 @@ class Engine:
         rows, cols = self.spans(h, w)
         return sum(s.hi - s.lo for s in rows) * sum(s.hi - s.lo for s in cols)
 
-    def run(self, rgb: np.ndarray, width: float, before_tile: Callable[[], None] | None = None) -> np.ndarray:
+    def run(self, rgb: np.ndarray, rung: Rung, before_tile: Callable[[], None] | None = None) -> np.ndarray:
         """float HxWx3 (0..255) -> float (sH)x(sW)x3, unclamped; ``before_tile`` may raise to abort."""
         s = self.scale
         h, w = rgb.shape[:2]
@@ -87,7 +89,7 @@ class Engine:
             for c in cols:
                 if before_tile is not None:
                     before_tile()
-                y = self.backend.infer(width, np.ascontiguousarray(x[:, :, r.lo : r.hi, c.lo : c.hi]))[0]
+                y = self.backend.infer(rung, np.ascontiguousarray(x[:, :, r.lo : r.hi, c.lo : c.hi]))[0]
                 top, left = (r.start - r.lo) * s, (c.start - c.lo) * s
                 core = y[:, top : top + (r.stop - r.start) * s, left : left + (c.stop - c.start) * s]
                 out[:, r.start * s : r.stop * s, c.start * s : c.stop * s] = core
@@ -102,5 +104,7 @@ def build_engine(model: EDSR, settings: Settings) -> Engine:
         threads=settings.threads or available_cpus(),
         workers=settings.workers,
         torch_threads=settings.torch_threads,
+        weights=settings.weights,
+        precisions=settings.precisions,
     )
     return Engine(backend, model.cfg, settings.tile_size, settings.tile_overlap)

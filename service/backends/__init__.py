@@ -1,17 +1,21 @@
-"""Inference backends: one width's dense sub-network on a ``(1, 3, h, w)`` float32 batch. No HTTP here.
+"""Inference backends: one rung (width, precision) on a ``(1, 3, h, w)`` float32 batch. No HTTP here.
 
-Every backend is built from the one shipped weights file at start-up; the engine
-cuts tiles and calls :meth:`Backend.infer`, so backends only differ in how fast
-they turn a tile into pixels.
+Every backend is built at start-up from the one shipped weights file (and, for
+int8 rungs, the files ``csd-sr quantize`` made from it); the engine cuts tiles and
+calls :meth:`Backend.infer`, so backends only differ in which rungs they run and
+how fast they turn a tile into pixels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 
 from model.edsr import EDSR
+from model.rungs import Precision, Rung
 
 BackendName = Literal["openvino", "torch"]
 
@@ -19,8 +23,9 @@ BackendName = Literal["openvino", "torch"]
 class Backend(Protocol):
     name: str
     lanes: int  # tiles that run at once without sharing cores (the scheduler's parallel servers)
+    rungs: tuple[Rung, ...]  # what it can run, ascending by (width, precision)
 
-    def infer(self, width: float, x: np.ndarray) -> np.ndarray:
+    def infer(self, rung: Rung, x: np.ndarray) -> np.ndarray:
         """``(1, 3, h, w)`` float32 in 0..255 -> ``(1, 3, s*h, s*w)`` float32, unclamped."""
         ...
 
@@ -33,17 +38,38 @@ class Backend(Protocol):
         ...
 
 
-def create_backend(name: BackendName, model: EDSR, *, threads: int, workers: int, torch_threads: int) -> Backend:
-    """``openvino``: every width compiled from ``model``, one lane on ``threads`` cores.
+def create_backend(
+    name: BackendName,
+    model: EDSR,
+    *,
+    threads: int,
+    workers: int,
+    torch_threads: int,
+    weights: Path | None = None,
+    precisions: Collection[Precision] = ("fp32",),
+) -> Backend:
+    """``openvino``: the ``precisions`` rungs of every width, one lane on ``threads`` cores; int8 rungs
+    come from the files quantized from ``weights`` (left out, with the reason in ``describe()``, when
+    there are none).
 
-    ``torch``: the reference path, ``workers`` lanes of ``torch_threads`` threads each.
+    ``torch``: the reference path (fp32 only), ``workers`` lanes of ``torch_threads`` threads each.
     """
     if name == "openvino":
+        from model.openvino import int8_models, to_openvino
         from service.backends.openvino_backend import OpenVINOBackend
 
-        return OpenVINOBackend(model, threads=threads)
+        models = {Rung(w): to_openvino(model.dense(w)) for w in model.widths} if "fp32" in precisions else {}
+        note = None
+        if "int8" in precisions:
+            int8, note = int8_models(weights, model.widths) if weights else ({}, "no weights path given")
+            models |= int8
+        if not models:
+            raise ValueError(f"no rung to serve for precisions {list(precisions)}: {note}")
+        return OpenVINOBackend(models, threads=threads, int8_note=note)
     if name == "torch":
         from service.backends.torch_backend import TorchBackend
 
+        if "fp32" not in precisions:
+            raise ValueError("the torch backend runs fp32 rungs only: include fp32 in the precisions")
         return TorchBackend(model, lanes=workers, threads=torch_threads)
     raise ValueError(f"unknown backend {name!r}: expected 'openvino' or 'torch'")

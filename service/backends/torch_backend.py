@@ -1,4 +1,4 @@
-"""The reference backend: PyTorch eager, one dense sub-network per width, one lane per worker thread."""
+"""The reference backend: PyTorch eager, one dense sub-network per width (fp32 rungs), one lane per worker thread."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import numpy as np
 import torch
 
 from model.edsr import EDSR
+from model.rungs import Rung
 
 
 class TorchBackend:
     name = "torch"
 
     def __init__(self, model: EDSR, *, lanes: int, threads: int) -> None:
-        self.nets = {w: model.dense(w) for w in model.widths}
+        self.nets = {Rung(w): model.dense(w) for w in model.widths}
+        self.rungs = tuple(self.nets)
         self.lanes = lanes
         self.threads = threads
 
@@ -21,8 +23,8 @@ class TorchBackend:
         torch.set_num_threads(self.threads)
 
     @torch.inference_mode()
-    def infer(self, width: float, x: np.ndarray) -> np.ndarray:
-        return self.nets[width](torch.from_numpy(x)).numpy()
+    def infer(self, rung: Rung, x: np.ndarray) -> np.ndarray:
+        return self.nets[rung](torch.from_numpy(x)).numpy()
 
     def describe(self) -> dict[str, object]:
         return {
@@ -30,4 +32,5 @@ class TorchBackend:
             "version": torch.__version__,
             "lanes": self.lanes,
             "threads_per_lane": self.threads,
+            "rungs": [r.key for r in self.rungs],
         }

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from model.edsr import EDSR, EDSRConfig
+from model.rungs import Rung
 from service.backends import create_backend
 from service.engine import Engine, receptive_radius, tile_spans
 from tests.conftest import synthetic_image
@@ -46,8 +47,8 @@ def test_work_pixels_include_margins() -> None:
 def test_tiles_equal_the_whole_image_pass(scale: int) -> None:
     model = tiny(scale)
     img = synthetic_image(50, 75, seed=scale).astype(np.float32)
-    whole = engine(model, tile_size=1000).run(img, 0.5)
-    tiled = engine(model, tile_size=16).run(img, 0.5)  # 4 x 5 tiles
+    whole = engine(model, tile_size=1000).run(img, Rung(0.5))
+    tiled = engine(model, tile_size=16).run(img, Rung(0.5))  # 4 x 5 tiles
     assert tiled.shape == whole.shape == (50 * scale, 75 * scale, 3)
     assert np.abs(tiled - whole).max() < 1e-2
 
@@ -56,8 +57,8 @@ def test_margins_below_the_receptive_radius_show_seams() -> None:
     """The equality above is not vacuous: without enough margin the tiles differ."""
     model = tiny(4)
     img = synthetic_image(48, 48).astype(np.float32)
-    whole = engine(model, tile_size=1000).run(img, 1.0)
-    assert np.abs(engine(model, tile_size=16, tile_overlap=0).run(img, 1.0) - whole).max() > 1.0
+    whole = engine(model, tile_size=1000).run(img, Rung(1.0))
+    assert np.abs(engine(model, tile_size=16, tile_overlap=0).run(img, Rung(1.0)) - whole).max() > 1.0
 
 
 def test_before_tile_can_abort() -> None:
@@ -69,7 +70,7 @@ def test_before_tile_can_abort() -> None:
             raise TimeoutError
 
     with pytest.raises(TimeoutError):
-        engine(tiny(4), tile_size=16).run(synthetic_image(48, 48).astype(np.float32), 1.0, stop)
+        engine(tiny(4), tile_size=16).run(synthetic_image(48, 48).astype(np.float32), Rung(1.0), stop)
     assert len(calls) == 3
 
 
@@ -92,10 +93,10 @@ def openvino_backend(trained_like: EDSR):
 def test_openvino_equals_torch_whole_and_tiled(trained_like: EDSR, openvino_backend, width: float) -> None:
     """The default runtime, compiled from the same weights, reproduces the reference path at every width."""
     img = synthetic_image(40, 56, seed=3).astype(np.float32)
-    reference = engine(trained_like, tile_size=1000).run(img, width)
+    reference = engine(trained_like, tile_size=1000).run(img, Rung(width))
     assert reference.std() > 10
     for tile in (1000, 16):  # whole image, then 3 x 4 tiles of varying shapes
-        out = Engine(openvino_backend, trained_like.cfg, tile, None).run(img, width)
+        out = Engine(openvino_backend, trained_like.cfg, tile, None).run(img, Rung(width))
         assert out.shape == reference.shape
         # float rounding of another kernel library: 1e-4 of the output range (0.03 levels at 0..255)
         assert np.abs(out - reference).max() < 1e-4 * np.ptp(reference)

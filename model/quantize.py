@@ -1,0 +1,183 @@
+"""int8 rungs: post-training quantization of each width's dense sub-network, accuracy-controlled.
+
+The recipe (``csd-sr quantize``), per width:
+
+- Convert the fp32 sub-network to OpenVINO (``model.openvino.to_openvino``: the
+  graph the fp32 rung serves).
+- Calibrate NNCF's int8 quantizers (per-channel symmetric weights, per-tensor
+  asymmetric activations: the ``MIXED`` preset) on LR patches of the training
+  images. Set5/Set14 are never seen.
+- Activation ranges are the min/max over all calibration patches, not NNCF's
+  default for per-tensor activations (the mean of each patch's min/max): that
+  clips the feature maps of saturated colours, which are rarer than the mean
+  patch, and cost Set14's ``pepper`` 0.86 dB at full width.
+- Keep the first and the last convolution in fp32 from the start: the first
+  reads pixels (3 channels, a negligible share of the MACs), the last writes them,
+  where an int8 step is a visible error.
+- Hand the rest to NNCF's accuracy control: it ranks the quantized layers by the
+  error they add and returns them to fp32 one group at a time until Y-PSNR on a
+  validation split of the training images (whole images, the quantity served) is
+  within ``max_drop`` dB of fp32. Which layers go back differs per width and is
+  recorded in the manifest (for the shipped model: the last residual blocks, the
+  body conv and the first upsampler conv at full width).
+
+Plain PTQ with only the first and last convolutions in fp32 loses about 0.9 dB
+on Set5 (bench/results/quantize.md): the residual stream of an SR network is
+never normalised and its late layers feed the pixels directly, so a few layers
+carry most of the error.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import openvino as ov
+
+from model.data import Pair, load_pairs
+from model.edsr import EDSR
+from model.metrics import psnr_y
+from model.openvino import MANIFEST, cpu_config, file_sha256, int8_dir, to_openvino
+from model.rungs import Rung
+
+
+@dataclass(frozen=True)
+class Recipe:
+    max_drop_db: float = 0.05  # Y-PSNR the int8 rung may lose on the validation split
+    calibration_patches: int = 300
+    patch_side: int = 64  # LR pixels
+    validation_every: int = 10  # every k-th training image is held out for validation
+    seed: int = 0
+
+
+def split(pairs: list[Pair], every: int) -> tuple[list[Pair], list[Pair]]:
+    """(calibration images, validation images): every ``every``-th image validates, the rest calibrate."""
+    return [p for i, p in enumerate(pairs) if i % every], pairs[::every]
+
+
+def as_input(lr: np.ndarray) -> np.ndarray:
+    """uint8 HxW(x3) -> float32 (1, 3, H, W) in 0..255 (grey images repeated to RGB)."""
+    rgb = lr if lr.ndim == 3 else np.repeat(lr[..., None], 3, axis=2)
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+def calibration_set(pairs: list[Pair], count: int, side: int, seed: int) -> list[np.ndarray]:
+    """``count`` random ``side`` x ``side`` LR crops drawn from ``pairs`` (images smaller than that skipped)."""
+    rng = np.random.default_rng(seed)
+    usable = [p for p in pairs if min(p.lr.shape[:2]) >= side]
+    crops = []
+    for _ in range(count):
+        lr = usable[rng.integers(len(usable))].lr
+        y, x = rng.integers(lr.shape[0] - side + 1), rng.integers(lr.shape[1] - side + 1)
+        crops.append(as_input(lr[y : y + side, x : x + side]))
+    return crops
+
+
+def mean_psnr(compiled: ov.CompiledModel, pairs: list[Pair], scale: int) -> float:
+    """Mean Y-PSNR of ``compiled`` (whole images) against the HR images."""
+    scores = []
+    for p in pairs:
+        sr = np.clip(np.round(compiled(as_input(p.lr))[0][0]), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        scores.append(psnr_y(sr, p.hr if p.hr.ndim == 3 else np.repeat(p.hr[..., None], 3, axis=2), scale))
+    return float(np.mean(scores))
+
+
+def quantize_width(
+    net: EDSR, calibration: list[np.ndarray], validation: list[Pair], recipe: Recipe
+) -> tuple[ov.Model, dict]:
+    """The int8 model of one dense sub-network and what was done: layers kept in fp32, validation PSNR."""
+    import nncf  # only this command needs it (the `quantize` extra)
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    fp32 = to_openvino(net)
+    convs = [op.get_friendly_name() for op in fp32.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    ends = [convs[0], convs[-1]]
+    scale = net.cfg.scale
+
+    def validate(compiled: ov.CompiledModel, data: list[Pair]) -> float:
+        return mean_psnr(compiled, data, scale)
+
+    start = time.perf_counter()
+    int8 = nncf.quantize_with_accuracy_control(
+        fp32,
+        nncf.Dataset(calibration),
+        nncf.Dataset(validation),
+        validate,
+        max_drop=recipe.max_drop_db,
+        drop_type=nncf.DropType.ABSOLUTE,
+        preset=nncf.QuantizationPreset.MIXED,
+        target_device=nncf.TargetDevice.CPU,
+        subset_size=len(calibration),
+        ignored_scope=nncf.IgnoredScope(names=ends),
+        advanced_quantization_parameters=AdvancedQuantizationParameters(
+            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX
+        ),
+    )
+    seconds = time.perf_counter() - start
+    quantized = _quantized_convs(int8)
+    core = ov.Core()
+    report = {
+        "convolutions": len(convs),
+        "int8_convolutions": len(quantized),
+        "fp32_convolutions": [_module(c) for c in convs if c not in quantized],
+        "validation_psnr": {
+            "fp32": validate(core.compile_model(fp32, "CPU", cpu_config(1)), validation),
+            "int8": validate(core.compile_model(int8, "CPU", cpu_config(1)), validation),
+        },
+        "seconds": round(seconds, 1),
+    }
+    return int8, report
+
+
+def _quantized_convs(model: ov.Model) -> set[str]:
+    """Convolutions whose weights pass through a FakeQuantize (int8 at run time)."""
+    names = set()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Convolution":
+            continue
+        weights = op.input_value(1).get_node()
+        while weights.get_type_name() in ("Convert", "Multiply", "Subtract", "Reshape"):  # decompression chain
+            weights = weights.input_value(0).get_node()
+        if weights.get_type_name() == "FakeQuantize" or weights.get_element_type() == ov.Type.i8:
+            names.add(op.get_friendly_name())
+    return names
+
+
+def _module(conv_name: str) -> str:
+    """``__module.blocks.15.conv1/aten::_convolution/Convolution`` -> ``blocks.15.conv1``."""
+    return conv_name.split("/")[0].removeprefix("__module.")
+
+
+def quantize(
+    model: EDSR, weights: str | Path, train_folders: list[str | Path], recipe: Recipe, widths: tuple[float, ...]
+) -> Path:
+    """Quantize ``widths`` of ``model`` (loaded from ``weights``); write the IRs and the manifest beside it."""
+    pairs = [p for folder in train_folders for p in load_pairs(folder, model.cfg.scale)]
+    calib_pairs, validation = split(pairs, recipe.validation_every)
+    calibration = calibration_set(calib_pairs, recipe.calibration_patches, recipe.patch_side, recipe.seed)
+    out = int8_dir(weights)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path = out / MANIFEST
+    sha = file_sha256(weights)
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    if manifest.get("weights_sha256") != sha:  # rungs of other weights must not survive next to new ones
+        manifest = {"weights_sha256": sha, "rungs": {}}
+    manifest |= {
+        "weights": Path(weights).name,
+        "recipe": vars(recipe),
+        "calibration": {"folders": [str(f) for f in train_folders], "images": len(calib_pairs)},
+        "validation_images": [p.name for p in validation],
+    }
+    for width in widths:
+        rung = Rung(width, "int8")
+        int8, report = quantize_width(model.dense(width), calibration, validation, recipe)
+        file = f"{rung.key}.xml"
+        ov.save_model(int8, out / file, compress_to_fp16=False)  # fp16 would alter the layers kept in fp32
+        manifest["rungs"][rung.key] = {"model": file, **report}
+        manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+        print(json.dumps({rung.key: report}), flush=True)
+    return out
