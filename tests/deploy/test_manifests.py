@@ -13,6 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from model.rungs import PRECISIONS, Rung
 from service.metrics import Metrics
 from service.settings import Settings
 from tests.deploy.conftest import DOCKER_DIR, REPO
@@ -108,7 +109,8 @@ SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_co
 
 def service_metric_names() -> set[str]:
     """Every sample name the service can expose (labelled series included before their first use)."""
-    families = Metrics((0.25, 0.5, 1.0), latency_target_s=2.0).registry.collect()
+    rungs = tuple(Rung(w, p) for w in (0.25, 0.5, 1.0) for p in PRECISIONS)
+    families = Metrics(rungs, latency_target_s=2.0).registry.collect()
     return {f.name + suffix for f in families for suffix in SAMPLE_SUFFIXES.get(f.type, ("",))}
 
 
