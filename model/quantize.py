@@ -17,14 +17,13 @@ The recipe (``csd-sr quantize``), per width:
 - Hand the rest to NNCF's accuracy control: it ranks the quantized layers by the
   error they add and returns them to fp32 one group at a time until Y-PSNR on a
   validation split of the training images (whole images, the quantity served) is
-  within ``max_drop`` dB of fp32. Which layers go back differs per width and is
-  recorded in the manifest (for the shipped model: the last residual blocks, the
-  body conv and the first upsampler conv at full width).
+  within ``max_drop`` dB of fp32. Which layers go back is recorded in the
+  manifest. For the shipped model none had to (every width within 0.04 dB on
+  validation); with NNCF's default activation ranges the same control put the
+  last residual blocks, the body conv and an upsampler conv back in fp32.
 
-Plain PTQ with only the first and last convolutions in fp32 loses about 0.9 dB
-on Set5 (bench/results/quantize.md): the residual stream of an SR network is
-never normalised and its late layers feed the pixels directly, so a few layers
-carry most of the error.
+What each choice is worth, measured per width on Set5/Set14:
+``scripts/ablate_quantize.py`` -> bench/results/quantize.md.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import openvino as ov
@@ -46,7 +46,9 @@ from model.rungs import Rung
 
 @dataclass(frozen=True)
 class Recipe:
-    max_drop_db: float = 0.05  # Y-PSNR the int8 rung may lose on the validation split
+    max_drop_db: float | None = 0.05  # Y-PSNR the int8 rung may lose on validation; None: plain PTQ
+    ends_fp32: bool = True  # first and last convolution kept in fp32
+    activation_ranges: Literal["minmax", "mean_minmax"] = "minmax"
     calibration_patches: int = 300
     patch_side: int = 64  # LR pixels
     validation_every: int = 10  # every k-th training image is held out for validation
@@ -95,28 +97,33 @@ def quantize_width(
 
     fp32 = to_openvino(net)
     convs = [op.get_friendly_name() for op in fp32.get_ordered_ops() if op.get_type_name() == "Convolution"]
-    ends = [convs[0], convs[-1]]
     scale = net.cfg.scale
 
     def validate(compiled: ov.CompiledModel, data: list[Pair]) -> float:
         return mean_psnr(compiled, data, scale)
 
+    ranges = {"minmax": RangeEstimatorParametersSet.MINMAX, "mean_minmax": RangeEstimatorParametersSet.MEAN_MINMAX}
+    common = {
+        "preset": nncf.QuantizationPreset.MIXED,
+        "target_device": nncf.TargetDevice.CPU,
+        "subset_size": len(calibration),
+        "ignored_scope": nncf.IgnoredScope(names=[convs[0], convs[-1]] if recipe.ends_fp32 else []),
+    }
+    advanced = AdvancedQuantizationParameters(activations_range_estimator_params=ranges[recipe.activation_ranges])
     start = time.perf_counter()
-    int8 = nncf.quantize_with_accuracy_control(
-        fp32,
-        nncf.Dataset(calibration),
-        nncf.Dataset(validation),
-        validate,
-        max_drop=recipe.max_drop_db,
-        drop_type=nncf.DropType.ABSOLUTE,
-        preset=nncf.QuantizationPreset.MIXED,
-        target_device=nncf.TargetDevice.CPU,
-        subset_size=len(calibration),
-        ignored_scope=nncf.IgnoredScope(names=ends),
-        advanced_quantization_parameters=AdvancedQuantizationParameters(
-            activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX
-        ),
-    )
+    if recipe.max_drop_db is None:
+        int8 = nncf.quantize(fp32, nncf.Dataset(calibration), advanced_parameters=advanced, **common)
+    else:
+        int8 = nncf.quantize_with_accuracy_control(
+            fp32,
+            nncf.Dataset(calibration),
+            nncf.Dataset(validation),
+            validate,
+            max_drop=recipe.max_drop_db,
+            drop_type=nncf.DropType.ABSOLUTE,
+            advanced_quantization_parameters=advanced,
+            **common,
+        )
     seconds = time.perf_counter() - start
     quantized = _quantized_convs(int8)
     core = ov.Core()

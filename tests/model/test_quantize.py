@@ -32,10 +32,8 @@ def test_split_holds_out_every_kth_image() -> None:
     assert val == [0, 4, 8] and calib == [1, 2, 3, 5, 6, 7, 9]
 
 
-@pytest.fixture(scope="module")
-def quantized(tmp_path_factory) -> tuple[EDSR, Path, dict]:
-    """A small trained-like model quantized from synthetic 'training' images."""
-    root = tmp_path_factory.mktemp("quantize")
+def small_setup(root: Path) -> tuple[EDSR, Path, Path]:
+    """A small trained-like model, its weights file, and synthetic 'training' images."""
     torch.manual_seed(3)
     model = EDSR(EDSRConfig(scale=4, n_resblocks=2, n_feats=16)).eval()
     for p in model.parameters():
@@ -46,9 +44,17 @@ def quantized(tmp_path_factory) -> tuple[EDSR, Path, dict]:
     train.mkdir()
     for i in range(8):
         write_png(train / f"{i}.png", synthetic_image(96, 128, seed=i))
+    return model, weights, train
+
+
+SMALL = {"calibration_patches": 16, "patch_side": 16, "validation_every": 4}
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory) -> tuple[EDSR, Path, dict]:
+    model, weights, train = small_setup(tmp_path_factory.mktemp("quantize"))
     # A generous drop: the test is about the mechanics, the shipped rungs' quality is checked below.
-    recipe = Recipe(max_drop_db=1.0, calibration_patches=16, patch_side=16, validation_every=4)
-    out = quantize(model, weights, [train], recipe, (0.5, 1.0))
+    out = quantize(model, weights, [train], Recipe(max_drop_db=1.0, **SMALL), (0.5, 1.0))
     return model, weights, json.loads((out / MANIFEST).read_text())
 
 
@@ -70,6 +76,15 @@ def test_quantize_writes_int8_rungs_that_track_fp32(quantized) -> None:
         int8 = core.compile_model(models[Rung(width, "int8")], "CPU", cpu_config(1))(x)[0]
         error = np.abs(int8 - fp32)
         assert 0 < error.mean() < 0.02 * np.ptp(fp32)  # quantized (not identical), and close
+
+
+def test_plain_ptq_quantizes_every_convolution(tmp_path: Path) -> None:
+    """The ablation's naive variant: no accuracy control, first and last convolutions int8 too."""
+    model, weights, train = small_setup(tmp_path)
+    recipe = Recipe(max_drop_db=None, ends_fp32=False, activation_ranges="mean_minmax", **SMALL)
+    manifest = json.loads((quantize(model, weights, [train], recipe, (1.0,)) / MANIFEST).read_text())
+    report = manifest["rungs"]["1-int8"]
+    assert report["int8_convolutions"] == report["convolutions"] and report["fp32_convolutions"] == []
 
 
 def test_int8_rungs_of_other_weights_are_refused(quantized, tmp_path: Path) -> None:
