@@ -1,13 +1,15 @@
-"""Bounded load generator against the real service on loopback: throughput, latency, width mix, quality.
+"""Bounded load generator against the real service on loopback: throughput, latency, rung mix, quality.
 
 For each backend (``openvino``, ``torch``; ``--baseline-root`` adds another
-checkout's server, e.g. an earlier commit, as ``baseline``) and policy (``auto``,
-``fixed:1``, ``fixed:<narrowest>``) a server is started as a subprocess
-(``csd-sr serve``) on 127.0.0.1; for each concurrency level, that many
-closed-loop clients send a mix of images until the level's time or request
-budget is spent. A 503 makes a client wait its ``Retry-After`` (capped by the
-time left), as a well-behaved client would. Each answer's width is scored with
-the model card's Set5 PSNR at that width (the expected quality of what was
+checkout's server, e.g. an earlier commit, as ``baseline``), ladder (the
+servers' ``CSD_SR_PRECISIONS``: ``--ladders fp32,int8 fp32`` compares the full
+ladder with the fp32-only one in one run) and policy (``auto``, ``fixed:1``,
+``fixed:<narrowest>``) a server is started as a subprocess (``csd-sr serve``)
+on 127.0.0.1; for each concurrency level, that many closed-loop clients send a
+mix of images until the level's time or request budget is spent. A 503 makes a
+client wait its ``Retry-After`` (capped by the time left), as a well-behaved
+client would. Each answer's rung (``X-Width`` and ``X-Precision``) is scored
+with the model card's Set5 PSNR of that rung (the expected quality of what was
 served). Mixes: ``photo`` (BSD200 photos from ../shared/data resized to LR long
 sides 128/256/384/512, landscape and portrait) and ``squares`` (textured 64/128/256
 squares, 50/30/20 %). After the load levels, one ``--doomed`` request (a forced
@@ -15,6 +17,7 @@ full width on a large input) shows whether work that cannot finish in time is
 refused at once. Writes OUT/bench.md, OUT/bench.json and OUT/bench.png.
 
     python scripts/bench_service.py --out bench/results/service --baseline-root /tmp/main-before
+    python scripts/bench_service.py --backends openvino --ladders fp32,int8 fp32 --policies auto --concurrency 4 16
     python scripts/bench_service.py --random-weights --seconds-per-level 5 --concurrency 1 4   # smoke run
 """
 
@@ -52,6 +55,7 @@ IDLE_SIZES = ((320, 240), (480, 360), (640, 480))  # LR inputs sent one at a tim
 @dataclass
 class Level:
     backend: str
+    ladder: str  # the server's CSD_SR_PRECISIONS
     policy: str
     concurrency: int
     seconds: float = 0.0
@@ -61,7 +65,7 @@ class Level:
     errors_other: int = 0
     input_megapixels: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
-    widths: dict[str, int] = field(default_factory=dict)
+    rungs: dict[str, int] = field(default_factory=dict)  # rung key ("0.5", "0.5-int8") -> answers
     psnr_sum: float = 0.0
 
     def summary(self) -> dict:
@@ -72,6 +76,7 @@ class Level:
 
         return {
             "backend": self.backend,
+            "ladder": self.ladder,
             "policy": self.policy,
             "concurrency": self.concurrency,
             "requests_per_s": self.ok / self.seconds,
@@ -83,9 +88,20 @@ class Level:
             "rejected_503": self.rejected_503,
             "errors_5xx": self.errors_5xx,
             "errors_other": self.errors_other,
-            "width_mix": {w: n / max(self.ok, 1) for w, n in sorted(self.widths.items())},
+            "rung_mix": {k: self.rungs[k] / max(self.ok, 1) for k in sorted(self.rungs, key=_rung_order)},
             "mean_set5_psnr": self.psnr_sum / self.ok if self.ok else None,
         }
+
+
+def rung_key(r: httpx.Response) -> str:
+    """The served rung's key, as the card names it (no X-Precision: a server from before int8, so fp32)."""
+    precision = r.headers.get("x-precision", "fp32")
+    return r.headers["x-width"] + ("" if precision == "fp32" else f"-{precision}")
+
+
+def _rung_order(key: str) -> tuple[float, str]:
+    width, _, precision = key.partition("-")
+    return float(width), precision
 
 
 def png(img: np.ndarray | Image.Image) -> bytes:
@@ -127,7 +143,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(root: Path, backend: str, weights: Path, policy: str, port: int, args) -> subprocess.Popen:
+def start_server(
+    root: Path, backend: str, ladder: str, weights: Path, policy: str, port: int, args
+) -> subprocess.Popen:
     # An earlier checkout may predate the csd_sr package (model.cli served then) or the --backend flag.
     entry = "model.cli" if backend == BASELINE and not (root / "csd_sr").is_dir() else "csd_sr"
     cmd = [sys.executable, "-m", entry, "serve", "--weights", str(weights), "--host", "127.0.0.1"]
@@ -137,11 +155,12 @@ def start_server(root: Path, backend: str, weights: Path, policy: str, port: int
     if backend != BASELINE:
         cmd += ["--backend", backend]
     env = {"CSD_SR_MAX_PIXELS": str(DOOMED_SIDE**2), "CSD_SR_REQUEST_TIMEOUT_S": str(args.request_timeout_s)}
+    env["CSD_SR_PRECISIONS"] = ladder  # an earlier checkout ignores it (fp32 only)
     return subprocess.Popen(cmd, cwd=root, env={**os.environ, **env})
 
 
 def idle_probe(client: httpx.Client, folder: Path | None) -> list[dict]:
-    """One request at a time on the idle server per IDLE_SIZES input: the width it gets, why, and how fast."""
+    """One request at a time on the idle server per IDLE_SIZES input: the rung it gets, why, and how fast."""
     out = []
     for w, h in IDLE_SIZES:
         body = png(photo(folder, w, h)) if folder else square_inputs()[-1][0]
@@ -152,7 +171,7 @@ def idle_probe(client: httpx.Client, folder: Path | None) -> list[dict]:
             {
                 "input": f"{w}x{h}",
                 "status": r.status_code,
-                "width": r.headers.get("x-width"),
+                "rung": rung_key(r) if r.status_code == 200 else None,
                 "reason": r.headers.get("x-width-reason"),
                 "seconds": seconds,
             }
@@ -176,8 +195,11 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def fitted_costs(client: httpx.Client) -> dict[str, float]:
-    """Seconds per LR megapixel per width as the server's warm-up fitted them (``/v1/model``)."""
-    return {f"{w['width']:g}": w["cost"]["s_per_megapixel"] for w in client.get("/v1/model").json()["per_width"]}
+    """Seconds per LR megapixel per rung as the server's warm-up fitted them (``/v1/model``)."""
+    info = client.get("/v1/model").json()
+    if "rungs" in info:
+        return {r["key"]: r["cost"]["s_per_megapixel"] for r in info["rungs"]}
+    return {f"{w['width']:g}": w["cost"]["s_per_megapixel"] for w in info["per_width"]}  # a server before rungs
 
 
 def doomed_probe(client: httpx.Client) -> dict:
@@ -230,9 +252,9 @@ def run_level(client: httpx.Client, level: Level, inputs: list, psnr: dict[str, 
                     level.ok += 1
                     level.latencies_s.append(elapsed)
                     level.input_megapixels += pixels / 1e6
-                    w = r.headers["x-width"]
-                    level.widths[w] = level.widths.get(w, 0) + 1
-                    level.psnr_sum += psnr.get(w, float("nan"))
+                    key = rung_key(r)
+                    level.rungs[key] = level.rungs.get(key, 0) + 1
+                    level.psnr_sum += psnr.get(key, float("nan"))
                 elif r.status_code == 503:
                     level.rejected_503 += 1
                 elif r.status_code >= 500:
@@ -252,20 +274,25 @@ def run_level(client: httpx.Client, level: Level, inputs: list, psnr: dict[str, 
 
 
 def verdict(rows: list[dict], target_s: float, doomed: dict[str, dict]) -> list[str]:
-    """The issue's targets, checked on this run."""
+    """The issues' targets, checked on this run."""
     lines = []
-    by = {(r["backend"], r["policy"], r["concurrency"]): r for r in rows}
-    backends = list(dict.fromkeys(r["backend"] for r in rows))
-    for backend in backends:
-        auto = [r for r in rows if r["backend"] == backend and r["policy"] == "auto"]
-        if auto:
-            ok = all((r["p95_s"] or 0) <= target_s and r["errors_5xx"] == 0 for r in auto)
+    servers = list(dict.fromkeys((r["backend"], r["ladder"]) for r in rows))
+    auto = {(r["backend"], r["ladder"], r["concurrency"]): r for r in rows if r["policy"] == "auto"}
+    for backend, ladder in servers:
+        mine = [r for (b, lad, _), r in auto.items() if (b, lad) == (backend, ladder)]
+        if mine:
+            ok = all((r["p95_s"] or 0) <= target_s and r["errors_5xx"] == 0 for r in mine)
             lines.append(
-                f"- {backend} auto: p95 within {target_s:g} s, no 5xx besides 503, every concurrency: {_yn(ok)}"
+                f"- {backend} ({ladder}) auto: p95 within {target_s:g} s, no 5xx besides 503, every concurrency: "
+                f"{_yn(ok)}"
             )
+    backends = list(dict.fromkeys(b for b, _ in servers))
     reference = BASELINE if BASELINE in backends else "torch"
     top = max((r["concurrency"] for r in rows), default=0)
-    new, old = (by.get((backends[0], "auto", top)), by.get((reference, "auto", top))) if rows else (None, None)
+    first: dict[tuple[str, int], dict] = {}  # each backend's first ladder
+    for (backend, _, n), r in auto.items():
+        first.setdefault((backend, n), r)
+    new, old = first.get((backends[0], top)) if rows else None, first.get((reference, top))
     if new and old and reference != backends[0]:
         ratio = new["megapixels_per_s"] / max(old["megapixels_per_s"], 1e-9)
         dq = (new["mean_set5_psnr"] or 0) - (old["mean_set5_psnr"] or 0)
@@ -273,9 +300,21 @@ def verdict(rows: list[dict], target_s: float, doomed: dict[str, dict]) -> list[
             f"- auto at {top} clients, {backends[0]} / {reference}: {ratio:.2f}x MP/s, "
             f"mean expected Set5 PSNR {dq:+.2f} dB"
         )
-    for backend, probe in doomed.items():
+    # The int8 target: the full ladder's auto >= 0.2 dB of expected Set5 PSNR over the fp32-only one, p95 no worse.
+    for backend in backends:
+        for (b, lad, n), full in auto.items():
+            fp32 = auto.get((backend, "fp32", n))
+            if b != backend or lad == "fp32" or fp32 is None:
+                continue
+            dq = (full["mean_set5_psnr"] or 0) - (fp32["mean_set5_psnr"] or 0)
+            p95, p95_fp32 = full["p95_s"] or 0, fp32["p95_s"] or 0
+            lines.append(
+                f"- {backend} auto at {n} clients, ladder {lad} / fp32: mean expected Set5 PSNR {dq:+.2f} dB, "
+                f"p95 {p95:.2f} / {p95_fp32:.2f} s: {_yn(dq >= 0.2 and p95 <= p95_fp32)}"
+            )
+    for server, probe in doomed.items():
         lines.append(
-            f"- {backend}: forced width 1 on a {DOOMED_SIDE}x{DOOMED_SIDE} input: {probe['status']} "
+            f"- {server}: forced width 1 on a {DOOMED_SIDE}x{DOOMED_SIDE} input: {probe['status']} "
             f"{probe['error'] or ''} after {probe['seconds']:.2f} s"
         )
     return lines
@@ -292,14 +331,14 @@ def to_markdown(rows: list[dict], header: str, checks: list[str]) -> str:
     lines = [
         header,
         "",
-        "| backend | policy | clients | req/s | MP/s (input) | p50 s | p95 s | ok | 503 | other 5xx "
-        "| width mix | Set5 dB (expected) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| backend | ladder | policy | clients | req/s | MP/s (input) | p50 s | p95 s | ok | 503 | other 5xx "
+        "| rung mix | Set5 dB (expected) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        mix = ", ".join(f"{w}: {share:.0%}" for w, share in r["width_mix"].items())
+        mix = ", ".join(f"{k}: {share:.0%}" for k, share in r["rung_mix"].items())
         lines.append(
-            f"| {r['backend']} | {r['policy']} | {r['concurrency']} | {r['requests_per_s']:.2f} "
+            f"| {r['backend']} | {r['ladder']} | {r['policy']} | {r['concurrency']} | {r['requests_per_s']:.2f} "
             f"| {r['megapixels_per_s']:.3f} | {fmt(r['p50_s'])} | {fmt(r['p95_s'])} | {r['ok']} "
             f"| {r['rejected_503']} | {r['errors_5xx']} | {mix} | {fmt(r['mean_set5_psnr'])} |"
         )
@@ -307,20 +346,22 @@ def to_markdown(rows: list[dict], header: str, checks: list[str]) -> str:
 
 
 def probes_markdown(idle: dict[str, list[dict]], costs: dict[str, dict[str, float]]) -> str:
-    lines = ["", "Idle server, one request at a time (auto):", "", "| backend | input | status | width | reason | s |"]
+    lines = ["", "Idle server, one request at a time (auto):", "", "| server | input | status | rung | reason | s |"]
     lines.append("|---|---|---|---|---|---|")
-    for backend, probes in idle.items():
+    for server, probes in idle.items():
         for p in probes:
             lines.append(
-                f"| {backend} | {p['input']} | {p['status']} | {p['width']} | {p['reason']} | {p['seconds']:.2f} |"
+                f"| {server} | {p['input']} | {p['status']} | {p['rung']} | {p['reason']} | {p['seconds']:.2f} |"
             )
-    widths = sorted({w for c in costs.values() for w in c}, key=float)
+    keys = sorted({k for c in costs.values() for k in c}, key=_rung_order)
     lines += ["", "Seconds per LR megapixel as each server's warm-up fitted them:", ""]
-    lines += ["| backend | " + " | ".join(f"width {w}" for w in widths) + " |", "|---" * (len(widths) + 1) + "|"]
+    lines += ["| server | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     first = next(iter(costs.values()), {})
-    for backend, c in costs.items():
-        cells = [f"{c[w]:.2f} ({c[w] / first[w]:.2f}x)" if w in first else f"{c[w]:.2f}" for w in widths]
-        lines.append(f"| {backend} | " + " | ".join(cells) + " |")
+    for server, c in costs.items():
+        cells = [
+            "-" if k not in c else f"{c[k]:.2f} ({c[k] / first[k]:.2f}x)" if k in first else f"{c[k]:.2f}" for k in keys
+        ]
+        lines.append(f"| {server} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -332,8 +373,8 @@ def plot(rows: list[dict], target_s: float, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     levels = sorted({r["concurrency"] for r in rows})
-    for key in dict.fromkeys((r["backend"], r["policy"]) for r in rows):
-        mine = [r for r in rows if (r["backend"], r["policy"]) == key]
+    for key in dict.fromkeys((r["backend"], r["ladder"], r["policy"]) for r in rows):
+        mine = [r for r in rows if (r["backend"], r["ladder"], r["policy"]) == key]
         xs = [r["concurrency"] for r in mine]
         style = {"marker": "o", "label": " ".join(key), "linestyle": "-" if key[0] == "openvino" else "--"}
         axes[0].plot(xs, [r["megapixels_per_s"] for r in mine], **style)
@@ -360,6 +401,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     ap.add_argument("--backends", nargs="+", default=["openvino", "torch"])
     ap.add_argument("--baseline-root", type=Path, help="another checkout whose server runs as backend 'baseline'")
+    ap.add_argument(
+        "--ladders",
+        nargs="+",
+        default=["fp32,int8"],
+        help="the servers' CSD_SR_PRECISIONS, one server each: 'fp32,int8' 'fp32' compares with the fp32-only ladder",
+    )
     ap.add_argument("--policies", nargs="+", help="default: auto, fixed:1 and fixed:<narrowest>")
     ap.add_argument("--concurrency", nargs="*", type=int, default=[1, 2, 4, 8, 16], help="none: the probes only")
     ap.add_argument("--request-timeout-s", type=float, default=60.0, help="the servers' REQUEST_TIMEOUT_S")
@@ -379,18 +426,19 @@ def main() -> None:
             weights = Path(tmp) / "random-edsr-baseline.safetensors"
             save_weights(EDSR(EDSRConfig()).eval(), weights, {"note": "random weights: timing only"})
         card = json.loads(card_path(weights).read_text()) if card_path(weights).exists() else {}
-        psnr = {w: row["psnr"] for w, row in card.get("metrics", {}).get("Set5", {}).items() if w != "bicubic"}
+        psnr = {key: row["psnr"] for key, row in card.get("metrics", {}).get("Set5", {}).items() if key != "bicubic"}
         narrowest = min(read_config(weights).widths)
         policies = args.policies or ["auto", "fixed:1", f"fixed:{narrowest:g}"]
         inputs = photo_inputs(args.photos) if args.mix == "photo" else square_inputs()
-        servers = [(b, ROOT) for b in args.backends]
+        servers = [(b, ROOT, ladder) for b in args.backends for ladder in args.ladders]
         if args.baseline_root:
-            servers.append((BASELINE, args.baseline_root.resolve()))
+            servers.append((BASELINE, args.baseline_root.resolve(), "fp32"))
         rows, doomed, idle, costs, peak_rss = [], {}, {}, {}, {}
-        for backend, root in servers:
+        for backend, root, ladder in servers:
+            server = f"{backend} ({ladder})"
             for policy in policies:
                 port = free_port()
-                proc = start_server(root, backend, weights, policy, port, args)
+                proc = start_server(root, backend, ladder, weights, policy, port, args)
                 try:
                     limits = httpx.Limits(max_connections=max(args.concurrency, default=1) + 4)
                     with httpx.Client(
@@ -398,26 +446,26 @@ def main() -> None:
                     ) as c:
                         wait_ready(c, proc)
                         if policy == "auto":
-                            costs[backend] = fitted_costs(c)
-                            idle[backend] = idle_probe(c, args.photos if args.mix == "photo" else None)
-                            print(f"{backend} warm-up costs {costs[backend]} idle {idle[backend]}", flush=True)
+                            costs[server] = fitted_costs(c)
+                            idle[server] = idle_probe(c, args.photos if args.mix == "photo" else None)
+                            print(f"{server} warm-up costs {costs[server]} idle {idle[server]}", flush=True)
                         for n in args.concurrency:
-                            level = Level(backend, policy, n)
+                            level = Level(backend, ladder, policy, n)
                             run_level(c, level, inputs, psnr, args)
                             rows.append(level.summary())
                             r = rows[-1]
                             print(
-                                f"{backend:>9} {policy:>10} x{n:<3} {r['requests_per_s']:6.2f} req/s "
+                                f"{server:>20} {policy:>10} x{n:<3} {r['requests_per_s']:6.2f} req/s "
                                 f"{r['megapixels_per_s']:6.3f} MP/s p95 {r['p95_s'] or float('nan'):.2f} s  "
-                                f"ok {r['ok']} 503 {r['rejected_503']} 5xx {r['errors_5xx']}  {r['width_mix']} "
+                                f"ok {r['ok']} 503 {r['rejected_503']} 5xx {r['errors_5xx']}  {r['rung_mix']} "
                                 f"{r['mean_set5_psnr'] or float('nan'):.2f} dB",
                                 flush=True,
                             )
                         if policy == "auto":
-                            doomed[backend] = doomed_probe(c)
-                            print(f"{backend} doomed-work probe: {doomed[backend]}", flush=True)
+                            doomed[server] = doomed_probe(c)
+                            print(f"{server} doomed-work probe: {doomed[server]}", flush=True)
                     if policy == "auto":
-                        peak_rss[backend] = peak_rss_mb(proc.pid)
+                        peak_rss[server] = peak_rss_mb(proc.pid)
                 finally:
                     proc.terminate()
                     proc.wait(timeout=60)
