@@ -7,16 +7,16 @@ const KEY_STORE = "csd-sr-api-key"; // sessionStorage: the key lives as long as 
 const POLL_IDLE_MS = 3000;
 const POLL_BUSY_MS = 1000; // faster while a request of ours is in flight, for the queue counts
 
-// X-Width-Reason codes (service/policy.py), for people.
+// X-Width-Reason codes (service/policy.py), for people. A rung is a width at a precision (fp32 or int8).
 const REASONS = {
-  idle: "a worker was free, so the widest width",
-  headroom: "the widest width still meets the latency target despite the work ahead",
-  load: "narrower because of the work ahead of it",
-  size: "narrower: a wider width would miss the target for this size even on an idle server",
-  deadline: "narrower to meet the request's deadline",
-  best_effort: "too big for the target at any width, so the narrowest",
+  idle: "a worker was free, so the best rung",
+  headroom: "the best rung still meets the latency target despite the work ahead",
+  load: "a cheaper rung because of the work ahead of it",
+  size: "a cheaper rung: a better one would miss the target for this size even on an idle server",
+  deadline: "a cheaper rung to meet the request's deadline",
+  best_effort: "too big for the target at any rung, so the cheapest",
   forced: "the width you chose",
-  fixed: "the server runs one fixed width",
+  fixed: "the server runs one fixed rung",
 };
 
 // Error codes of {"error", "detail"} bodies (service/errors.py), as headings.
@@ -168,8 +168,8 @@ function applyModel(model) {
     $("live-running").textContent = `${p.running} (of ${p.workers} workers)`;
     $("live-queued").textContent = `${p.queued} (at most ${p.max_queue})`;
     $("live-wait").textContent = seconds(p.predicted_wait_s);
-    $("live-width-label").textContent = `Width for a ${p.reference_input} image now`;
-    $("live-width").textContent = p.width === null ? `none (${p.reason})` : `${widthLabel(p.width)} (${p.reason})`;
+    $("live-width-label").textContent = `Rung for a ${p.reference_input} image now`;
+    $("live-width").textContent = p.rung === null ? `none (${p.reason})` : `${p.rung} (${p.reason})`;
   }
   $("go").textContent = `Upscale ×${model.scale}`;
   renderWidthCosts();
@@ -183,7 +183,7 @@ function buildWidths(model) {
     "Expected quality: PSNR on Set5 from the model card" +
     (set5 ? ` (bicubic: ${set5.toFixed(2)} dB)` : "") +
     ". Cost: compute time relative to the full width, measured by the server.";
-  const options = [{ value: "auto", title: "auto", info: "the server picks the widest width that meets its target" }];
+  const options = [{ value: "auto", title: "auto", info: "the server picks the best rung that meets its target" }];
   for (const row of model.per_width) {
     const psnr = row.quality?.Set5?.psnr;
     options.push({
@@ -245,8 +245,8 @@ function renderWidthCosts() {
   const auto = document.querySelector('.cost[data-width="auto"]');
   const p = model.policy;
   auto.textContent =
-    p && p.width !== null
-      ? ` (target ${seconds(p.latency_target_s)}; now ${widthLabel(p.width)} for a ${p.reference_input} image)`
+    p && p.rung !== null
+      ? ` (target ${seconds(p.latency_target_s)}; now ${p.rung} for a ${p.reference_input} image)`
       : "";
 }
 
@@ -550,6 +550,9 @@ async function showResult(xhr, total) {
   $("res-width").textContent = width;
   const row = state.model.per_width.find((r) => widthLabel(r.width) === width);
   $("res-channels").textContent = row ? `(${row.channels} channels)` : "";
+  $("res-precision").textContent = header("X-Precision");
+  const psnr = header("X-Expected-PSNR").split("; ").filter(Boolean); // "Set5=31.29; Set14=27.96"
+  $("res-psnr").textContent = psnr.map((s) => `${s.replace("=", " ")} dB`).join(", ") || "not in the model card";
   $("res-reason").textContent = reason;
   $("res-reason-text").textContent = REASONS[reason] ?? "";
   $("res-wait").textContent = `${header("X-Queue-Wait-Ms")} ms`;

@@ -205,6 +205,8 @@ def test_upload_shows_the_result_its_headers_and_downloads_it(open_page, server:
     assert page.locator("#before").evaluate("canvas => [canvas.width, canvas.height]") == size
     headers = response.headers
     assert text(page, "#res-width") == headers["x-width"]
+    assert text(page, "#res-precision") == headers["x-precision"] == "fp32"
+    assert text(page, "#res-psnr") == "Set5 31.50 dB, Set14 28.00 dB"  # the card of tests/service/conftest.py
     assert text(page, "#res-reason") == headers["x-width-reason"]
     assert text(page, "#res-wait") == f"{headers['x-queue-wait-ms']} ms"
     assert text(page, "#res-model") == f"{headers['x-inference-ms']} ms"
