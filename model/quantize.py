@@ -36,10 +36,11 @@ from typing import Literal
 
 import numpy as np
 import openvino as ov
+import torch
 
 from model.data import Pair, load_pairs
 from model.edsr import EDSR
-from model.metrics import psnr_y
+from model.evaluate import score, super_resolve
 from model.openvino import MANIFEST, cpu_config, file_sha256, int8_dir, to_openvino
 from model.rungs import Rung
 
@@ -79,12 +80,9 @@ def calibration_set(pairs: list[Pair], count: int, side: int, seed: int) -> list
 
 
 def mean_psnr(compiled: ov.CompiledModel, pairs: list[Pair], scale: int) -> float:
-    """Mean Y-PSNR of ``compiled`` (whole images) against the HR images."""
-    scores = []
-    for p in pairs:
-        sr = np.clip(np.round(compiled(as_input(p.lr))[0][0]), 0, 255).astype(np.uint8).transpose(1, 2, 0)
-        scores.append(psnr_y(sr, p.hr if p.hr.ndim == 3 else np.repeat(p.hr[..., None], 3, axis=2), scale))
-    return float(np.mean(scores))
+    """Mean Y-PSNR of ``compiled`` (whole images) against the HR images, by the evaluation protocol."""
+    forward = lambda x: torch.from_numpy(compiled(x.numpy())[0])  # noqa: E731
+    return float(np.mean([score(super_resolve(forward, p.lr), p.hr, scale)["psnr"] for p in pairs]))
 
 
 def quantize_width(
