@@ -126,15 +126,19 @@ def to_markdown(rows: list[dict], sizes: list[str], header: str) -> str:
         "",
         "| backend | rung | threads | "
         + " | ".join(f"ms {s}" for s in sizes)
-        + " | GOP/s | % of fp32 peak | x fp32 (same width) |",
+        + f" | GOP/s {sizes[-1]} | "
+        + " | ".join(f"% of fp32 peak {s}" for s in sizes)
+        + " | x fp32 (same width) |",
     ]
-    lines.append("|---" * (6 + len(sizes)) + "|")
+    lines.append("|---" * (5 + 2 * len(sizes)) + "|")
     ms_of = {(r["backend"], r["rung"], r["threads"], r["input"]): r["ms"] for r in rows}
     for key in dict.fromkeys((r["backend"], r["rung"], r["threads"]) for r in rows):
         mine = {r["input"]: r for r in rows if (r["backend"], r["rung"], r["threads"]) == key}
         last = mine[sizes[-1]]
         rate = "-" if last["gflops"] is None else f"{last['gflops']:.0f}"
-        share = "-" if last["peak_share"] is None else f"{100 * last['peak_share']:.0f} %"
+        shares = " | ".join(
+            "-" if mine[s]["peak_share"] is None else f"{100 * mine[s]['peak_share']:.0f} %" for s in sizes
+        )
         rung = "-" if key[1] is None else Rung.parse(key[1])
         fp32_ms = (
             None
@@ -143,8 +147,8 @@ def to_markdown(rows: list[dict], sizes: list[str], header: str) -> str:
         )
         speedup = "-" if fp32_ms is None else f"{fp32_ms / last['ms']:.2f}x"
         ms = " | ".join(f"{mine[s]['ms']:.1f}" for s in sizes)
-        lines.append(f"| {key[0]} | {rung} | {key[2]} | {ms} | {rate} | {share} | {speedup} |")
-    return "\n".join(lines) + f"\n\nGOP/s, % of peak and speed-up: on the {sizes[-1]} input.\n"
+        lines.append(f"| {key[0]} | {rung} | {key[2]} | {ms} | {rate} | {shares} | {speedup} |")
+    return "\n".join(lines) + f"\n\nGOP/s and speed-up: on the {sizes[-1]} input.\n"
 
 
 def plot(rows: list[dict], size: str, path: Path) -> None:

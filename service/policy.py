@@ -7,10 +7,11 @@ scheduling of the running and queued work over the backend's parallel lanes)
 plus its own work at rung ``r``; the rung of highest expected quality whose
 completion meets the target wins. Work predicted to outlast the request timeout
 is refused up front instead of computed and thrown away.
-When requests are already waiting, rungs the workers could not sustain at the
-recent arrival rate (offered utilisation above ``MAX_UTILIZATION``) are skipped
-too: otherwise a burst is served at the best rung until the queue is full and
-the rest is shed, instead of cheaper for everyone.
+When a backlog builds (the scheduler passes ``utilization`` once its queue is
+half full), rungs the lanes could not sustain at the recent arrival rate
+(offered utilisation above ``MAX_UTILIZATION``) are skipped too: otherwise a
+burst is served at the best rung until the queue is full and the rest is shed,
+instead of cheaper for everyone.
 """
 
 from __future__ import annotations
