@@ -7,11 +7,12 @@ scheduling of the running and queued work over the backend's parallel lanes)
 plus its own work at rung ``r``; the rung of highest expected quality whose
 completion meets the target wins. Work predicted to outlast the request timeout
 is refused up front instead of computed and thrown away.
-When a backlog builds (the scheduler passes ``utilization`` once its queue is
-half full), rungs the lanes could not sustain at the recent arrival rate
-(offered utilisation above ``MAX_UTILIZATION``) are skipped too: otherwise a
-burst is served at the best rung until the queue is full and the rest is shed,
-instead of cheaper for everyone.
+When requests are already waiting, rungs that could not sustain the requests
+in the system (``sustained_load`` above ``MAX_UTILIZATION`` of the target) are
+skipped too: otherwise each request takes the best rung that fits behind the
+queue ahead of it, and the requests behind it pay: a burst is served at the
+best rung until the queue is full and the rest is shed, instead of cheaper for
+everyone.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ DEADLINE = "deadline"  # lower: the client's deadline is too tight even on an id
 BEST_EFFORT = "best_effort"  # the request alone is too big for the target at any rung: cheapest
 FORCED = "forced"  # the client asked for this width (or rung)
 FIXED = "fixed"  # the server runs a fixed:<rung> policy
-MAX_UTILIZATION = 0.9  # above this offered load per lane, queues grow faster than they drain
+MAX_UTILIZATION = 0.9  # share of the target the sustained latency of a rung may take
 REASONS = (IDLE, HEADROOM, LOAD, SIZE, DEADLINE, BEST_EFFORT, FORCED, FIXED)
 
 QUEUE_FULL = "queue_full"  # rejection reason: no room in the bounded queue
@@ -182,7 +183,8 @@ def decide(
     expected quality first; ``ask`` must leave some (``allowed``). ``wait_s`` is
     the predicted wait for a lane; ``target_s`` the client's deadline when it
     sent one (``from_deadline``), else the configured latency target;
-    ``utilization`` the lanes' offered load per rung at the recent arrival rate.
+    ``utilization`` per rung the latency the requests in the system would sustain at it, as a
+    share of the target (``sustained_load``).
     A rung predicted to finish after ``timeout_s`` is never started: refused as
     ``EXCEEDS_TIMEOUT`` when it alone takes that long, else as ``OVERLOADED``
     (the backlog is why; it may fit later).
@@ -220,8 +222,7 @@ def _choose(
         return Decision(rung, pinned, wait_s, wait_s + work_s[rung], target_s)
     for rung in rungs:
         predicted = wait_s + work_s[rung]
-        # Only with a queue: a closed-loop client that waits for each answer raises the arrival rate
-        # whenever it is served faster, so a rate with no backlog behind it is no sign of overload.
+        # Only with work ahead: a lone request on an idle server gets the best rung that fits.
         sustainable = wait_s == 0 or utilization is None or utilization[rung] <= MAX_UTILIZATION
         sustainable = sustainable or rung == cheapest
         if predicted <= target_s and sustainable:
@@ -248,8 +249,18 @@ def retry_after(wait_s: float, target_s: float, cheapest_work_s: float) -> int:
     return max(1, math.ceil(wait_s - max(target_s - cheapest_work_s, 0.0)))
 
 
-def offered_utilization(
-    costs: Mapping[Rung, RungCost], requests_per_s: float, megapixels_per_s: float, lanes: int
+def sustained_load(
+    costs: Mapping[Rung, RungCost], in_system: int, mean_pixels: float, lanes: int, target_s: float
 ) -> dict[Rung, float]:
-    """Share of the lanes' time the recent arrivals would take if all were served at each rung."""
-    return {r: (requests_per_s * c.overhead_s + megapixels_per_s * c.s_per_megapixel) / lanes for r, c in costs.items()}
+    """Per rung: the latency the requests now in the system would settle at if all were served at it,
+    as a share of the target.
+
+    Little's law: with ``n`` requests in the system and each one waiting for the
+    others, a rung whose typical request (``mean_pixels``) costs ``c`` holds a
+    latency of about ``n * c / lanes``. It covers both kinds of traffic: closed-loop
+    clients (each waits for its answer) arrive exactly as fast as they are served,
+    so an arrival *rate* makes every rung but the one being served look
+    unsustainable (4 such clients were served the cheapest rung at 0.8 s p95
+    against a 2 s target); a burst of independent arrivals raises ``n`` at once.
+    """
+    return {r: in_system * c.seconds(round(mean_pixels)) / (lanes * target_s) for r, c in costs.items()}

@@ -11,7 +11,6 @@ tiles, but the tiles themselves take turns.
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from collections import deque
@@ -22,16 +21,11 @@ from typing import TypeVar
 
 from model.rungs import Rung
 from service.ladder import Ladder
-from service.policy import AUTO, Ask, CostModel, Decision, decide, offered_utilization, predicted_wait
+from service.policy import AUTO, Ask, CostModel, Decision, decide, predicted_wait, sustained_load
 
 T = TypeVar("T")
 
-RATE_WINDOW_S = 10.0  # arrivals this recent set the offered load
-# The arrival rate only counts once the queue is this full. Closed-loop clients (each waits for its
-# answer) arrive as fast as they are served, so every rung but the one being served looks unsustainable
-# at their rate: gated on the queue alone, 4 such clients were served the cheapest rung at 0.8 s p95
-# against a 2 s target. A burst of independent arrivals fills the queue and trips it.
-BACKLOG_SHARE = 0.5
+RATE_WINDOW_S = 10.0  # arrivals this recent set the typical request size
 
 
 class JobAborted(Exception):
@@ -96,7 +90,6 @@ class Scheduler:
         self._queued: deque[Job] = deque()
         self._running: set[Job] = set()
         self._arrivals: deque[tuple[float, int]] = deque()  # (time, pixels) of recent admission attempts
-        self._started = time.monotonic()
         self.ladder = Ladder((), {})  # built once warm-up has measured every rung
 
     def load(self) -> Load:
@@ -123,19 +116,17 @@ class Scheduler:
             if enqueue:
                 self._arrivals.append((now, pixels))
             full = len(self._queued) + len(self._running) >= self.workers + self.max_queue
-            utilization = self._utilization_locked(now)
-            backlogged = len(self._queued) >= max(1, math.ceil(BACKLOG_SHARE * self.max_queue))
+            planned_s = target_s * self.planning_fraction  # the rest of the target absorbs prediction error
             decision = decide(
                 work,
                 ladder=self.ladder.rungs,
                 wait_s=self._wait_locked(now),
-                # Plan to a share of the target: the rest absorbs cost-prediction error.
-                target_s=target_s * self.planning_fraction,
+                target_s=planned_s,
                 queue_full=full,
                 from_deadline=from_deadline,
                 ask=ask,
                 fixed=fixed,
-                utilization=utilization if backlogged else None,
+                utilization=self._load_locked(now, pixels, planned_s),
                 timeout_s=self.timeout_s,
             )
             if decision.rung is None or not enqueue:
@@ -180,11 +171,10 @@ class Scheduler:
         running = [j.predicted_s - (now - (j.started_at or now)) for j in self._running]
         return predicted_wait(running, [j.predicted_s for j in self._queued], self.lanes)
 
-    def _utilization_locked(self, now: float) -> dict[Rung, float]:
-        """Offered load per rung from the arrivals of the last ``RATE_WINDOW_S`` (shorter right after start)."""
+    def _load_locked(self, now: float, pixels: int, target_s: float) -> dict[Rung, float]:
+        """Sustained load per rung: the requests in the system (this one too) at the recent mean size."""
         while self._arrivals and self._arrivals[0][0] < now - RATE_WINDOW_S:
             self._arrivals.popleft()
-        window = max(1.0, min(RATE_WINDOW_S, now - self._started))
-        rate = len(self._arrivals) / window
-        megapixels = sum(p for _, p in self._arrivals) / 1e6 / window
-        return offered_utilization(self.cost.snapshot(), rate, megapixels, self.lanes)
+        sizes = [p for _, p in self._arrivals] or [pixels]
+        in_system = len(self._queued) + len(self._running) + 1
+        return sustained_load(self.cost.snapshot(), in_system, sum(sizes) / len(sizes), self.lanes, target_s)

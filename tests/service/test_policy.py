@@ -23,9 +23,9 @@ from service.policy import (
     RungCost,
     allowed,
     decide,
-    offered_utilization,
     predicted_wait,
     retry_after,
+    sustained_load,
 )
 
 Q, H, F = Rung(0.25), Rung(0.5), Rung(1.0)  # the fp32 rungs: quarter, half, full width
@@ -199,19 +199,21 @@ def test_shedding_says_when_to_retry_and_big_requests_are_still_served() -> None
     assert decide(big, ladder=FP32, wait_s=1.0, target_s=2.0, queue_full=False).reason == BEST_EFFORT
 
 
-def test_rungs_the_arrival_rate_cannot_sustain_are_skipped() -> None:
-    busy = {Q: 0.2, H: 0.95, F: 3.0}  # offered load per lane at the recent arrival rate
+def test_rungs_that_cannot_sustain_the_requests_in_the_system_are_skipped() -> None:
+    busy = {Q: 0.2, H: 0.95, F: 3.0}  # sustained latency per rung as a share of the target
     assert choose(0.1, utilization=busy) == (Q, LOAD)
-    # no backlog: a high rate alone (a closed-loop client served fast) does not step down
+    # no work ahead: a lone request gets the best rung that fits
     assert choose(0.0, utilization=busy) == (F, IDLE)
     swamped = {Q: 1.5, H: 6.0, F: 20.0}  # the cheapest is still served: shedding is for the backlog
     assert choose(0.1, utilization=swamped) == (Q, LOAD)
 
 
-def test_offered_utilization() -> None:
+def test_sustained_load() -> None:
     costs = {Q: RungCost(0.01, 1.0), F8: RungCost(0.02, 10.0)}
-    u = offered_utilization(costs, requests_per_s=10.0, megapixels_per_s=0.1, lanes=2)
-    assert u == pytest.approx({Q: (0.1 + 0.1) / 2, F8: (0.2 + 1.0) / 2})
+    load = sustained_load(costs, in_system=4, mean_pixels=100_000, lanes=1, target_s=2.0)
+    # 4 requests of 0.1 MP each: 4 x 0.11 s at Q, 4 x 1.02 s at F8, as shares of 2 s
+    assert load == pytest.approx({Q: 4 * 0.11 / 2, F8: 4 * 1.02 / 2})
+    assert sustained_load(costs, 4, 100_000, lanes=2, target_s=2.0)[Q] == pytest.approx(load[Q] / 2)
 
 
 PSNR = {F: 31.30, F8: 31.25, H: 31.08, H8: 31.03, Q: 30.53, Q8: 30.48}  # Set5, as in a card
