@@ -70,7 +70,10 @@ class Metrics:
             registry=r,
         )
         self.queue_wait = Histogram(
-            "csd_sr_queue_wait_seconds", "Time admitted requests waited for a worker.", buckets=buckets, registry=r
+            "csd_sr_queue_wait_seconds",
+            "Time admitted requests waited for a worker and the inference lane.",
+            buckets=buckets,
+            registry=r,
         )
         self.queue_depth = Gauge("csd_sr_queue_depth", "Admitted requests waiting for a worker.", registry=r)
         self.busy_workers = Gauge("csd_sr_busy_workers", "Inference workers running a request.", registry=r)

@@ -33,7 +33,7 @@ class Output:
     out_width: int
     out_height: int
     bit_depth: int
-    inference_s: float
+    inference_s: float  # the model's time, the wait for the inference lane excluded
 
 
 def process(
@@ -44,13 +44,22 @@ def process(
     quality: int | None,
     png_compress_level: int,
     before_tile: Callable[[], None] | None = None,
+    on_lane: Callable[[float], None] | None = None,
 ) -> Output:
-    """Decode, upscale at ``rung`` (alpha by bicubic), encode as ``fmt``."""
+    """Decode, upscale at ``rung`` (alpha by bicubic), encode as ``fmt``; ``on_lane``: see ``Engine.run``."""
     decoded = images.decode(probe)
+    waited = 0.0
+
+    def lane_waited(seconds: float) -> None:
+        nonlocal waited
+        waited = seconds
+        if on_lane is not None:
+            on_lane(seconds)
+
     start = time.perf_counter()
-    rgb = engine.run(decoded.rgb, rung, before_tile)
+    rgb = engine.run(decoded.rgb, rung, before_tile, lane_waited)
     alpha = None if decoded.alpha is None else images.upscale_alpha(decoded.alpha, engine.scale)
-    inference_s = time.perf_counter() - start
+    inference_s = time.perf_counter() - start - waited
     body, bit_depth = images.encode(rgb, alpha, decoded, fmt, quality, png_compress_level, ENCODE_THREADS)
     h, w = rgb.shape[:2]
     return Output(body, images.OUTPUT_MEDIA_TYPES[fmt], w, h, bit_depth, inference_s)

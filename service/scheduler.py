@@ -44,11 +44,16 @@ class Job:
     admitted_at: float
     expires_at: float
     started_at: float | None = None
+    lane_wait_s: float = 0.0  # on a worker, waiting for the inference lane
     cancelled: bool = False
 
     @property
     def queue_wait_s(self) -> float:
-        return (self.started_at or time.monotonic()) - self.admitted_at
+        """Waiting for a worker, then for the inference lane."""
+        return (self.started_at or time.monotonic()) - self.admitted_at + self.lane_wait_s
+
+    def waited_for_lane(self, seconds: float) -> None:
+        self.lane_wait_s += seconds
 
     def check(self) -> None:
         """Called before each tile: stop work nobody will receive."""
@@ -164,7 +169,8 @@ class Scheduler:
         finally:
             with self._lock:
                 self._running.discard(job)
-        self.cost.observe(job.rung, job.pixels, time.monotonic() - job.started_at)
+        # The job's own work: the wait for the lane is the other jobs' work, predicted as wait, not cost.
+        self.cost.observe(job.rung, job.pixels, time.monotonic() - job.started_at - job.lane_wait_s)
         return result
 
     def _wait_locked(self, now: float) -> float:

@@ -9,6 +9,7 @@ how fast they turn a tile into pixels.
 from __future__ import annotations
 
 from collections.abc import Collection
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -25,8 +26,12 @@ class Backend(Protocol):
     lanes: int  # tiles that run at once without sharing cores (the scheduler's parallel servers)
     rungs: tuple[Rung, ...]  # what it can run, ascending by (width, precision)
 
+    def lane(self) -> AbstractContextManager[object]:
+        """Held around all the tiles of one image: images take turns in the lane(s), whole, as the policy plans."""
+        ...
+
     def infer(self, rung: Rung, x: np.ndarray) -> np.ndarray:
-        """``(1, 3, h, w)`` float32 in 0..255 -> ``(1, 3, s*h, s*w)`` float32, unclamped."""
+        """``(1, 3, h, w)`` float32 in 0..255 -> ``(1, 3, s*h, s*w)`` float32, unclamped; call inside ``lane()``."""
         ...
 
     def init_worker(self) -> None:

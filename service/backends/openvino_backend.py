@@ -1,10 +1,12 @@
 """OpenVINO on the CPU: every rung compiled at start-up (fp32 from the shipped weights, int8 from their files).
 
 One compiled model per rung, one stream over all ``threads`` cores, and one
-lane: tiles run one at a time whatever their rung, each on every core. A lone
-request's tiles use all the cores; concurrent requests' tiles take turns instead
-of splitting the cores (no oversubscription), and one infer request per rung
-holds that rung's intermediate buffers (one set, not one per worker thread).
+lane: one image's tiles at a time whatever their rung, each tile on every core.
+A lone request's tiles use all the cores; concurrent requests take turns, image
+by image, instead of splitting the cores (no oversubscription) or interleaving
+tiles (which would delay the request ahead past its predicted completion), and
+one infer request per rung holds that rung's intermediate buffers (one set, not
+one per worker thread).
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ class OpenVINOBackend:
     def init_worker(self) -> None:
         pass
 
+    def lane(self) -> threading.Lock:
+        return self._lane
+
     def infer(self, rung: Rung, x: np.ndarray) -> np.ndarray:
-        request = self._requests[rung]
-        with self._lane:
-            request.infer({0: x}, share_inputs=True)
-            return request.get_output_tensor(0).data.copy()  # the output buffer is reused by the next call
+        request = self._requests[rung]  # not thread-safe: the caller holds the lane
+        request.infer({0: x}, share_inputs=True)
+        return request.get_output_tensor(0).data.copy()  # the output buffer is reused by the next call
 
     def describe(self) -> dict[str, object]:
         compiled = next(iter(self.compiled.values()))

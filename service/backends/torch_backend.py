@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import numpy as np
 import torch
 
@@ -21,6 +23,9 @@ class TorchBackend:
     def init_worker(self) -> None:
         # torch's intra-op thread count belongs to the calling thread: set it in every worker.
         torch.set_num_threads(self.threads)
+
+    def lane(self) -> nullcontext[None]:
+        return nullcontext()  # every worker thread is a lane of its own
 
     @torch.inference_mode()
     def infer(self, rung: Rung, x: np.ndarray) -> np.ndarray:

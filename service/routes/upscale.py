@@ -56,7 +56,10 @@ _RESPONSES: dict = {
                 "'Set5=31.29; Set14=27.96' (absent when the card has none)",
                 "schema": {"type": "string"},
             },
-            "X-Queue-Wait-Ms": {"description": "time waiting for a worker", "schema": {"type": "number"}},
+            "X-Queue-Wait-Ms": {
+                "description": "time waiting for a worker and the inference lane",
+                "schema": {"type": "number"},
+            },
             "X-Inference-Ms": {"description": "model time", "schema": {"type": "number"}},
             "X-Bit-Depth": {"description": "bits per channel of the output (8 or 16)", "schema": {"type": "integer"}},
             "X-Request-ID": {"description": "the request id (echoed or generated)", "schema": {"type": "string"}},
@@ -174,7 +177,9 @@ async def _upscale(
     work = asyncio.ensure_future(
         svc.scheduler.run(
             job,
-            lambda j: pipeline.process(svc.engine, probe, j.rung, fmt, quality, s.png_compress_level, j.check),
+            lambda j: pipeline.process(
+                svc.engine, probe, j.rung, fmt, quality, s.png_compress_level, j.check, j.waited_for_lane
+            ),
         )
     )
     gone = asyncio.ensure_future(_disconnected(request))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -100,3 +102,30 @@ def test_openvino_equals_torch_whole_and_tiled(trained_like: EDSR, openvino_back
         assert out.shape == reference.shape
         # float rounding of another kernel library: 1e-4 of the output range (0.03 levels at 0..255)
         assert np.abs(out - reference).max() < 1e-4 * np.ptp(reference)
+
+
+def test_one_image_holds_the_lane_for_all_its_tiles(trained_like: EDSR, openvino_backend) -> None:
+    """Concurrent images take turns whole: the first one's tiles are never delayed by the second's."""
+    calls: list[str] = []
+    infer = openvino_backend.infer
+
+    def recording(rung: Rung, x: np.ndarray) -> np.ndarray:
+        calls.append(threading.current_thread().name)
+        return infer(rung, x)
+
+    waits: list[float] = []
+    e = Engine(openvino_backend, trained_like.cfg, 16, None)
+    img = synthetic_image(40, 56, seed=5).astype(np.float32)  # 3 x 4 tiles
+    openvino_backend.infer = recording
+    try:
+        threads = [
+            threading.Thread(target=e.run, args=(img, Rung(1.0), None, waits.append), name=f"w{i}") for i in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        del openvino_backend.infer
+    assert len(calls) == 24 and calls[:12] == [calls[0]] * 12 and calls[12:] == [calls[12]] * 12
+    assert len(waits) == 2 and min(waits) >= 0
