@@ -142,7 +142,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m model.cli", description="train, evaluate, export (the csd-sr command without serve/upscale)"
+        prog="python -m model.cli",
+        description="train, evaluate, quantize, export (the csd-sr command without serve/upscale)",
     )
     add_parsers(parser.add_subparsers(dest="command", required=True))
     return parser
