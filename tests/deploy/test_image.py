@@ -101,6 +101,11 @@ def test_image_serves_upscales_and_runs_as_non_root(docker_client: str, containe
         resp = client.post("/v1/upscale", files={"file": ("in.png", buf.getvalue(), "image/png")})
         assert resp.status_code == 200, resp.text
         assert Image.open(io.BytesIO(resp.content)).size == (56 * 4, 40 * 4)
+        # The int8 rungs ship beside the weights and match them: the image serves both precisions.
+        rungs = client.get("/v1/model").json()["rungs"]
+        assert {r["precision"] for r in rungs} == {"fp32", "int8"}, rungs
+        resp = client.post("/v1/upscale", params={"precision": "int8"}, files={"file": ("in.png", buf.getvalue())})
+        assert resp.status_code == 200 and resp.headers["x-precision"] == "int8", resp.text
         # The web page and the offline docs are package data: the installed package must carry them.
         for path in ("/", "/static/app.js", "/docs", "/static/vendor/swagger-ui/swagger-ui-bundle.js"):
             assert client.get(path).status_code == 200, path
