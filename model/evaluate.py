@@ -99,17 +99,18 @@ def openvino_forwards(
     """Every rung the service's OpenVINO backend would serve, built by the same code (``model.openvino``)."""
     import openvino as ov
 
-    from model.openvino import cpu_config, int8_models, to_openvino
+    from model.openvino import cpu_config, rung_models
 
-    models = {Rung(w): to_openvino(model.dense(w)) for w in model.widths} if "fp32" in precisions else {}
-    if "int8" in precisions:
-        int8, missing = int8_models(weights, model.widths)
-        if missing:
-            print(f"int8 rungs: {missing}")
-        models |= int8
+    models, missing = rung_models(model, weights, precisions)
+    if missing:
+        print(f"int8 rungs: {missing}")
     core = ov.Core()
-    compiled = {r: core.compile_model(m, "CPU", cpu_config(threads)) for r, m in sorted(models.items())}
-    return {r: (lambda x, c=c: torch.from_numpy(c(x.numpy())[0])) for r, c in compiled.items()}
+    return {r: compiled_forward(core.compile_model(m, "CPU", cpu_config(threads))) for r, m in sorted(models.items())}
+
+
+def compiled_forward(compiled: Callable) -> Forward:
+    """An OpenVINO compiled model as a ``Forward`` (torch tensors in and out)."""
+    return lambda x: torch.from_numpy(compiled(x.numpy())[0])
 
 
 def evaluate_sets(

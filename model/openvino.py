@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
+from collections.abc import Collection
 from pathlib import Path
 
 import openvino as ov
@@ -25,7 +26,7 @@ from openvino.frontend.pytorch import ConversionExtension
 from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
 from model.edsr import EDSR
-from model.rungs import Rung
+from model.rungs import Precision, Rung
 
 MANIFEST = "manifest.json"
 
@@ -106,3 +107,15 @@ def int8_models(weights: str | Path, widths: tuple[float, ...]) -> tuple[dict[Ru
             continue
         models[rung] = core.read_model(folder / entry["model"])
     return models, (f"{manifest_path} lacks {', '.join(missing)}" if missing else None)
+
+
+def rung_models(
+    model: EDSR, weights: str | Path | None, precisions: Collection[Precision]
+) -> tuple[dict[Rung, ov.Model], str | None]:
+    """The ``precisions`` rungs of every width (fp32 converted from ``model``, int8 read beside ``weights``),
+    and why int8 rungs are missing when they were asked for and are."""
+    models = {Rung(w): to_openvino(model.dense(w)) for w in model.widths} if "fp32" in precisions else {}
+    if "int8" not in precisions:
+        return models, None
+    int8, missing = int8_models(weights, model.widths) if weights else ({}, "no weights path given")
+    return models | int8, missing

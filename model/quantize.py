@@ -36,11 +36,10 @@ from typing import Literal
 
 import numpy as np
 import openvino as ov
-import torch
 
-from model.data import Pair, load_pairs
+from model.data import Pair, load_pairs, to_tensor
 from model.edsr import EDSR
-from model.evaluate import score, super_resolve
+from model.evaluate import compiled_forward, score, super_resolve
 from model.openvino import MANIFEST, cpu_config, file_sha256, int8_dir, to_openvino
 from model.rungs import Rung
 
@@ -61,12 +60,6 @@ def split(pairs: list[Pair], every: int) -> tuple[list[Pair], list[Pair]]:
     return [p for i, p in enumerate(pairs) if i % every], pairs[::every]
 
 
-def as_input(lr: np.ndarray) -> np.ndarray:
-    """uint8 HxW(x3) -> float32 (1, 3, H, W) in 0..255 (grey images repeated to RGB)."""
-    rgb = lr if lr.ndim == 3 else np.repeat(lr[..., None], 3, axis=2)
-    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
-
-
 def calibration_set(pairs: list[Pair], count: int, side: int, seed: int) -> list[np.ndarray]:
     """``count`` random ``side`` x ``side`` LR crops drawn from ``pairs`` (images smaller than that skipped)."""
     rng = np.random.default_rng(seed)
@@ -75,13 +68,13 @@ def calibration_set(pairs: list[Pair], count: int, side: int, seed: int) -> list
     for _ in range(count):
         lr = usable[rng.integers(len(usable))].lr
         y, x = rng.integers(lr.shape[0] - side + 1), rng.integers(lr.shape[1] - side + 1)
-        crops.append(as_input(lr[y : y + side, x : x + side]))
+        crops.append(to_tensor(lr[y : y + side, x : x + side]).numpy())
     return crops
 
 
 def mean_psnr(compiled: ov.CompiledModel, pairs: list[Pair], scale: int) -> float:
     """Mean Y-PSNR of ``compiled`` (whole images) against the HR images, by the evaluation protocol."""
-    forward = lambda x: torch.from_numpy(compiled(x.numpy())[0])  # noqa: E731
+    forward = compiled_forward(compiled)
     return float(np.mean([score(super_resolve(forward, p.lr), p.hr, scale)["psnr"] for p in pairs]))
 
 

@@ -60,14 +60,10 @@ def create_backend(
     ``torch``: the reference path (fp32 only), ``workers`` lanes of ``torch_threads`` threads each.
     """
     if name == "openvino":
-        from model.openvino import int8_models, to_openvino
+        from model.openvino import rung_models
         from service.backends.openvino_backend import OpenVINOBackend
 
-        models = {Rung(w): to_openvino(model.dense(w)) for w in model.widths} if "fp32" in precisions else {}
-        note = None
-        if "int8" in precisions:
-            int8, note = int8_models(weights, model.widths) if weights else ({}, "no weights path given")
-            models |= int8
+        models, note = rung_models(model, weights, precisions)
         if not models:
             raise ValueError(f"no rung to serve for precisions {list(precisions)}: {note}")
         return OpenVINOBackend(models, threads=threads, int8_note=note)
