@@ -42,6 +42,7 @@ import numpy as np
 from PIL import Image
 
 from model.edsr import EDSR, EDSRConfig
+from model.rungs import Rung
 from model.weights import card_path, read_config, save_weights
 from service.hardware import cpu_info
 from service.settings import DEFAULT_WEIGHTS
@@ -88,20 +89,14 @@ class Level:
             "rejected_503": self.rejected_503,
             "errors_5xx": self.errors_5xx,
             "errors_other": self.errors_other,
-            "rung_mix": {k: self.rungs[k] / max(self.ok, 1) for k in sorted(self.rungs, key=_rung_order)},
+            "rung_mix": {k: self.rungs[k] / max(self.ok, 1) for k in sorted(self.rungs, key=Rung.parse)},
             "mean_set5_psnr": self.psnr_sum / self.ok if self.ok else None,
         }
 
 
 def rung_key(r: httpx.Response) -> str:
     """The served rung's key, as the card names it (no X-Precision: a server from before int8, so fp32)."""
-    precision = r.headers.get("x-precision", "fp32")
-    return r.headers["x-width"] + ("" if precision == "fp32" else f"-{precision}")
-
-
-def _rung_order(key: str) -> tuple[float, str]:
-    width, _, precision = key.partition("-")
-    return float(width), precision
+    return Rung(float(r.headers["x-width"]), r.headers.get("x-precision", "fp32")).key
 
 
 def png(img: np.ndarray | Image.Image) -> bytes:
@@ -353,7 +348,7 @@ def probes_markdown(idle: dict[str, list[dict]], costs: dict[str, dict[str, floa
             lines.append(
                 f"| {server} | {p['input']} | {p['status']} | {p['rung']} | {p['reason']} | {p['seconds']:.2f} |"
             )
-    keys = sorted({k for c in costs.values() for k in c}, key=_rung_order)
+    keys = sorted({k for c in costs.values() for k in c}, key=Rung.parse)
     lines += ["", "Seconds per LR megapixel as each server's warm-up fitted them:", ""]
     lines += ["| server | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     first = next(iter(costs.values()), {})
