@@ -15,7 +15,7 @@ card is dropped too: the policy cannot rank it. Pure logic, no I/O.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from model.rungs import Rung
 
@@ -28,6 +28,7 @@ DOMINANCE_MARGIN = 0.1  # a rung is "slower" than another when it costs more tha
 class Ladder:
     rungs: tuple[Rung, ...]  # served by auto, best expected quality first
     dropped: dict[Rung, str]  # rungs the backend runs that are not on the ladder, and why
+    quality: dict[Rung, float] = field(default_factory=dict)  # expected quality of each rung on the ladder
 
     @property
     def widths(self) -> tuple[float, ...]:
@@ -70,7 +71,7 @@ def build_ladder(quality: Mapping[Rung, float | None], cost_s: Mapping[Rung, flo
                 f"and not better (expected quality {q:.2f} vs {scored[s]:.2f})"
             )
     kept = sorted((r for r in scored if r not in dropped), key=lambda r: (-scored[r], cost_s[r]))
-    return Ladder(tuple(kept), dropped)
+    return Ladder(tuple(kept), dropped, {r: scored[r] for r in kept})
 
 
 def _slower(rung: Rung, other: Rung, cost_s: Mapping[Rung, float]) -> bool:

@@ -4,15 +4,21 @@ A rung is a width of the shared weights at a precision (``model.rungs``). The
 ladder (``service.ladder``) orders the rungs by expected quality. A request's
 predicted completion is the wait until an inference lane is free (list
 scheduling of the running and queued work over the backend's parallel lanes)
-plus its own work at rung ``r``; the rung of highest expected quality whose
-completion meets the target wins. Work predicted to outlast the request timeout
-is refused up front instead of computed and thrown away.
-When requests are already waiting, rungs that could not sustain the requests
-in the system (``sustained_load`` above ``MAX_UTILIZATION`` of the target) are
-skipped too: otherwise each request takes the best rung that fits behind the
-queue ahead of it, and the requests behind it pay: a burst is served at the
-best rung until the queue is full and the rest is shed, instead of cheaper for
-everyone.
+plus its own work at rung ``r``. On an idle lane the rung of highest expected
+quality whose completion meets the target wins. Work predicted to outlast the
+request timeout is refused up front instead of computed and thrown away.
+
+With work ahead, lane time is scarce and has a price (``lane_price``, expected
+dB per lane-second): the lowest price at which the requests in the system, sized
+like the recent ones, would each finish within the target on average (Little's
+law). Each request then takes the rung of highest ``quality - price * seconds``
+among those that fit: a second of lane time buys more expected quality on a
+small image than on a large one (every answer counts the same), so under load
+small images keep wide rungs and large ones step down first, and a rung that is
+dominated in quality per second (0.25 fp32 next to 0.25/0.5 int8) is skipped.
+Without a price, each request would take the best rung that fits behind the
+queue ahead of it and the requests behind it would pay: a burst served at the
+best rung until the queue is full, the rest shed, instead of cheaper for everyone.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ DEADLINE = "deadline"  # lower: the client's deadline is too tight even on an id
 BEST_EFFORT = "best_effort"  # the request alone is too big for the target at any rung: cheapest
 FORCED = "forced"  # the client asked for this width (or rung)
 FIXED = "fixed"  # the server runs a fixed:<rung> policy
-MAX_UTILIZATION = 0.9  # share of the target the sustained latency of a rung may take
+MAX_UTILIZATION = 0.9  # share of the target the sustained latency of the requests in the system may take
 REASONS = (IDLE, HEADROOM, LOAD, SIZE, DEADLINE, BEST_EFFORT, FORCED, FIXED)
 
 QUEUE_FULL = "queue_full"  # rejection reason: no room in the bounded queue
@@ -173,7 +179,8 @@ def decide(
     from_deadline: bool = False,
     ask: Ask = AUTO,
     fixed: Rung | None = None,
-    utilization: Mapping[Rung, float] | None = None,
+    quality: Mapping[Rung, float] | None = None,
+    price: float = 0.0,
     timeout_s: float = math.inf,
 ) -> Decision:
     """Choose a rung for one request, or refuse it.
@@ -183,8 +190,8 @@ def decide(
     expected quality first; ``ask`` must leave some (``allowed``). ``wait_s`` is
     the predicted wait for a lane; ``target_s`` the client's deadline when it
     sent one (``from_deadline``), else the configured latency target;
-    ``utilization`` per rung the latency the requests in the system would sustain at it, as a
-    share of the target (``sustained_load``).
+    ``quality`` the expected quality of each ladder rung and ``price`` what a
+    lane-second costs in it (``lane_price``), which counts only with work ahead.
     A rung predicted to finish after ``timeout_s`` is never started: refused as
     ``EXCEEDS_TIMEOUT`` when it alone takes that long, else as ``OVERLOADED``
     (the backlog is why; it may fit later).
@@ -193,7 +200,8 @@ def decide(
     if not rungs:
         raise ValueError(f"no rung for {ask} on the ladder {[r.key for r in ladder]}")
     pinned = FORCED if ask.width is not None else FIXED if fixed is not None else None
-    decision = _choose(rungs, work_s, wait_s, target_s, queue_full, from_deadline, pinned, utilization)
+    value = None if quality is None or wait_s == 0 else Value(quality, price)
+    decision = _choose(rungs, work_s, wait_s, target_s, queue_full, from_deadline, pinned, value)
     if decision.rung is None or decision.predicted_s <= timeout_s:
         return decision
     fits = tuple(r for r in reversed(ladder) if wait_s + work_s[r] <= timeout_s)
@@ -211,7 +219,7 @@ def _choose(
     queue_full: bool,
     from_deadline: bool,
     pinned: str | None,
-    utilization: Mapping[Rung, float] | None,
+    value: Value | None,
 ) -> Decision:
     cheapest = min(rungs, key=work_s.__getitem__)
     if queue_full:
@@ -220,14 +228,12 @@ def _choose(
     if pinned is not None:  # the client's width or the server's rung: the best of it that fits, never shed
         rung = next((r for r in rungs if wait_s + work_s[r] <= target_s), cheapest)
         return Decision(rung, pinned, wait_s, wait_s + work_s[rung], target_s)
-    for rung in rungs:
-        predicted = wait_s + work_s[rung]
-        # Only with work ahead: a lone request on an idle server gets the best rung that fits.
-        sustainable = wait_s == 0 or utilization is None or utilization[rung] <= MAX_UTILIZATION
-        sustainable = sustainable or rung == cheapest
-        if predicted <= target_s and sustainable:
-            reason = _reason(rung, rungs[0], wait_s, work_s, target_s, from_deadline)
-            return Decision(rung, reason, wait_s, predicted, target_s)
+    fitting = [r for r in rungs if wait_s + work_s[r] <= target_s]
+    if fitting:
+        # Only with work ahead is lane time priced: a lone request on an idle lane gets the best rung that fits.
+        rung = fitting[0] if value is None else value.best(fitting, work_s)
+        reason = _reason(rung, rungs[0], wait_s, work_s, target_s, from_deadline)
+        return Decision(rung, reason, wait_s, wait_s + work_s[rung], target_s)
     if work_s[cheapest] <= target_s:  # it would fit on an idle server: the backlog is why, so shed it
         retry = retry_after(wait_s, target_s, work_s[cheapest])
         return Decision(None, OVERLOADED, wait_s, wait_s + work_s[cheapest], target_s, retry)
@@ -249,18 +255,72 @@ def retry_after(wait_s: float, target_s: float, cheapest_work_s: float) -> int:
     return max(1, math.ceil(wait_s - max(target_s - cheapest_work_s, 0.0)))
 
 
-def sustained_load(
-    costs: Mapping[Rung, RungCost], in_system: int, mean_pixels: float, lanes: int, target_s: float
-) -> dict[Rung, float]:
-    """Per rung: the latency the requests now in the system would settle at if all were served at it,
-    as a share of the target.
+@dataclass(frozen=True)
+class Value:
+    """Expected quality per rung and the price of a lane-second in it: what a rung is worth for one request."""
 
-    Little's law: with ``n`` requests in the system and each one waiting for the
-    others, a rung whose typical request (``mean_pixels``) costs ``c`` holds a
-    latency of about ``n * c / lanes``. It covers both kinds of traffic: closed-loop
-    clients (each waits for its answer) arrive exactly as fast as they are served,
-    so an arrival *rate* makes every rung but the one being served look
-    unsustainable (4 such clients were served the cheapest rung at 0.8 s p95
-    against a 2 s target); a burst of independent arrivals raises ``n`` at once.
+    quality: Mapping[Rung, float]
+    price: float
+
+    def best(self, rungs: Sequence[Rung], work_s: Mapping[Rung, float]) -> Rung:
+        """The rung of highest ``quality - price * seconds``, the cheaper on a tie (infinite price: the cheapest)."""
+        if math.isinf(self.price):
+            return min(rungs, key=work_s.__getitem__)
+        return max(rungs, key=lambda r: (self.quality[r] - self.price * work_s[r], -work_s[r]))
+
+
+def lane_price(
+    costs: Mapping[Rung, RungCost],
+    quality: Mapping[Rung, float],
+    sizes: Mapping[int, int],
+    budget_s: float,
+    target_s: float,
+) -> float:
+    """The lowest price of a lane-second (expected quality per second) that keeps the mean work within budget.
+
+    ``sizes`` counts recent requests by pixels; each is served, at a price, the rung
+    of ``quality`` (the ladder) worth most among those that meet ``target_s`` alone
+    (the cheapest if none does). ``budget_s`` is the mean work per request the lanes
+    can afford. 0: every request may have its best rung; ``inf``: even the cheapest
+    rung for all exceeds the budget. The mean work falls as the price rises and only
+    changes where two rungs are worth the same for some size, so the answer is one
+    of those break-even prices.
     """
-    return {r: in_system * c.seconds(round(mean_pixels)) / (lanes * target_s) for r, c in costs.items()}
+    options = [_options(costs, quality, pixels, target_s) for pixels in sizes]
+    weights = list(sizes.values())
+    total = sum(weights)
+
+    def mean_work(price: float) -> float:
+        value = Value(quality, price)
+        return sum(n * work[value.best(list(work), work)] for n, work in zip(weights, options, strict=True)) / total
+
+    if mean_work(0.0) <= budget_s:
+        return 0.0
+    if mean_work(math.inf) > budget_s:
+        return math.inf
+    prices = sorted(
+        {
+            (quality[a] - quality[b]) / (work[a] - work[b])
+            for work in options
+            for a in work
+            for b in work
+            if quality[a] > quality[b] and work[a] > work[b]
+        }
+    )
+    lo, hi = 0, len(prices) - 1  # mean_work(prices[-1]) is the cheapest rung everywhere: within budget
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if mean_work(prices[mid]) <= budget_s:
+            hi = mid
+        else:
+            lo = mid + 1
+    return prices[lo]
+
+
+def _options(
+    costs: Mapping[Rung, RungCost], quality: Mapping[Rung, float], pixels: int, target_s: float
+) -> dict[Rung, float]:
+    """Work per ladder rung for a request of ``pixels``: the rungs that meet the target alone, else the cheapest."""
+    work = {r: costs[r].seconds(pixels) for r in quality}
+    fit = {r: s for r, s in work.items() if s <= target_s}
+    return fit or {min(work, key=work.__getitem__): min(work.values())}

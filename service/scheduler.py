@@ -11,9 +11,10 @@ tiles, but the tiles themselves take turns.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,11 +22,12 @@ from typing import TypeVar
 
 from model.rungs import Rung
 from service.ladder import Ladder
-from service.policy import AUTO, Ask, CostModel, Decision, decide, predicted_wait, sustained_load
+from service.policy import AUTO, MAX_UTILIZATION, Ask, CostModel, Decision, decide, lane_price, predicted_wait
 
 T = TypeVar("T")
 
-RATE_WINDOW_S = 10.0  # arrivals this recent set the typical request size
+RATE_WINDOW_S = 10.0  # arrivals this recent are the request sizes the lane price is set for
+SIZE_STEP = 1.1  # sizes within this ratio are one size to the lane price (it costs time per distinct size)
 
 
 class JobAborted(Exception):
@@ -122,16 +124,18 @@ class Scheduler:
                 self._arrivals.append((now, pixels))
             full = len(self._queued) + len(self._running) >= self.workers + self.max_queue
             planned_s = target_s * self.planning_fraction  # the rest of the target absorbs prediction error
+            wait_s = self._wait_locked(now)
             decision = decide(
                 work,
                 ladder=self.ladder.rungs,
-                wait_s=self._wait_locked(now),
+                wait_s=wait_s,
                 target_s=planned_s,
                 queue_full=full,
                 from_deadline=from_deadline,
                 ask=ask,
                 fixed=fixed,
-                utilization=self._load_locked(now, pixels, planned_s),
+                quality=self.ladder.quality,
+                price=self._price_locked(now, pixels, planned_s) if wait_s > 0 and self.ladder.quality else 0.0,
                 timeout_s=self.timeout_s,
             )
             if decision.rung is None or not enqueue:
@@ -177,10 +181,15 @@ class Scheduler:
         running = [j.predicted_s - (now - (j.started_at or now)) for j in self._running]
         return predicted_wait(running, [j.predicted_s for j in self._queued], self.lanes)
 
-    def _load_locked(self, now: float, pixels: int, target_s: float) -> dict[Rung, float]:
-        """Sustained load per rung: the requests in the system (this one too) at the recent mean size."""
+    def _price_locked(self, now: float, pixels: int, target_s: float) -> float:
+        """The lane price at which the requests in the system (this one too), sized like the recent ones,
+        would hold ``MAX_UTILIZATION`` of the target: by Little's law ``n`` requests each waiting for the
+        others settle at ``n x mean work / lanes``.
+        """
         while self._arrivals and self._arrivals[0][0] < now - RATE_WINDOW_S:
             self._arrivals.popleft()
-        sizes = [p for _, p in self._arrivals] or [pixels]
+        recent = [p for _, p in self._arrivals] or [pixels]
+        sizes = Counter(round(SIZE_STEP ** round(math.log(p, SIZE_STEP))) for p in recent)
         in_system = len(self._queued) + len(self._running) + 1
-        return sustained_load(self.cost.snapshot(), in_system, sum(sizes) / len(sizes), self.lanes, target_s)
+        budget_s = MAX_UTILIZATION * target_s * self.lanes / in_system
+        return lane_price(self.cost.snapshot(), self.ladder.quality, sizes, budget_s, target_s)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from model.rungs import Rung
@@ -23,9 +25,9 @@ from service.policy import (
     RungCost,
     allowed,
     decide,
+    lane_price,
     predicted_wait,
     retry_after,
-    sustained_load,
 )
 
 Q, H, F = Rung(0.25), Rung(0.5), Rung(1.0)  # the fp32 rungs: quarter, half, full width
@@ -199,24 +201,52 @@ def test_shedding_says_when_to_retry_and_big_requests_are_still_served() -> None
     assert decide(big, ladder=FP32, wait_s=1.0, target_s=2.0, queue_full=False).reason == BEST_EFFORT
 
 
-def test_rungs_that_cannot_sustain_the_requests_in_the_system_are_skipped() -> None:
-    busy = {Q: 0.2, H: 0.95, F: 3.0}  # sustained latency per rung as a share of the target
-    assert choose(0.1, utilization=busy) == (Q, LOAD)
-    # no work ahead: a lone request gets the best rung that fits
-    assert choose(0.0, utilization=busy) == (F, IDLE)
-    swamped = {Q: 1.5, H: 6.0, F: 20.0}  # the cheapest is still served: shedding is for the backlog
-    assert choose(0.1, utilization=swamped) == (Q, LOAD)
-
-
-def test_sustained_load() -> None:
-    costs = {Q: RungCost(0.01, 1.0), F8: RungCost(0.02, 10.0)}
-    load = sustained_load(costs, in_system=4, mean_pixels=100_000, lanes=1, target_s=2.0)
-    # 4 requests of 0.1 MP each: 4 x 0.11 s at Q, 4 x 1.02 s at F8, as shares of 2 s
-    assert load == pytest.approx({Q: 4 * 0.11 / 2, F8: 4 * 1.02 / 2})
-    assert sustained_load(costs, 4, 100_000, lanes=2, target_s=2.0)[Q] == pytest.approx(load[Q] / 2)
-
-
 PSNR = {F: 31.30, F8: 31.25, H: 31.08, H8: 31.03, Q: 30.53, Q8: 30.48}  # Set5, as in a card
+
+
+# Seconds per megapixel of each rung as the service measures them (codec work included: int8 gains less on
+# the narrow rungs); 0.25 fp32 is dominated in quality per second by a mix of 0.25-int8 and 0.5-int8.
+SLOPE = {F: 14.6, F8: 5.2, H: 4.3, H8: 2.1, Q: 1.7, Q8: 1.3}
+COSTS = {r: RungCost(0.0, s) for r, s in SLOPE.items()}
+
+
+def work_for(pixels: int) -> dict[Rung, float]:
+    return {r: c.seconds(pixels) for r, c in COSTS.items()}
+
+
+def test_under_load_lane_time_goes_where_it_buys_the_most_quality() -> None:
+    small, large = work_for(20_000), work_for(175_000)
+
+    def under(price: float, work: dict[Rung, float]) -> Rung | None:
+        return choose(0.3, work=work, ladder=MIXED, quality=PSNR, price=price)[0]
+
+    # at 10 dB per lane-second the small image is worth 0.5 int8 (+0.55 dB for 0.016 s), the large one is not
+    assert under(10.0, small) == H8 and under(10.0, large) == Q8
+    assert under(2.0, small) == F8 and under(2.0, large) == H8  # cheaper time: a rung up for both
+    assert under(0.0, large) == F8  # free lane time: the best rung that fits behind the work ahead
+    assert under(math.inf, small) == Q8  # priceless: the cheapest
+    # 0.25 fp32 is never worth its cost next to the int8 rungs around it, whatever the price
+    assert all(under(p, work) != Q for p in (0.0, 0.5, 1, 2, 5, 10, 20, 50, 100, 1e3) for work in (small, large))
+    # an idle lane ignores the price: a lone request gets the best rung that fits
+    assert choose(0.0, work=small, ladder=MIXED, quality=PSNR, price=10.0) == (F, IDLE)
+
+
+def test_lane_price_is_the_lowest_that_keeps_the_mean_work_within_budget() -> None:
+    sizes = {10_000: 3, 50_000: 2, 175_000: 1}
+    quality = {r: PSNR[r] for r in MIXED}
+
+    def mean_work(price: float) -> float:
+        picks = {p: choose(0.3, work=work_for(p), ladder=MIXED, quality=quality, price=price)[0] for p in sizes}
+        return sum(n * COSTS[picks[p]].seconds(p) for p, n in sizes.items()) / sum(sizes.values())
+
+    assert lane_price(COSTS, quality, sizes, budget_s=10.0, target_s=2.0) == 0.0  # every one its best rung
+    assert lane_price(COSTS, quality, sizes, budget_s=0.01, target_s=2.0) == math.inf  # not even the cheapest
+    for budget in (0.07, 0.1, 0.15, 0.25, 0.4):
+        price = lane_price(COSTS, quality, sizes, budget_s=budget, target_s=2.0)
+        assert 0 < price < math.inf
+        assert mean_work(price) <= budget < mean_work(price * 0.999)  # the lowest such price
+    # a rung that cannot meet the target alone is not an option for that size (full width fp32 at 175 kpx)
+    assert lane_price(COSTS, quality, {175_000: 1}, budget_s=2.0, target_s=2.0) == 0.0
 
 
 def test_the_ladder_is_ordered_by_expected_quality() -> None:
