@@ -91,7 +91,8 @@ def _build_state(settings: Settings) -> ServiceState:
         init_worker=backend.init_worker,
     )
     metrics = Metrics(engine.rungs, settings.latency_target_s)
-    metrics.bind(scheduler, cost)
+    reference = engine.work_pixels(pipeline.REFERENCE_SIDE, pipeline.REFERENCE_SIDE)
+    metrics.bind(scheduler, cost, reference, settings.latency_target_s)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     cfg = model.cfg
     metrics.model.info(

@@ -100,6 +100,12 @@ class Metrics:
             ["width", "precision"],
             registry=r,
         )
+        self.lane_price = Gauge(
+            "csd_sr_lane_price",
+            "What a second of inference lane time costs in expected Set5 dB for the reference input "
+            "(0: every request may have its best rung; +Inf: past capacity, the cheapest rung is served).",
+            registry=r,
+        )
         self.latency_target = Gauge("csd_sr_latency_target_seconds", "Configured latency target.", registry=r)
         self.ready = Gauge("csd_sr_ready", "1 once the model is loaded and warmed up.", registry=r)
         self.model = Info("csd_sr_model", "The served model.", registry=r)
@@ -113,8 +119,9 @@ class Metrics:
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)
 
-    def bind(self, scheduler: Scheduler, cost: CostModel) -> None:
+    def bind(self, scheduler: Scheduler, cost: CostModel, reference_pixels: int, target_s: float) -> None:
         """Gauges read live state at scrape time, so they are never stale."""
+        self.lane_price.set_function(lambda: scheduler.lane_price(reference_pixels, target_s))
         self.queue_depth.set_function(lambda: scheduler.load().queued)
         self.busy_workers.set_function(lambda: scheduler.load().running)
         self.workers.set(scheduler.workers)

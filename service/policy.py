@@ -29,6 +29,8 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from model.rungs import Rung
 
 # Why a rung was chosen (bounded label values of csd_sr_width_decisions_total).
@@ -283,44 +285,33 @@ def lane_price(
     (the cheapest if none does). ``budget_s`` is the mean work per request the lanes
     can afford. 0: every request may have its best rung; ``inf``: even the cheapest
     rung for all exceeds the budget. The mean work falls as the price rises and only
-    changes where two rungs are worth the same for some size, so the answer is one
-    of those break-even prices.
+    changes where two rungs are worth the same for some size: the answer is just above
+    one of those break-even prices, so the size at the margin takes the cheaper rung.
     """
-    options = [_options(costs, quality, pixels, target_s) for pixels in sizes]
-    weights = list(sizes.values())
-    total = sum(weights)
+    q = np.array(list(quality.values()))
+    weights = np.array(list(sizes.values()), dtype=float)
+    work = np.array([[costs[r].seconds(p) for r in quality] for p in sizes])  # sizes x rungs
+    fits = work <= target_s
+    fits[np.arange(len(work)), work.argmin(axis=1)] |= ~fits.any(axis=1)
 
     def mean_work(price: float) -> float:
-        value = Value(quality, price)
-        return sum(n * work[value.best(list(work), work)] for n, work in zip(weights, options, strict=True)) / total
+        value = np.where(fits, -work if math.isinf(price) else q - price * work, -np.inf)
+        chosen = work[np.arange(len(work)), value.argmax(axis=1)]
+        return float(weights @ chosen / weights.sum())
 
     if mean_work(0.0) <= budget_s:
         return 0.0
     if mean_work(math.inf) > budget_s:
         return math.inf
-    prices = sorted(
-        {
-            (quality[a] - quality[b]) / (work[a] - work[b])
-            for work in options
-            for a in work
-            for b in work
-            if quality[a] > quality[b] and work[a] > work[b]
-        }
-    )
-    lo, hi = 0, len(prices) - 1  # mean_work(prices[-1]) is the cheapest rung everywhere: within budget
+    dq = q[:, None] - q[None, :]  # rung a over rung b
+    dw = work[:, :, None] - work[:, None, :]
+    pairs = fits[:, :, None] & fits[:, None, :] & (dq > 0) & (dw > 0)
+    prices = np.unique(np.broadcast_to(dq, dw.shape)[pairs] / dw[pairs]) * (1 + 1e-9)
+    lo, hi = 0, len(prices) - 1  # above the highest break-even price every size takes its cheapest rung
     while lo < hi:
         mid = (lo + hi) // 2
         if mean_work(prices[mid]) <= budget_s:
             hi = mid
         else:
             lo = mid + 1
-    return prices[lo]
-
-
-def _options(
-    costs: Mapping[Rung, RungCost], quality: Mapping[Rung, float], pixels: int, target_s: float
-) -> dict[Rung, float]:
-    """Work per ladder rung for a request of ``pixels``: the rungs that meet the target alone, else the cheapest."""
-    work = {r: costs[r].seconds(pixels) for r in quality}
-    fit = {r: s for r, s in work.items() if s <= target_s}
-    return fit or {min(work, key=work.__getitem__): min(work.values())}
+    return float(prices[lo])

@@ -11,7 +11,6 @@ tiles, but the tiles themselves take turns.
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 import time
 from collections import Counter, deque
@@ -27,7 +26,6 @@ from service.policy import AUTO, MAX_UTILIZATION, Ask, CostModel, Decision, deci
 T = TypeVar("T")
 
 RATE_WINDOW_S = 10.0  # arrivals this recent are the request sizes the lane price is set for
-SIZE_STEP = 1.1  # sizes within this ratio are one size to the lane price (it costs time per distinct size)
 
 
 class JobAborted(Exception):
@@ -135,7 +133,7 @@ class Scheduler:
                 ask=ask,
                 fixed=fixed,
                 quality=self.ladder.quality,
-                price=self._price_locked(now, pixels, planned_s) if wait_s > 0 and self.ladder.quality else 0.0,
+                price=self._price_locked(now, pixels, planned_s, wait_s),
                 timeout_s=self.timeout_s,
             )
             if decision.rung is None or not enqueue:
@@ -181,15 +179,22 @@ class Scheduler:
         running = [j.predicted_s - (now - (j.started_at or now)) for j in self._running]
         return predicted_wait(running, [j.predicted_s for j in self._queued], self.lanes)
 
-    def _price_locked(self, now: float, pixels: int, target_s: float) -> float:
+    def lane_price(self, pixels: int, target_s: float) -> float:
+        """What a lane-second costs now (expected quality per second) for a request of ``pixels`` and ``target_s``."""
+        with self._lock:
+            now = time.monotonic()
+            return self._price_locked(now, pixels, target_s * self.planning_fraction, self._wait_locked(now))
+
+    def _price_locked(self, now: float, pixels: int, target_s: float, wait_s: float) -> float:
         """The lane price at which the requests in the system (this one too), sized like the recent ones,
         would hold ``MAX_UTILIZATION`` of the target: by Little's law ``n`` requests each waiting for the
-        others settle at ``n x mean work / lanes``.
+        others settle at ``n x mean work / lanes``. Free (0) with no work ahead, and before the ladder exists.
         """
+        if wait_s == 0 or not self.ladder.quality:
+            return 0.0
         while self._arrivals and self._arrivals[0][0] < now - RATE_WINDOW_S:
             self._arrivals.popleft()
-        recent = [p for _, p in self._arrivals] or [pixels]
-        sizes = Counter(round(SIZE_STEP ** round(math.log(p, SIZE_STEP))) for p in recent)
+        sizes = Counter(p for _, p in self._arrivals) or Counter([pixels])
         in_system = len(self._queued) + len(self._running) + 1
         budget_s = MAX_UTILIZATION * target_s * self.lanes / in_system
         return lane_price(self.cost.snapshot(), self.ladder.quality, sizes, budget_s, target_s)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
@@ -57,6 +59,9 @@ class PolicyState(BaseModel):
     precision: str | None
     reason: str
     predicted_s: float
+    # Expected Set5 dB a lane-second costs now (0: idle or every request may have its best rung);
+    # None: past capacity, the cheapest rung is served (the price is infinite).
+    lane_price: float | None
 
 
 class ModelInfo(BaseModel):
@@ -162,4 +167,9 @@ def _policy(svc: ServiceState) -> PolicyState:
         precision=None if rung is None else rung.precision,
         reason=decision.reason,
         predicted_s=decision.predicted_s,
+        lane_price=_finite(svc.scheduler.lane_price(pixels, s.latency_target_s)),
     )
+
+
+def _finite(x: float) -> float | None:
+    return None if math.isinf(x) else x

@@ -202,3 +202,28 @@ def test_a_job_past_its_deadline_stops_at_its_next_tile() -> None:
         asyncio.run(scheduler.run(job, slow_tiles))
     scheduler.shutdown()
     assert aborted.value.reason == "timeout" and 1 <= len(tiles) < 100
+
+
+def test_the_lane_price_rises_with_the_requests_in_the_system() -> None:
+    """Queued work makes lane time dear: once n requests at the best rung would outlast the target, admissions
+    step down the ladder (by price, then by what still fits), and then they are refused."""
+    quality = {Rung(1.0): 31.3, Rung(0.5): 31.1, Rung(0.25): 30.5}
+    cost = CostModel(list(quality), alpha=0.0, ref_pixels=1)
+    for rung, s_per_mp in zip(quality, (10.0, 3.0, 1.0), strict=True):
+        cost.fit(rung, [(100_000, s_per_mp * 0.1), (200_000, s_per_mp * 0.2)])
+    scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=50, timeout_s=60.0)
+    scheduler.ladder = Ladder(tuple(quality), {}, quality)
+    pixels, target = 50_000, 4.0  # full width 0.5 s, 0.5 0.15 s, 0.25 0.05 s
+    assert scheduler.lane_price(pixels, target) == 0  # idle
+    prices, rungs = [], []
+    for _ in range(40):
+        prices.append(scheduler.lane_price(pixels, target))
+        decision, _ = scheduler.admit(pixels, target_s=target)
+        rungs.append(decision.rung)
+    scheduler.shutdown()
+    served = [r for r in rungs if r is not None]
+    assert prices == sorted(prices) and prices[7] > 0
+    # 7 x 0.5 s at full width hold 0.9 of the 4 s target, an 8th would not: priced down to width 0.5
+    assert served[:8] == [Rung(1.0)] * 7 + [Rung(0.5)]
+    assert served == sorted(served, key=lambda r: -r.width) and served[-1] == Rung(0.25)
+    assert rungs[len(served) :] == [None] * (40 - len(served))  # then even the cheapest misses the target

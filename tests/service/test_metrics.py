@@ -43,6 +43,7 @@ def test_metrics_parse_and_describe_the_model(client: httpx.Client) -> None:
         "csd_sr_cost_seconds_per_megapixel",
         "csd_sr_cost_overhead_seconds",
         "csd_sr_latency_target_seconds",
+        "csd_sr_lane_price",
         "csd_sr_ready",
         "csd_sr_model_info",
         "process_cpu_seconds_total",
@@ -59,6 +60,7 @@ def test_metrics_parse_and_describe_the_model(client: httpx.Client) -> None:
     assert value(m, "csd_sr_ready") == 1 and value(m, "csd_sr_latency_target_seconds") == 2.0
     assert value(m, "csd_sr_workers") == 2
     assert value(m, "csd_sr_queue_depth") == 0 and value(m, "csd_sr_busy_workers") == 0
+    assert value(m, "csd_sr_lane_price") == 0  # idle: lane time is free
 
 
 def test_metrics_move_when_requests_are_served(client: httpx.Client) -> None:
