@@ -397,6 +397,9 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["openvino", "torch"])
     ap.add_argument("--baseline-root", type=Path, help="another checkout whose server runs as backend 'baseline'")
     ap.add_argument(
+        "--baseline-ladder", default="fp32", help="the baseline server's CSD_SR_PRECISIONS (a checkout with int8 rungs)"
+    )
+    ap.add_argument(
         "--ladders",
         nargs="+",
         default=["fp32,int8"],
@@ -427,7 +430,7 @@ def main() -> None:
         inputs = photo_inputs(args.photos) if args.mix == "photo" else square_inputs()
         servers = [(b, ROOT, ladder) for b in args.backends for ladder in args.ladders]
         if args.baseline_root:
-            servers.append((BASELINE, args.baseline_root.resolve(), "fp32"))
+            servers.append((BASELINE, args.baseline_root.resolve(), args.baseline_ladder))
         rows, doomed, idle, costs, peak_rss = [], {}, {}, {}, {}
         for backend, root, ladder in servers:
             server = f"{backend} ({ladder})"
