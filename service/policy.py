@@ -296,7 +296,7 @@ def lane_price(
 
     def mean_work(price: float) -> float:
         value = np.where(fits, -work if math.isinf(price) else q - price * work, -np.inf)
-        chosen = work[np.arange(len(work)), value.argmax(axis=1)]
+        chosen = np.where(value == value.max(axis=1, keepdims=True), work, np.inf).min(axis=1)  # ties: cheaper
         return float(weights @ chosen / weights.sum())
 
     if mean_work(0.0) <= budget_s:

@@ -189,6 +189,8 @@ class Scheduler:
         """The lane price at which the requests in the system (this one too), sized like the recent ones,
         would hold ``MAX_UTILIZATION`` of the target: by Little's law ``n`` requests each waiting for the
         others settle at ``n x mean work / lanes``. Free (0) with no work ahead, and before the ladder exists.
+        The requests in the system, not the arrival rate: clients that wait for each answer arrive exactly as
+        fast as they are served, so at their rate only the rung being served ever looks affordable.
         """
         if wait_s == 0 or not self.ladder.quality:
             return 0.0

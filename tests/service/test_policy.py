@@ -245,6 +245,8 @@ def test_lane_price_is_the_lowest_that_keeps_the_mean_work_within_budget() -> No
         price = lane_price(COSTS, quality, sizes, budget_s=budget, target_s=2.0)
         assert 0 < price < math.inf
         assert mean_work(price) <= budget < mean_work(price * 0.999)  # the lowest such price
+    # equal quality: the cheaper rung, at any price
+    assert lane_price(COSTS, {Q: 30.5, Q8: 30.5}, {50_000: 1}, budget_s=0.07, target_s=2.0) == 0.0
     # a rung that cannot meet the target alone is not an option for that size (full width fp32 at 175 kpx)
     assert lane_price(COSTS, quality, {175_000: 1}, budget_s=2.0, target_s=2.0) == 0.0
 
