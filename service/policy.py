@@ -234,7 +234,7 @@ def _choose(
     if fitting:
         # Only with work ahead is lane time priced: a lone request on an idle lane gets the best rung that fits.
         rung = fitting[0] if value is None else value.best(fitting, work_s)
-        reason = _reason(rung, rungs[0], wait_s, work_s, target_s, from_deadline)
+        reason = _reason(rung, rungs, wait_s, work_s, target_s, from_deadline)
         return Decision(rung, reason, wait_s, wait_s + work_s[rung], target_s)
     if work_s[cheapest] <= target_s:  # it would fit on an idle server: the backlog is why, so shed it
         retry = retry_after(wait_s, target_s, work_s[cheapest])
@@ -243,13 +243,19 @@ def _choose(
 
 
 def _reason(
-    rung: Rung, best: Rung, wait_s: float, work_s: Mapping[Rung, float], target_s: float, from_deadline: bool
+    rung: Rung,
+    rungs: Sequence[Rung],
+    wait_s: float,
+    work_s: Mapping[Rung, float],
+    target_s: float,
+    from_deadline: bool,
 ) -> str:
-    if rung == best:
+    if rung == rungs[0]:
         return IDLE if wait_s == 0 else HEADROOM
-    if work_s[best] <= target_s:
-        return LOAD
-    return DEADLINE if from_deadline else SIZE
+    alone = next((r for r in rungs if work_s[r] <= target_s), None)  # the best an idle server would serve
+    if rung == alone:
+        return DEADLINE if from_deadline else SIZE
+    return LOAD  # below what the request alone allows: the work ahead (or its price) is why
 
 
 def retry_after(wait_s: float, target_s: float, cheapest_work_s: float) -> int:

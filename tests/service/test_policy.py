@@ -224,6 +224,9 @@ def test_under_load_lane_time_goes_where_it_buys_the_most_quality() -> None:
     assert under(10.0, small) == H8 and under(10.0, large) == Q8
     assert under(2.0, small) == F8 and under(2.0, large) == H8  # cheaper time: a rung up for both
     assert under(0.0, large) == F8  # free lane time: the best rung that fits behind the work ahead
+    # full width fp32 is too slow for the large image even alone (size); the step below 1-int8 is the price's
+    assert choose(0.3, work=large, ladder=MIXED, quality=PSNR, price=0.0)[1] == SIZE
+    assert choose(0.3, work=large, ladder=MIXED, quality=PSNR, price=2.0)[1] == LOAD
     assert under(math.inf, small) == Q8  # priceless: the cheapest
     # 0.25 fp32 is never worth its cost next to the int8 rungs around it, whatever the price
     assert all(under(p, work) != Q for p in (0.0, 0.5, 1, 2, 5, 10, 20, 50, 100, 1e3) for work in (small, large))
