@@ -14,10 +14,13 @@ served). Mixes: ``photo`` (BSD200 photos from ../shared/data resized to LR long
 sides 128/256/384/512, landscape and portrait) and ``squares`` (textured 64/128/256
 squares, 50/30/20 %). After the load levels, one ``--doomed`` request (a forced
 full width on a large input) shows whether work that cannot finish in time is
-refused at once. Writes OUT/bench.md, OUT/bench.json and OUT/bench.png.
+refused at once. ``--rounds N`` runs every server's levels N times, servers in
+turn, and pools each level's answers: the machine's drift during the run then
+falls on every server alike. Writes OUT/bench.md, OUT/bench.json and OUT/bench.png.
 
     python scripts/bench_service.py --out bench/results/service --baseline-root /tmp/main-before
-    python scripts/bench_service.py --backends openvino --ladders fp32,int8 fp32 --policies auto --concurrency 4 16
+    python scripts/bench_service.py --backends openvino --ladders fp32,int8 fp32 --policies auto --concurrency 4 16 \
+        --seconds-per-level 40 --rounds 3
     python scripts/bench_service.py --random-weights --seconds-per-level 5 --concurrency 1 4   # smoke run
 """
 
@@ -265,7 +268,7 @@ def run_level(client: httpx.Client, level: Level, inputs: list, psnr: dict[str, 
         t.start()
     for t in threads:
         t.join()
-    level.seconds = time.monotonic() - began
+    level.seconds += time.monotonic() - began  # rounds add up
 
 
 def verdict(rows: list[dict], target_s: float, doomed: dict[str, dict]) -> list[str]:
@@ -389,6 +392,56 @@ def plot(rows: list[dict], target_s: float, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+@dataclass
+class Results:
+    """What the run measured: levels pooled over rounds, and each auto server's probes."""
+
+    levels: dict[tuple, Level] = field(default_factory=dict)
+    doomed: dict[str, dict] = field(default_factory=dict)
+    idle: dict[str, list] = field(default_factory=dict)
+    costs: dict[str, dict] = field(default_factory=dict)
+    peak_rss: dict[str, float] = field(default_factory=dict)
+
+    def rows(self) -> list[dict]:
+        return [level.summary() for level in self.levels.values()]
+
+
+def session(
+    run: Results, backend: str, root: Path, ladder: str, policy: str, round_: int, weights: Path, inputs, psnr, args
+) -> None:
+    """One server up for one round: its levels (added to the run's), probes in the first and last rounds."""
+    server = f"{backend} ({ladder})"
+    port = free_port()
+    proc = start_server(root, backend, ladder, weights, policy, port, args)
+    try:
+        limits = httpx.Limits(max_connections=max(args.concurrency, default=1) + 4)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300, trust_env=False, limits=limits) as c:
+            wait_ready(c, proc)
+            if policy == "auto" and round_ == 0:
+                run.costs[server] = fitted_costs(c)
+                run.idle[server] = idle_probe(c, args.photos if args.mix == "photo" else None)
+                print(f"{server} warm-up costs {run.costs[server]} idle {run.idle[server]}", flush=True)
+            for n in args.concurrency:
+                level = run.levels.setdefault((backend, ladder, policy, n), Level(backend, ladder, policy, n))
+                run_level(c, level, inputs, psnr, args)
+                r = level.summary()
+                print(
+                    f"round {round_ + 1} {server:>20} {policy:>10} x{n:<3} {r['requests_per_s']:6.2f} req/s "
+                    f"{r['megapixels_per_s']:6.3f} MP/s p95 {r['p95_s'] or float('nan'):.2f} s  ok {r['ok']} "
+                    f"503 {r['rejected_503']} 5xx {r['errors_5xx']}  {r['rung_mix']} "
+                    f"{r['mean_set5_psnr'] or float('nan'):.2f} dB",
+                    flush=True,
+                )
+            if policy == "auto" and round_ == args.rounds - 1:
+                run.doomed[server] = doomed_probe(c)
+                print(f"{server} doomed-work probe: {run.doomed[server]}", flush=True)
+        if policy == "auto":
+            run.peak_rss[server] = max(run.peak_rss.get(server, 0.0), peak_rss_mb(proc.pid))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
@@ -411,6 +464,9 @@ def main() -> None:
     ap.add_argument("--mix", choices=["photo", "squares"], default="photo")
     ap.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "train" / "BSD200" / "HR")
     ap.add_argument("--seconds-per-level", type=float, default=20.0)
+    ap.add_argument(
+        "--rounds", type=int, default=1, help="run every server's levels this many times, in turn, and pool them"
+    )
     ap.add_argument("--max-requests-per-level", type=int, default=2000)
     ap.add_argument("--latency-target-s", type=float, default=2.0)
     ap.add_argument("--workers", type=int, default=2)
@@ -431,48 +487,19 @@ def main() -> None:
         servers = [(b, ROOT, ladder) for b in args.backends for ladder in args.ladders]
         if args.baseline_root:
             servers.append((BASELINE, args.baseline_root.resolve(), args.baseline_ladder))
-        rows, doomed, idle, costs, peak_rss = [], {}, {}, {}, {}
-        for backend, root, ladder in servers:
-            server = f"{backend} ({ladder})"
-            for policy in policies:
-                port = free_port()
-                proc = start_server(root, backend, ladder, weights, policy, port, args)
-                try:
-                    limits = httpx.Limits(max_connections=max(args.concurrency, default=1) + 4)
-                    with httpx.Client(
-                        base_url=f"http://127.0.0.1:{port}", timeout=300, trust_env=False, limits=limits
-                    ) as c:
-                        wait_ready(c, proc)
-                        if policy == "auto":
-                            costs[server] = fitted_costs(c)
-                            idle[server] = idle_probe(c, args.photos if args.mix == "photo" else None)
-                            print(f"{server} warm-up costs {costs[server]} idle {idle[server]}", flush=True)
-                        for n in args.concurrency:
-                            level = Level(backend, ladder, policy, n)
-                            run_level(c, level, inputs, psnr, args)
-                            rows.append(level.summary())
-                            r = rows[-1]
-                            print(
-                                f"{server:>20} {policy:>10} x{n:<3} {r['requests_per_s']:6.2f} req/s "
-                                f"{r['megapixels_per_s']:6.3f} MP/s p95 {r['p95_s'] or float('nan'):.2f} s  "
-                                f"ok {r['ok']} 503 {r['rejected_503']} 5xx {r['errors_5xx']}  {r['rung_mix']} "
-                                f"{r['mean_set5_psnr'] or float('nan'):.2f} dB",
-                                flush=True,
-                            )
-                        if policy == "auto":
-                            doomed[server] = doomed_probe(c)
-                            print(f"{server} doomed-work probe: {doomed[server]}", flush=True)
-                    if policy == "auto":
-                        peak_rss[server] = peak_rss_mb(proc.pid)
-                finally:
-                    proc.terminate()
-                    proc.wait(timeout=60)
+        run = Results()
+        for round_ in range(args.rounds):  # every server once per round: slow drift of the machine hits all alike
+            for backend, root, ladder in servers:
+                for policy in policies:
+                    session(run, backend, root, ladder, policy, round_, weights, inputs, psnr, args)
+        rows, doomed, idle, costs, peak_rss = run.rows(), run.doomed, run.idle, run.costs, run.peak_rss
 
     args.out.mkdir(parents=True, exist_ok=True)
     sizes = ", ".join(f"{len(data) // 1024} KiB/{pixels / 1e6:.3f} MP" for data, pixels, _ in inputs)
     header = (
         f"{args.mix} mix ({sizes}), target {args.latency_target_s:g} s, {args.workers} workers "
-        f"(torch: x {args.torch_threads} threads), max queue {args.max_queue}, {args.seconds_per_level:g} s per level, "
+        f"(torch: x {args.torch_threads} threads), max queue {args.max_queue}, "
+        f"{args.seconds_per_level:g} s per level x {args.rounds} round(s), "
         f"CPU {json.dumps(cpu_info())}, weights {Path(weights).name}"
     )
     checks = verdict(rows, args.latency_target_s, doomed)
