@@ -11,7 +11,7 @@ const POLL_BUSY_MS = 1000; // faster while a request of ours is in flight, for t
 const REASONS = {
   idle: "a worker was free, so the best rung",
   headroom: "the best rung still meets the latency target despite the work ahead",
-  load: "a cheaper rung because the server is busy (the work ahead, or what its time is worth to the queue)",
+  load: "a cheaper rung because the server is busy: the work ahead of it, or the requests queued behind",
   size: "a cheaper rung: a better one would miss the target for this size even on an idle server",
   deadline: "a cheaper rung to meet the request's deadline",
   best_effort: "too big for the target at any rung, so the cheapest",
