@@ -28,7 +28,7 @@ DOMINANCE_MARGIN = 0.1  # a rung is "slower" than another when it costs more tha
 class Ladder:
     rungs: tuple[Rung, ...]  # served by auto, best expected quality first
     dropped: dict[Rung, str]  # rungs the backend runs that are not on the ladder, and why
-    quality: dict[Rung, float] = field(default_factory=dict)  # expected quality of each rung on the ladder
+    quality: dict[Rung, float] = field(default_factory=dict)  # per rung on it: Set5 PSNR (unscored card: width)
 
     @property
     def widths(self) -> tuple[float, ...]:
