@@ -31,7 +31,6 @@ import io
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+from serving import free_port, wait_ready
 
 from model.edsr import EDSR, EDSRConfig
 from model.rungs import Rung
@@ -135,12 +135,6 @@ def photo_inputs(folder: Path, long_sides=(128, 256, 384, 512)) -> list[tuple[by
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(
     root: Path, backend: str, ladder: str, weights: Path, policy: str, port: int, args
 ) -> subprocess.Popen:
@@ -208,20 +202,6 @@ def doomed_probe(client: httpx.Client) -> dict:
     r = client.post("/v1/upscale?width=1", content=body, headers={"content-type": "image/png"}, timeout=600)
     error = r.json().get("error") if r.headers.get("content-type") == "application/json" else None
     return {"status": r.status_code, "error": error, "seconds": time.monotonic() - start}
-
-
-def wait_ready(client: httpx.Client, proc: subprocess.Popen, timeout_s: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}")
-        try:
-            if client.get("/readyz").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("server not ready in time")
 
 
 def run_level(client: httpx.Client, level: Level, inputs: list, psnr: dict[str, float], args) -> None:

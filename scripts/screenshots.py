@@ -10,19 +10,18 @@ through Playwright, and uploads a Set5 image shrunk x4 with bicubic (a synthetic
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import numpy as np
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
+from serving import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 SET5 = ROOT.parent / "shared" / "data" / "Set5" / "HR"
@@ -32,23 +31,13 @@ VIEWPORTS = {"desktop": (1280, 900), "phone": (390, 844)}
 @contextmanager
 def serve(weights: Path) -> Iterator[str]:
     """``csd-sr serve`` on a free loopback port until the block ends; yields its URL once it is ready."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "-m", "csd_sr", "serve", "--weights", str(weights), "--port", str(port)]
     proc = subprocess.Popen([*cmd, "--log-level", "warning"], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never a proxy
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if opener.open(f"{url}/readyz", timeout=5).status == 200:
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{' '.join(cmd)} did not become ready") from None
-                time.sleep(0.5)
+        with httpx.Client(base_url=url, trust_env=False) as client:  # loopback: never a proxy
+            wait_ready(client, proc)
         yield url
     finally:
         proc.terminate()
