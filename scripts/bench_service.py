@@ -472,7 +472,7 @@ def main() -> None:
             for backend, root, ladder in servers:
                 for policy in policies:
                     session(run, backend, root, ladder, policy, round_, weights, inputs, psnr, args)
-        rows, doomed, idle, costs, peak_rss = run.rows(), run.doomed, run.idle, run.costs, run.peak_rss
+        rows = run.rows()
 
     args.out.mkdir(parents=True, exist_ok=True)
     sizes = ", ".join(f"{len(data) // 1024} KiB/{pixels / 1e6:.3f} MP" for data, pixels, _ in inputs)
@@ -482,18 +482,25 @@ def main() -> None:
         f"{args.seconds_per_level:g} s per level x {args.rounds} round(s), "
         f"CPU {json.dumps(cpu_info())}, weights {Path(weights).name}"
     )
-    checks = verdict(rows, args.latency_target_s, doomed)
-    markdown = to_markdown(rows, header, checks) + probes_markdown(idle, costs)
+    checks = verdict(rows, args.latency_target_s, run.doomed)
+    markdown = to_markdown(rows, header, checks) + probes_markdown(run.idle, run.costs)
     markdown += (
         "\nPeak resident memory of each auto server: "
-        + ", ".join(f"{b} {mb:.0f} MB" for b, mb in peak_rss.items())
+        + ", ".join(f"{b} {mb:.0f} MB" for b, mb in run.peak_rss.items())
         + "\n"
     )
     (args.out / "bench.md").write_text(markdown)
     meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     (args.out / "bench.json").write_text(
         json.dumps(
-            {"args": meta, "rows": rows, "doomed": doomed, "idle": idle, "costs": costs, "peak_rss_mb": peak_rss},
+            {
+                "args": meta,
+                "rows": rows,
+                "doomed": run.doomed,
+                "idle": run.idle,
+                "costs": run.costs,
+                "peak_rss_mb": run.peak_rss,
+            },
             indent=2,
         )
         + "\n"

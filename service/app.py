@@ -91,8 +91,7 @@ def _build_state(settings: Settings) -> ServiceState:
         init_worker=backend.init_worker,
     )
     metrics = Metrics(engine.rungs, settings.latency_target_s)
-    reference = engine.work_pixels(pipeline.REFERENCE_SIDE, pipeline.REFERENCE_SIDE)
-    metrics.bind(scheduler, cost, reference, settings.latency_target_s)
+    metrics.bind(scheduler, cost, pipeline.reference_work_pixels(engine), settings.latency_target_s)
     sha = hashlib.sha256(path.read_bytes()).hexdigest()
     cfg = model.cfg
     metrics.model.info(
@@ -120,7 +119,7 @@ async def _warm_up(svc: ServiceState) -> None:
         svc.warmup_error = f"warm-up failed: {exc!r}"
         log.exception("warm-up failed")
         return
-    reference = engine.work_pixels(pipeline.REFERENCE_SIDE, pipeline.REFERENCE_SIDE)
+    reference = pipeline.reference_work_pixels(engine)
     ladder = build_ladder(
         {r: expected_psnr(svc.card, r, (QUALITY_SET,)).get(QUALITY_SET) for r in engine.rungs},
         {r: cost.predict(r, reference) for r in engine.rungs},

@@ -65,6 +65,11 @@ def process(
     return Output(body, images.OUTPUT_MEDIA_TYPES[fmt], w, h, bit_depth, inference_s)
 
 
+def reference_work_pixels(engine: Engine) -> int:
+    """LR pixels the network processes for the reference input (tile margins included)."""
+    return engine.work_pixels(REFERENCE_SIDE, REFERENCE_SIDE)
+
+
 def synthetic_png(side: int, seed: int = 0) -> bytes:
     """A textured RGB test image: warm-up inputs should cost what real photos cost to encode."""
     rng = np.random.default_rng(seed)

@@ -13,7 +13,7 @@ from service.auth import require_api_key
 from service.errors import ErrorBody
 from service.hardware import cpu_info
 from service.ladder import card_quality
-from service.pipeline import REFERENCE_SIDE
+from service.pipeline import REFERENCE_SIDE, reference_work_pixels
 from service.policy import RungCost
 from service.state import ServiceState, get_state
 
@@ -149,7 +149,7 @@ def _cost(cost: RungCost | None) -> Cost | None:
 
 def _policy(svc: ServiceState) -> PolicyState:
     s, load = svc.settings, svc.scheduler.load()
-    pixels = svc.engine.work_pixels(REFERENCE_SIDE, REFERENCE_SIDE)
+    pixels = reference_work_pixels(svc.engine)
     decision, _ = svc.scheduler.admit(pixels, target_s=s.latency_target_s, fixed=s.fixed_rung, enqueue=False)
     rung = decision.rung
     return PolicyState(
