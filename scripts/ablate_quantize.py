@@ -1,11 +1,15 @@
-"""What each choice of the int8 recipe (model/quantize.py) is worth: Set5/Set14 Y-PSNR per width and variant.
+"""What each choice of the int8 recipe (model/quantize.py) is worth: Set5/Set14 Y-PSNR and speed per width and variant.
 
 Variants, each quantized from the same weights and calibration patches:
 ``naive`` (NNCF defaults: every convolution int8, per-patch mean activation
 ranges), ``ends`` (first and last convolution fp32), ``ends+minmax`` (and
-min/max activation ranges over all patches) and ``recipe`` (plus accuracy
-control: the shipped recipe). Scored by ``model.evaluate`` on the OpenVINO rungs
-as the service builds them. Writes OUT.md and OUT.json.
+min/max activation ranges over all patches: the recipe before the last conv
+went int8), ``minmax`` (every convolution int8, min/max ranges), ``first+minmax``
+(only the first convolution fp32) and ``recipe`` (plus accuracy control: the
+shipped recipe). Scored by ``model.evaluate`` on the OpenVINO rungs as the
+service builds them; timed on one LR input, all variants' rungs in turn for
+``--rounds`` rounds (median; the machine's noise hits every variant alike).
+Writes OUT.md and OUT.json.
 
     python scripts/ablate_quantize.py --train ../shared/data/train/T91/HR ../shared/data/train/BSD200/HR \\
         --data ../shared/data/Set5/HR ../shared/data/Set14/HR --out bench/results/quantize
@@ -17,20 +21,40 @@ import argparse
 import json
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import openvino as ov
+
 from model.evaluate import evaluate_sets, openvino_forwards
+from model.openvino import cpu_config, int8_models, rung_models
 from model.quantize import Recipe, quantize
 from model.weights import load_weights
 from service.hardware import available_cpus, cpu_info
 from service.settings import DEFAULT_WEIGHTS
 
 VARIANTS = {
-    "naive": Recipe(max_drop_db=None, ends_fp32=False, activation_ranges="mean_minmax"),
-    "ends": Recipe(max_drop_db=None, activation_ranges="mean_minmax"),
-    "ends+minmax": Recipe(max_drop_db=None),
+    "naive": Recipe(max_drop_db=None, fp32_convs="none", activation_ranges="mean_minmax"),
+    "ends": Recipe(max_drop_db=None, fp32_convs="first+last", activation_ranges="mean_minmax"),
+    "ends+minmax": Recipe(max_drop_db=None, fp32_convs="first+last"),
+    "minmax": Recipe(max_drop_db=None, fp32_convs="none"),
+    "first+minmax": Recipe(max_drop_db=None),
     "recipe": Recipe(),
 }
+
+
+def interleaved_ms(compiled: dict[str, Callable], x: np.ndarray, rounds: int) -> dict[str, float]:
+    """Median milliseconds per call of each model, all called in turn every round (after one warm-up call)."""
+    times: dict[str, list[float]] = {key: [] for key in compiled}
+    for round_ in range(rounds + 1):
+        for key, fn in compiled.items():
+            start = time.perf_counter()
+            fn(x)
+            if round_:
+                times[key].append(1000 * (time.perf_counter() - start))
+    return {key: float(np.median(t)) for key, t in times.items()}
 
 
 def main() -> None:
@@ -39,37 +63,52 @@ def main() -> None:
     ap.add_argument("--train", nargs="+", required=True, help="training HR folders (calibration + validation)")
     ap.add_argument("--data", nargs="+", required=True, help="evaluation HR folders")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--side", type=int, default=256, help="LR side of the timed input")
+    ap.add_argument("--rounds", type=int, default=10)
     args = ap.parse_args()
 
     model, _ = load_weights(args.weights)
+    threads = available_cpus()
+    core = ov.Core()
     results: dict[str, dict] = {}
+    compiled: dict[str, Callable] = {}  # "<variant> <rung>" -> compiled model, timed together at the end
     with tempfile.TemporaryDirectory() as tmp:
         for name, recipe in VARIANTS.items():
             weights = Path(tmp) / name / args.weights.name
             weights.parent.mkdir()
             shutil.copy(args.weights, weights)
             quantize(model, weights, args.train, recipe, model.widths)
-            forwards = openvino_forwards(model, weights, threads=available_cpus(), precisions=("int8",))
+            forwards = openvino_forwards(model, weights, threads=threads, precisions=("int8",))
             results[name] = evaluate_sets(model, args.data, forwards, timing=False)
-        fp32 = openvino_forwards(model, args.weights, threads=available_cpus(), precisions=("fp32",))
+            for rung, m in int8_models(weights, model.widths)[0].items():
+                compiled[f"{name} {rung.width:g}"] = core.compile_model(m, "CPU", cpu_config(threads))
+        fp32 = openvino_forwards(model, args.weights, threads=threads, precisions=("fp32",))
         results["fp32"] = evaluate_sets(model, args.data, fp32, timing=False)
+    for rung, m in rung_models(model, None, ("fp32",))[0].items():
+        compiled[f"fp32 {rung.width:g}"] = core.compile_model(m, "CPU", cpu_config(threads))
+    x = np.random.default_rng(0).uniform(0, 255, (1, 3, args.side, args.side)).astype(np.float32)
+    ms = interleaved_ms(compiled, x, args.rounds)
+    results["ms"] = {"side": args.side, "threads": threads, "rounds": args.rounds, "median": ms}
     sets = list(results["fp32"])
     lines = [
         f"int8 recipe ablation, weights {args.weights.name}, CPU {json.dumps(cpu_info())}",
         "",
-        "Y-PSNR dB (difference to fp32 at that width)",
+        f"Y-PSNR dB (difference to fp32 at that width); ms per {args.side}x{args.side} LR input, {threads} threads,"
+        f" median of {args.rounds} rounds with every model in turn (speed-up over fp32 at that width)",
         "",
-        "| variant | width | " + " | ".join(sets) + " |",
-        "|---|---|" + "---|" * len(sets),
+        "| variant | width | " + " | ".join(sets) + " | ms |",
+        "|---|---|" + "---|" * (len(sets) + 1),
     ]
     for width in model.widths:
         key = f"{width:g}"
         ref = {s: results["fp32"][s]["rows"][key]["psnr"] for s in sets}
-        lines.append(f"| fp32 | {key} | " + " | ".join(f"{ref[s]:.2f}" for s in sets) + " |")
+        ref_ms = ms[f"fp32 {key}"]
+        lines.append(f"| fp32 | {key} | " + " | ".join(f"{ref[s]:.2f}" for s in sets) + f" | {ref_ms:.0f} |")
         for name in VARIANTS:
             psnr = {s: results[name][s]["rows"][f"{key}-int8"]["psnr"] for s in sets}
             cells = " | ".join(f"{psnr[s]:.2f} ({psnr[s] - ref[s]:+.2f})" for s in sets)
-            lines.append(f"| {name} | {key} | {cells} |")
+            variant_ms = ms[f"{name} {key}"]
+            lines.append(f"| {name} | {key} | {cells} | {variant_ms:.0f} ({ref_ms / variant_ms:.2f}x) |")
     markdown = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(markdown)
