@@ -148,6 +148,8 @@ def start_server(
         cmd += ["--backend", backend]
     env = {"CSD_SR_MAX_PIXELS": str(DOOMED_SIDE**2), "CSD_SR_REQUEST_TIMEOUT_S": str(args.request_timeout_s)}
     env["CSD_SR_PRECISIONS"] = ladder  # an earlier checkout ignores it (fp32 only)
+    if args.max_lane_price is not None:
+        env["CSD_SR_MAX_LANE_PRICE"] = str(args.max_lane_price)
     return subprocess.Popen(cmd, cwd=root, env={**os.environ, **env})
 
 
@@ -452,6 +454,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--max-queue", type=int, default=8)
+    ap.add_argument("--max-lane-price", type=float, help="the servers' MAX_LANE_PRICE (dB per lane-second)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -479,6 +482,7 @@ def main() -> None:
     header = (
         f"{args.mix} mix ({sizes}), target {args.latency_target_s:g} s, {args.workers} workers "
         f"(torch: x {args.torch_threads} threads), max queue {args.max_queue}, "
+        f"max lane price {'none' if args.max_lane_price is None else f'{args.max_lane_price:g} dB/s'}, "
         f"{args.seconds_per_level:g} s per level x {args.rounds} round(s), "
         f"CPU {json.dumps(cpu_info())}, weights {Path(weights).name}"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -88,6 +89,7 @@ def _build_state(settings: Settings) -> ServiceState:
         max_queue=settings.max_queue,
         timeout_s=settings.request_timeout_s,
         planning_fraction=settings.planning_fraction,
+        max_lane_price=math.inf if settings.max_lane_price is None else settings.max_lane_price,
         init_worker=backend.init_worker,
     )
     metrics = Metrics(engine.rungs, settings.latency_target_s)

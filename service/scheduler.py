@@ -11,6 +11,7 @@ tiles, but the tiles themselves take turns.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -82,10 +83,12 @@ class Scheduler:
         max_queue: int,
         timeout_s: float,
         planning_fraction: float = 1.0,
+        max_lane_price: float = math.inf,
         init_worker: Callable[[], None] | None = None,
     ) -> None:
         self.cost = cost
         self.planning_fraction = planning_fraction
+        self.max_lane_price = max_lane_price
         self.workers = workers
         self.lanes = min(lanes, workers)
         self.max_queue = max_queue
@@ -188,7 +191,9 @@ class Scheduler:
     def _price_locked(self, now: float, pixels: int, target_s: float, wait_s: float) -> float:
         """The lane price at which the requests in the system (this one too), sized like the recent ones,
         would hold ``MAX_UTILIZATION`` of the target: by Little's law ``n`` requests each waiting for the
-        others settle at ``n x mean work / lanes``. Free (0) with no work ahead, and before the ladder exists.
+        others settle at ``n x mean work / lanes``. Free (0) with no work ahead, and before the ladder exists;
+        at most ``max_lane_price``: above it a request keeps a better rung and, if that does not fit, the
+        rungs that do are what is left (so past capacity fewer requests are admitted, not all narrowed).
         The requests in the system, not the arrival rate: clients that wait for each answer arrive exactly as
         fast as they are served, so at their rate only the rung being served ever looks affordable.
         """
@@ -199,4 +204,5 @@ class Scheduler:
         sizes = Counter(p for _, p in self._arrivals) or Counter([pixels])
         in_system = len(self._queued) + len(self._running) + 1
         budget_s = MAX_UTILIZATION * target_s * self.lanes / in_system
-        return lane_price(self.cost.snapshot(), self.ladder.quality, sizes, budget_s, target_s)
+        price = lane_price(self.cost.snapshot(), self.ladder.quality, sizes, budget_s, target_s)
+        return min(price, self.max_lane_price)

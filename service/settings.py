@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     workers: int = Field(2, ge=1, le=64, description="requests processed at once (decode, tiles, encode)")
     torch_threads: int = Field(1, ge=1, le=64, description="torch backend: intra-op threads per worker")
     max_queue: int = Field(8, ge=0, description="admitted requests waiting for a worker; more get 503")
+    max_lane_price: float | None = Field(
+        None,
+        ge=0,
+        description="most expected Set5 dB the policy trades for a lane-second; unset: no limit (past capacity the "
+        "cheapest rung for all, the most answers); set: fewer answers past capacity, each of higher quality",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="a request still unfinished after this gets 503")
 
     max_body_bytes: int = Field(32 * 1024 * 1024, gt=0, description="request body limit (413 above)")

@@ -62,6 +62,7 @@ class PolicyState(BaseModel):
     # Expected Set5 dB a lane-second costs now (0: idle or every request may have its best rung);
     # None: past capacity, the cheapest rung is served (the price is infinite).
     lane_price: float | None
+    max_lane_price: float | None  # CSD_SR_MAX_LANE_PRICE; None: no limit
 
 
 class ModelInfo(BaseModel):
@@ -168,6 +169,7 @@ def _policy(svc: ServiceState) -> PolicyState:
         reason=decision.reason,
         predicted_s=decision.predicted_s,
         lane_price=_finite(svc.scheduler.lane_price(pixels, s.latency_target_s)),
+        max_lane_price=s.max_lane_price,
     )
 
 

@@ -204,26 +204,47 @@ def test_a_job_past_its_deadline_stops_at_its_next_tile() -> None:
     assert aborted.value.reason == "timeout" and 1 <= len(tiles) < 100
 
 
-def test_the_lane_price_rises_with_the_requests_in_the_system() -> None:
-    """Queued work makes lane time dear: once n requests at the best rung would outlast the target, admissions
-    step down the ladder (by price, then by what still fits), and then they are refused."""
-    quality = {Rung(1.0): 31.3, Rung(0.5): 31.1, Rung(0.25): 30.5}
-    cost = CostModel(list(quality), alpha=0.0, ref_pixels=1)
-    for rung, s_per_mp in zip(quality, (10.0, 3.0, 1.0), strict=True):
+LADDER_QUALITY = {Rung(1.0): 31.3, Rung(0.5): 31.1, Rung(0.25): 30.5}
+
+
+def fill(max_lane_price: float = math.inf, arrivals: int = 40) -> tuple[list[float], list[Rung | None]]:
+    """The lane price before each of ``arrivals`` admissions of one size into a scheduler that never runs them,
+    and the rung each got (None: refused). Full width 0.5 s, 0.5 0.15 s, 0.25 0.05 s; target 4 s."""
+    cost = CostModel(list(LADDER_QUALITY), alpha=0.0, ref_pixels=1)
+    for rung, s_per_mp in zip(LADDER_QUALITY, (10.0, 3.0, 1.0), strict=True):
         cost.fit(rung, [(100_000, s_per_mp * 0.1), (200_000, s_per_mp * 0.2)])
-    scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=50, timeout_s=60.0)
-    scheduler.ladder = Ladder(tuple(quality), {}, quality)
-    pixels, target = 50_000, 4.0  # full width 0.5 s, 0.5 0.15 s, 0.25 0.05 s
+    scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=50, timeout_s=60.0, max_lane_price=max_lane_price)
+    scheduler.ladder = Ladder(tuple(LADDER_QUALITY), {}, LADDER_QUALITY)
+    pixels, target = 50_000, 4.0
     assert scheduler.lane_price(pixels, target) == 0  # idle
     prices, rungs = [], []
-    for _ in range(40):
+    for _ in range(arrivals):
         prices.append(scheduler.lane_price(pixels, target))
         decision, _ = scheduler.admit(pixels, target_s=target)
         rungs.append(decision.rung)
     scheduler.shutdown()
+    return prices, rungs
+
+
+def test_the_lane_price_rises_with_the_requests_in_the_system() -> None:
+    """Queued work makes lane time dear: once n requests at the best rung would outlast the target, admissions
+    step down the ladder (by price, then by what still fits), and then they are refused."""
+    prices, rungs = fill()
     served = [r for r in rungs if r is not None]
     assert prices == sorted(prices) and prices[7] > 0
     # 7 x 0.5 s at full width hold 0.9 of the 4 s target, an 8th would not: priced down to width 0.5
     assert served[:8] == [Rung(1.0)] * 7 + [Rung(0.5)]
     assert served == sorted(served, key=lambda r: -r.width) and served[-1] == Rung(0.25)
     assert rungs[len(served) :] == [None] * (40 - len(served))  # then even the cheapest misses the target
+
+
+def test_a_price_limit_trades_answers_for_quality_past_capacity() -> None:
+    """Capped below the full-width / 0.5 break-even (0.2 dB for 0.35 s: 0.57 dB/s), the price never narrows a
+    request that full width still fits: full width is served until it no longer fits, then nothing is, so
+    fewer requests are admitted than without the cap, each of higher quality."""
+    free_prices, free = fill()
+    capped_prices, capped = fill(max_lane_price=0.3)
+    assert max(capped_prices) == 0.3 and max(free_prices) > 0.57
+    served_free, served_capped = [r for r in free if r], [r for r in capped if r]
+    assert served_capped == [Rung(1.0)] * 8  # 8 x 0.5 s fill the 4 s target
+    assert served_free.count(Rung(1.0)) == 7 and len(served_free) > len(served_capped)
