@@ -27,6 +27,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="openvino: inference threads (default: usable CPUs)")
     p.add_argument("--torch-threads", type=int, help="torch backend: threads per worker")
     p.add_argument("--max-queue", type=int)
+    p.add_argument("--max-lane-price", type=float, help="most expected dB traded per lane-second (default: no limit)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
 

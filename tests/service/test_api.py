@@ -138,7 +138,7 @@ def test_model_info(client: httpx.Client, tiny_weights: Path) -> None:
     policy = info["policy"]
     assert policy["mode"] == "auto" and policy["latency_target_s"] == 2.0 and policy["workers"] == 2
     assert policy["lanes"] == 1
-    assert (policy["queued"], policy["running"], policy["lane_price"]) == (0, 0, 0)
+    assert (policy["queued"], policy["running"], policy["lane_price"], policy["max_lane_price"]) == (0, 0, 0, None)
     # Idle server: never narrowed for load; full width unless the live cost model (machine speed) says a
     # 256x256 input is too slow for the target at that width.
     assert policy["reason"] in {"idle", "size", "best_effort"}
