@@ -22,14 +22,12 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
+import torch
 
-from model.evaluate import evaluate_sets, openvino_forwards
-from model.openvino import cpu_config, int8_models, rung_models
+from model.evaluate import Forward, evaluate_sets, openvino_forwards
 from model.quantize import Recipe, quantize
 from model.weights import load_weights
 from service.hardware import available_cpus, cpu_info
@@ -45,11 +43,11 @@ VARIANTS = {
 }
 
 
-def interleaved_ms(compiled: dict[str, Callable], x: np.ndarray, rounds: int) -> dict[str, float]:
+def interleaved_ms(forwards: dict[str, Forward], x: torch.Tensor, rounds: int) -> dict[str, float]:
     """Median milliseconds per call of each model, all called in turn every round (after one warm-up call)."""
-    times: dict[str, list[float]] = {key: [] for key in compiled}
+    times: dict[str, list[float]] = {key: [] for key in forwards}
     for round_ in range(rounds + 1):
-        for key, fn in compiled.items():
+        for key, fn in forwards.items():
             start = time.perf_counter()
             fn(x)
             if round_:
@@ -69,9 +67,8 @@ def main() -> None:
 
     model, _ = load_weights(args.weights)
     threads = available_cpus()
-    core = ov.Core()
     results: dict[str, dict] = {}
-    compiled: dict[str, Callable] = {}  # "<variant> <rung>" -> compiled model, timed together at the end
+    timed: dict[str, Forward] = {}  # "<variant> <width>" -> the rung evaluated, timed together at the end
     with tempfile.TemporaryDirectory() as tmp:
         for name, recipe in VARIANTS.items():
             weights = Path(tmp) / name / args.weights.name
@@ -80,14 +77,12 @@ def main() -> None:
             quantize(model, weights, args.train, recipe, model.widths)
             forwards = openvino_forwards(model, weights, threads=threads, precisions=("int8",))
             results[name] = evaluate_sets(model, args.data, forwards, timing=False)
-            for rung, m in int8_models(weights, model.widths)[0].items():
-                compiled[f"{name} {rung.width:g}"] = core.compile_model(m, "CPU", cpu_config(threads))
+            timed |= {f"{name} {rung.width:g}": forward for rung, forward in forwards.items()}
         fp32 = openvino_forwards(model, args.weights, threads=threads, precisions=("fp32",))
         results["fp32"] = evaluate_sets(model, args.data, fp32, timing=False)
-    for rung, m in rung_models(model, None, ("fp32",))[0].items():
-        compiled[f"fp32 {rung.width:g}"] = core.compile_model(m, "CPU", cpu_config(threads))
-    x = np.random.default_rng(0).uniform(0, 255, (1, 3, args.side, args.side)).astype(np.float32)
-    ms = interleaved_ms(compiled, x, args.rounds)
+        timed |= {f"fp32 {rung.width:g}": forward for rung, forward in fp32.items()}
+    x = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (1, 3, args.side, args.side)).astype(np.float32))
+    ms = interleaved_ms(timed, x, args.rounds)
     results["ms"] = {"side": args.side, "threads": threads, "rounds": args.rounds, "median": ms}
     sets = list(results["fp32"])
     lines = [
