@@ -13,9 +13,16 @@ import sys
 import typing
 from pathlib import Path
 
+from model.degradations import EVAL_DEGRADATIONS
 from model.train import TrainConfig
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "csd-edsr-x4.safetensors"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "csd-edsr-x4.safetensors"
+
+
+def shipped_weights(scale: int | None) -> Path:
+    """The shipped clean model of ``scale`` (x4 when ``None``)."""
+    return WEIGHTS_DIR / f"csd-edsr-x{scale or 4}.safetensors"
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -60,26 +67,28 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
-    model, _ = load_weights(args.weights)
+    weights = args.weights or shipped_weights(args.scale)
+    model, _ = load_weights(weights)
+    if args.scale is not None and model.cfg.scale != args.scale:
+        raise SystemExit(f"{weights} is a x{model.cfg.scale} model, not x{args.scale}")
     if args.backend == "openvino":
-        forwards = openvino_forwards(model, args.weights, threads, tuple(args.precisions))
+        forwards = openvino_forwards(model, weights, threads, tuple(args.precisions))
     else:
         forwards = torch_forwards(model)
-    results = evaluate_sets(model, args.data, forwards, args.self_ensemble, timing=not args.no_timing)
-    for res in results.values():
-        res |= {"backend": args.backend, "threads": threads}
+    results: dict[str, dict] = {}
+    for degradation in args.degradation:
+        run = evaluate_sets(model, args.data, forwards, args.self_ensemble, not args.no_timing, degradation)
+        for name, res in run.items():
+            res |= {"backend": args.backend, "threads": threads}
+            results[name if degradation == "clean" else f"{name}/{degradation}"] = res
     print(to_markdown(results))
     if args.out:
         write_results(results, args.out)
     if args.update_card:
-        from model.weights import card_path
+        from model.weights import card_path, merge_metrics
 
-        path = card_path(args.weights)
-        card = json.loads(path.read_text())
-        key = "metrics_self_ensemble" if args.self_ensemble else "metrics"
-        # Merged row by row: rungs not evaluated in this run keep their figures.
-        for name, res in results.items():
-            card.setdefault(key, {}).setdefault(name, {}).update(res["rows"])
+        path = card_path(weights)
+        card = merge_metrics(json.loads(path.read_text()), results.values(), args.self_ensemble)
         path.write_text(json.dumps(card, indent=2) + "\n")
 
 
@@ -109,7 +118,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="PSNR/SSIM/params/MACs/ms per rung (width, precision) on HR folders")
-    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS))
+    p.add_argument("--weights", help="default: the shipped clean model of --scale")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), help="the model's scale (checked against --weights)")
+    p.add_argument(
+        "--degradation",
+        nargs="+",
+        default=["clean"],
+        choices=EVAL_DEGRADATIONS,
+        help="LR degradations to measure under (model.degradations); each is a table and a card entry",
+    )
     p.add_argument("--data", nargs="+", required=True, help="HR image folders")
     p.add_argument(
         "--backend",

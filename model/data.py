@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from model.degradations import RealWorld, degrade, image_seed
+
 IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
 
 
@@ -88,6 +90,11 @@ def load_pairs(folder: str | Path, scale: int, cache_dir: Path | None = None) ->
     return [load_pair(p, scale, cache_dir) for p in list_images(folder)]
 
 
+def degrade_pairs(pairs: list[Pair], degradation: str) -> list[Pair]:
+    """The same pairs with each LR degraded (``model.degradations.degrade``, seeded by image name)."""
+    return [Pair(p.name, degrade(p.lr, degradation, image_seed(p.name)), p.hr) for p in pairs]
+
+
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 HxW[x3] -> float 1x3xHxW in 0..255 (grayscale replicated to RGB)."""
     if img.ndim == 2:
@@ -103,14 +110,23 @@ def to_image(t: torch.Tensor) -> np.ndarray:
 class PatchSampler:
     """Random aligned LR/HR patches with flips and transpose from in-memory images.
 
-    Sampling draws only from ``generator``, so a checkpointed generator state
-    resumes the exact patch sequence.
+    With a ``degradation`` recipe each LR patch is synthesised on the fly from the clean bicubic
+    one (``model.degradations``). Sampling draws only from ``generator``, so a checkpointed
+    generator state resumes the exact patch sequence.
     """
 
-    def __init__(self, folders: list[str | Path], scale: int, patch_size: int, cache_dir: Path | None):
+    def __init__(
+        self,
+        folders: list[str | Path],
+        scale: int,
+        patch_size: int,
+        cache_dir: Path | None,
+        degradation: RealWorld | None = None,
+    ):
         if patch_size % scale:
             raise ValueError(f"patch_size {patch_size} must be a multiple of scale {scale}")
         self.scale, self.lr_patch = scale, patch_size // scale
+        self.degradation = degradation
         pairs = [pair for folder in folders for pair in load_pairs(folder, scale, cache_dir)]
         self.pairs = [p for p in pairs if min(p.lr.shape[:2]) >= self.lr_patch]
         if not self.pairs:
@@ -129,8 +145,11 @@ class PatchSampler:
             h, w = pair.lr.shape[:2]
             y = int(torch.randint(h - p + 1, (1,), generator=generator))
             x = int(torch.randint(w - p + 1, (1,), generator=generator))
-            lr = torch.from_numpy(pair.lr[y : y + p, x : x + p]).permute(2, 0, 1)
-            hr = torch.from_numpy(pair.hr[y * s : (y + p) * s, x * s : (x + p) * s]).permute(2, 0, 1)
+            lr_np = np.ascontiguousarray(pair.lr[y : y + p, x : x + p])
+            hr_np = np.ascontiguousarray(pair.hr[y * s : (y + p) * s, x * s : (x + p) * s])
+            if self.degradation is not None:
+                lr_np = self.degradation(lr_np, hr_np, generator)
+            lr, hr = (torch.from_numpy(a).permute(2, 0, 1) for a in (lr_np, hr_np))
             hflip, vflip, transpose = torch.randint(2, (3,), generator=generator).tolist()
             lr, hr = (_augment(t, hflip, vflip, transpose) for t in (lr, hr))
             lrs.append(lr)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.data import Pair, load_pairs, to_image, to_tensor, upscale
+from model.data import Pair, degrade_pairs, load_pairs, to_image, to_tensor, upscale
 from model.edsr import EDSR, count_macs, count_params
 from model.metrics import psnr_y, ssim_y
 from model.rungs import Precision, Rung
@@ -119,12 +119,16 @@ def evaluate_sets(
     forwards: dict[Rung, Forward],
     self_ensemble: bool = False,
     timing: bool = True,
+    degradation: str = "clean",
 ) -> dict[str, dict]:
-    """Full table: per set, bicubic and every rung of ``forwards`` (PSNR, SSIM, params, GMACs, ms per image)."""
+    """Full table: per set, bicubic and every rung of ``forwards`` (PSNR, SSIM, params, GMACs, ms per image).
+
+    ``degradation`` (``model.degradations``) is applied to each LR; bicubic upscales the same degraded LR.
+    """
     cfg = model.cfg
     results: dict[str, dict] = {}
     for folder in folders:
-        pairs = load_pairs(folder, cfg.scale)
+        pairs = degrade_pairs(load_pairs(folder, cfg.scale), degradation)
         name = Path(folder).parent.name if Path(folder).name.upper() == "HR" else Path(folder).name
         rows = {"bicubic": bicubic_scores(pairs, cfg.scale)}
         for rung, forward in forwards.items():
@@ -136,7 +140,14 @@ def evaluate_sets(
                 "gmacs_per_image": float(macs / 1e9),
                 **({"ms_per_image": time_forward(forward, pairs)} if timing else {}),
             }
-        results[name] = {"images": len(pairs), "scale": cfg.scale, "self_ensemble": self_ensemble, "rows": rows}
+        results[name] = {
+            "set": name,
+            "images": len(pairs),
+            "scale": cfg.scale,
+            "degradation": degradation,
+            "self_ensemble": self_ensemble,
+            "rows": rows,
+        }
     return results
 
 
@@ -144,8 +155,10 @@ def to_markdown(results: dict[str, dict]) -> str:
     lines = []
     for name, res in results.items():
         suffix = " (x8 self-ensemble)" if res["self_ensemble"] else ""
+        degradation = res.get("degradation", "clean")
+        lr = "" if degradation == "clean" else f", LR {degradation}"
         lines += [
-            f"### {name} x{res['scale']}{suffix}, {res['images']} images",
+            f"### {name} x{res['scale']}{lr}{suffix}, {res['images']} images",
             "",
             "| rung | PSNR (dB) | SSIM | params | GMACs/image | ms/image |",
             "|---|---|---|---|---|---|",

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from model.data import PatchSampler, default_cache_dir, load_pairs
+from model.data import PatchSampler, default_cache_dir, degrade_pairs, load_pairs
+from model.degradations import TRAINING_RECIPES
 from model.edsr import EDSR, EDSRConfig
 from model.evaluate import evaluate_widths
 from model.losses import ContrastiveLoss, CSDObjective
@@ -48,6 +49,9 @@ class TrainConfig(BaseModel):
     val_dir: str | None = str(SHARED_DATA / "Set5/HR")
     patch_size: int = 192
     batch_size: int = 16
+    # LR synthesis: "none" = clean bicubic pairs; "real" = model.degradations.RealWorld
+    degradation: Literal["none", "real"] = "none"
+    val_degradation: str = "clean"  # one of model.degradations.EVAL_DEGRADATIONS, applied to val_dir
     # objective (student_widths None = every width below 1.0; [] = teacher alone)
     student_widths: tuple[float, ...] | None = None
     t_lambda: float = 1.0
@@ -151,8 +155,10 @@ class Trainer:
         )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
         self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
-        self.sampler = PatchSampler(cfg.train_dirs, cfg.scale, cfg.patch_size, default_cache_dir())
-        self.val_pairs = load_pairs(cfg.val_dir, cfg.scale) if cfg.val_dir else []
+        self.sampler = PatchSampler(
+            cfg.train_dirs, cfg.scale, cfg.patch_size, default_cache_dir(), TRAINING_RECIPES[cfg.degradation]
+        )
+        self.val_pairs = degrade_pairs(load_pairs(cfg.val_dir, cfg.scale), cfg.val_degradation) if cfg.val_dir else []
         self.out_dir = Path(cfg.out_dir)
         self.step = 0
         self.history: list[dict] = []

@@ -6,6 +6,7 @@ Loading reads tensors and JSON only; nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -42,6 +43,23 @@ def base_card(cfg: EDSRConfig) -> dict:
             for w in cfg.widths
         },
     }
+
+
+def merge_metrics(card: dict, results: Iterable[dict], self_ensemble: bool = False) -> dict:
+    """``card`` with evaluation results merged in, row by row (rungs not evaluated keep their figures).
+
+    Clean figures go to ``card["metrics"][set][rung]`` (the ladder's), degraded ones to
+    ``card["metrics_degraded"][degradation][set][rung]``.
+    """
+    for res in results:
+        degradation = res.get("degradation", "clean")
+        if degradation == "clean":
+            tables = card.setdefault("metrics_self_ensemble" if self_ensemble else "metrics", {})
+        else:
+            key = "metrics_degraded_self_ensemble" if self_ensemble else "metrics_degraded"
+            tables = card.setdefault(key, {}).setdefault(degradation, {})
+        tables.setdefault(res["set"], {}).update(res["rows"])
+    return card
 
 
 def trained_widths(training: dict) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``serve`` and ``upscale`` to the ``csd-sr`` command."""
     p = sub.add_parser("serve", help="serve the upscale API (settings from CSD_SR_* env; flags override)")
-    p.add_argument("--weights", help=f"default: {Settings.model_fields['weights'].default}")
+    p.add_argument("--weights", help="comma-separated .safetensors files (default: every shipped model)")
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--latency-target-s", type=float)
@@ -34,7 +35,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("upscale", help="upscale one image file locally (no server)")
     p.add_argument("input")
     p.add_argument("output", help="format from the suffix: .png, .jpg/.jpeg or .webp")
-    p.add_argument("--weights", help=f"default: {Settings.model_fields['weights'].default}")
+    p.add_argument("--weights", help="a .safetensors file (default: the shipped model of --scale and --noise)")
+    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4, help="native scale (default: 4)")
+    p.add_argument("--noise", default="auto", help="auto (from the input, as the service), none, or e.g. real")
     p.add_argument("--width", type=float, default=1.0, help="a width of the model's ladder (default: 1.0)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="int8: the rung `csd-sr quantize` made")
     p.add_argument("--quality", type=int, help="JPEG/WebP quality (WebP without it is lossless)")
@@ -74,24 +77,26 @@ def _upscale(args: argparse.Namespace) -> None:
     fmt = SUFFIX_FORMATS.get(Path(args.output).suffix.lower())
     if fmt is None:
         sys.exit(f"csd-sr upscale: output suffix must be one of {', '.join(SUFFIX_FORMATS)}")
-    if not settings.weights.is_file():
-        sys.exit(f"csd-sr upscale: weights file not found: {settings.weights}")
-    model, _ = load_weights(settings.weights)
-    if args.width not in model.cfg.widths:
-        sys.exit(f"csd-sr upscale: --width must be one of {list(model.cfg.widths)}")
-    try:
-        engine = build_engine(model, settings)
-    except ValueError as exc:  # e.g. int8 asked for without its files
-        sys.exit(f"csd-sr upscale: {exc}")
-    rung = Rung(args.width, args.precision)
-    if rung not in engine.rungs:
-        sys.exit(f"csd-sr upscale: no {rung.key} rung; this backend runs {[r.key for r in engine.rungs]}")
-    engine.backend.init_worker()
+    missing = [str(p) for p in settings.weights if not p.is_file()]
+    if missing:
+        sys.exit(f"csd-sr upscale: weights file not found: {', '.join(missing)}")
     start = time.perf_counter()
     try:
         probe = images.probe(Path(args.input).read_bytes(), settings.max_pixels)
         if fmt == "jpeg" and probe.has_alpha:
             sys.exit("csd-sr upscale: jpeg cannot carry the alpha channel; use .png or .webp")
+        path, noise = _pick_model(settings.weights, probe, args.scale, args.noise)
+        model, _ = load_weights(path)
+        if args.width not in model.cfg.widths:
+            sys.exit(f"csd-sr upscale: --width must be one of {list(model.cfg.widths)}")
+        try:
+            engine = build_engine(model, settings, path)
+        except ValueError as exc:  # e.g. int8 asked for without its files
+            sys.exit(f"csd-sr upscale: {exc}")
+        rung = Rung(args.width, args.precision)
+        if rung not in engine.rungs:
+            sys.exit(f"csd-sr upscale: no {rung.key} rung; this backend runs {[r.key for r in engine.rungs]}")
+        engine.backend.init_worker()
         out = pipeline.process(engine, probe, rung, fmt, args.quality, settings.png_compress_level)
     except ApiError as exc:
         sys.exit(f"csd-sr upscale: {exc.detail}")
@@ -99,5 +104,25 @@ def _upscale(args: argparse.Namespace) -> None:
     elapsed = time.perf_counter() - start
     print(
         f"wrote {args.output}: {probe.width}x{probe.height} -> {out.out_width}x{out.out_height}, "
-        f"rung {rung.key}, {elapsed:.2f} s"
+        f"model {path.name} (noise {noise}), rung {rung.key}, {elapsed:.2f} s"
     )
+
+
+def _pick_model(files: tuple[Path, ...], probe, scale: int, noise: str) -> tuple[Path, str]:
+    """The file of the model for ``scale`` and ``noise`` (``auto``: as the service decides, from the input)."""
+    from model.weights import card_path, read_config
+    from service.noise import choose_noise, estimate_jpeg_quality
+
+    models = {}
+    for path in files:
+        card = json.loads(card_path(path).read_text()) if card_path(path).exists() else {}
+        models.setdefault(read_config(path).scale, {})[str(card.get("noise", "none"))] = path
+    if scale not in models:
+        sys.exit(f"csd-sr upscale: no x{scale} model among {', '.join(p.name for p in files)}")
+    levels = set(models[scale])
+    if noise != "auto" and noise not in levels:
+        sys.exit(f"csd-sr upscale: --noise must be auto or one of {sorted(levels)} at x{scale}")
+    lossless = probe.format != "JPEG" and (probe.format != "WEBP" or probe.lossless_webp)
+    quality = estimate_jpeg_quality(getattr(probe.image, "quantization", None))
+    choice = choose_noise(noise, probe.format, lossless, quality, levels)
+    return models[scale][choice.level], choice.header

@@ -13,9 +13,11 @@ whole-image pass at ~1.2x the returned pixels instead of 1.9x
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -107,18 +109,23 @@ class Engine:
                     top, left = (r.start - r.lo) * s, (c.start - c.lo) * s
                     core = y[:, top : top + (r.stop - r.start) * s, left : left + (c.stop - c.start) * s]
                     out[:, r.start * s : r.stop * s, c.start * s : c.stop * s] = core
+            self.backend.release(rung)
         return out.transpose(1, 2, 0)
 
 
-def build_engine(model: EDSR, settings: Settings) -> Engine:
-    """The configured backend over ``model``'s widths, tiled as the settings say."""
+def build_engine(model: EDSR, settings: Settings, weights: Path, lane: threading.Lock | None = None) -> Engine:
+    """The configured backend over ``model``'s widths (``weights``: its file), tiled as the settings say.
+
+    ``lane``: the lock the engines of several models share, so their tiles take turns in one lane.
+    """
     backend = create_backend(
         settings.backend,
         model,
         threads=settings.threads or available_cpus(),
         workers=settings.workers,
         torch_threads=settings.torch_threads,
-        weights=settings.weights,
+        weights=weights,
         precisions=settings.precisions,
+        lane=lane,
     )
     return Engine(backend, model.cfg, settings.tile_size, settings.tile_overlap)

@@ -36,19 +36,31 @@ class Ladder:
         return tuple(sorted({r.width for r in self.rungs}))
 
 
-def card_quality(card: dict, rung: Rung) -> dict[str, dict[str, float]]:
-    """PSNR/SSIM of one rung per eval set, from ``card["metrics"][set][rung.key]``."""
+EMPTY_LADDER = Ladder((), {})
+
+
+def card_tables(card: dict, degradation: str = "clean") -> dict:
+    """The card's tables ``{set: {rung key: row}}`` under ``degradation`` (``csd-sr evaluate --degradation``)."""
+    if degradation == "clean":
+        return card.get("metrics") or {}
+    return (card.get("metrics_degraded") or {}).get(degradation) or {}
+
+
+def card_quality(card: dict, rung: Rung, degradation: str = "clean") -> dict[str, dict[str, float]]:
+    """PSNR/SSIM of one rung per eval set, from ``card["metrics"][set][rung.key]`` (or the degraded tables)."""
     out = {}
-    for name, rows in (card.get("metrics") or {}).items():
+    for name, rows in card_tables(card, degradation).items():
         row = rows.get(rung.key) if isinstance(rows, dict) else None
         if isinstance(row, dict):
             out[name] = {k: float(row[k]) for k in ("psnr", "ssim") if k in row}
     return out
 
 
-def expected_psnr(card: dict, rung: Rung, sets: tuple[str, ...] = HEADER_SETS) -> dict[str, float]:
-    """The card's PSNR of ``rung`` on each of ``sets`` that has one."""
-    quality = card_quality(card, rung)
+def expected_psnr(
+    card: dict, rung: Rung, sets: tuple[str, ...] = HEADER_SETS, degradation: str = "clean"
+) -> dict[str, float]:
+    """The card's PSNR of ``rung`` on each of ``sets`` that has one, with LR under ``degradation``."""
+    quality = card_quality(card, rung, degradation)
     return {name: quality[name]["psnr"] for name in sets if "psnr" in quality.get(name, {})}
 
 

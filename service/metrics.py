@@ -1,7 +1,8 @@
 """Prometheus metrics on the app's own registry (base units, ``_total`` counters, bounded labels).
 
 Labels only take values from fixed sets: route templates, HTTP status codes,
-the rungs the backend runs (``width`` and ``precision``) and the policy's reasons.
+the served rungs (``scale`` and ``noise`` of the model, ``width`` and ``precision``)
+and the policy's reasons.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from model.rungs import Rung
 from service.policy import EXCEEDS_TIMEOUT, OVERLOADED, QUEUE_FULL, REASONS, CostModel
+from service.registry import ModelKey, ServedRung
 from service.scheduler import Scheduler
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -39,13 +40,16 @@ def width_label(width: float) -> str:
     return f"{width:g}"
 
 
-def rung_labels(rung: Rung) -> tuple[str, str]:
-    """The ``width`` and ``precision`` label values of a rung."""
-    return width_label(rung.width), rung.precision
+RUNG_LABELS = ["scale", "noise", "width", "precision"]
+
+
+def rung_labels(rung: ServedRung) -> tuple[str, str, str, str]:
+    """The ``scale``, ``noise``, ``width`` and ``precision`` label values of a served rung."""
+    return str(rung.model.scale), rung.model.noise, width_label(rung.width), rung.precision
 
 
 class Metrics:
-    def __init__(self, rungs: tuple[Rung, ...], latency_target_s: float) -> None:
+    def __init__(self, rungs: tuple[ServedRung, ...], latency_target_s: float) -> None:
         self.registry = r = CollectorRegistry()
         ProcessCollector(registry=r)
         buckets = sorted({*LATENCY_BUCKETS, latency_target_s})  # so "share within target" is one bucket
@@ -58,14 +62,14 @@ class Metrics:
         self.request_duration = Histogram(
             "csd_sr_upscale_duration_seconds",
             "Upscale latency, request received to response ready, by rung.",
-            ["width", "precision"],
+            RUNG_LABELS,
             buckets=buckets,
             registry=r,
         )
         self.inference = Histogram(
             "csd_sr_inference_duration_seconds",
             "Model time of one upscale, by rung.",
-            ["width", "precision"],
+            RUNG_LABELS,
             buckets=buckets,
             registry=r,
         )
@@ -82,7 +86,7 @@ class Metrics:
         self.decisions = Counter(
             "csd_sr_width_decisions",
             "Rungs chosen by the policy, by reason.",
-            ["width", "precision", "reason"],
+            [*RUNG_LABELS, "reason"],
             registry=r,
         )
         self.rejections = Counter("csd_sr_rejections", "Refused upscale requests by reason.", ["reason"], registry=r)
@@ -91,13 +95,13 @@ class Metrics:
         self.cost = Gauge(
             "csd_sr_cost_seconds_per_megapixel",
             "Live cost model: worker seconds per LR megapixel, by rung.",
-            ["width", "precision"],
+            RUNG_LABELS,
             registry=r,
         )
         self.cost_overhead = Gauge(
             "csd_sr_cost_overhead_seconds",
             "Live cost model: fixed worker seconds per request, by rung.",
-            ["width", "precision"],
+            RUNG_LABELS,
             registry=r,
         )
         self.lane_price = Gauge(
@@ -119,9 +123,11 @@ class Metrics:
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)
 
-    def bind(self, scheduler: Scheduler, cost: CostModel, reference_pixels: int, target_s: float) -> None:
-        """Gauges read live state at scrape time, so they are never stale."""
-        self.lane_price.set_function(lambda: scheduler.lane_price(reference_pixels, target_s))
+    def bind(
+        self, scheduler: Scheduler, cost: CostModel, model: ModelKey, reference_pixels: int, target_s: float
+    ) -> None:
+        """Gauges read live state at scrape time, so they are never stale (the lane price: for ``model``)."""
+        self.lane_price.set_function(lambda: scheduler.lane_price(model, reference_pixels, target_s))
         self.queue_depth.set_function(lambda: scheduler.load().queued)
         self.busy_workers.set_function(lambda: scheduler.load().running)
         self.workers.set(scheduler.workers)
@@ -134,6 +140,6 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def _field(cost: CostModel, rung: Rung, name: str) -> float:
+def _field(cost: CostModel, rung: ServedRung, name: str) -> float:
     entry = cost.snapshot().get(rung)
     return math.nan if entry is None else getattr(entry, name)

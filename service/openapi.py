@@ -38,16 +38,29 @@ def install(app: FastAPI) -> None:
     def openapi() -> dict:
         if app.openapi_schema is None:
             spec = generate()
-            engine = app.state.service.engine
-            precisions = tuple(dict.fromkeys(r.precision for r in engine.rungs))
-            app.openapi_schema = correct(spec, widths=engine.widths, precisions=precisions)
+            registry = app.state.service.registry
+            rungs = registry.rungs
+            app.openapi_schema = correct(
+                spec,
+                widths=tuple(sorted({r.width for r in rungs})),
+                precisions=tuple(dict.fromkeys(r.precision for r in rungs)),
+                scales=registry.scales,
+                noise_levels=tuple(sorted({m.key.noise for m in registry})),
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def correct(spec: dict, widths: tuple[float, ...], precisions: tuple[str, ...]) -> dict:
-    """``spec`` corrected in place (and returned): parameters without ``null``, the rungs, error shapes."""
+def correct(
+    spec: dict,
+    widths: tuple[float, ...],
+    precisions: tuple[str, ...],
+    scales: tuple[int, ...] = (4,),
+    noise_levels: tuple[str, ...] = ("none",),
+) -> dict:
+    """``spec`` corrected in place (and returned): parameters without ``null``, the rungs, the served
+    scales and noise levels, error shapes."""
     for path, method, operation in _operations(spec):
         for param in operation.get("parameters", []):
             if not param.get("required", False):
@@ -60,6 +73,10 @@ def correct(spec: dict, widths: tuple[float, ...], precisions: tuple[str, ...]) 
                 param["schema"] = _min_width_schema(param["schema"], widths)
             elif param["name"] == "precision":
                 param["schema"]["enum"] = ["auto", *precisions]
+            elif param["name"] == "scale":
+                param["schema"] = {**param["schema"], "enum": list(scales)}
+            elif param["name"] == "noise":
+                param["schema"]["enum"] = ["auto", *noise_levels]
         if "content" in operation.get("requestBody", {}):
             _image_types(operation["requestBody"]["content"])
         for status, response in operation.get("responses", {}).items():

@@ -16,6 +16,7 @@ from service import images
 from service.engine import Engine
 from service.hardware import available_cpus
 from service.policy import CostModel
+from service.registry import ServedModel
 
 # Warm-up runs each rung on inputs of these LR sides, REPEATS times each, to fit overhead + slope.
 # The larger is a default tile: the slope of small inputs underestimates real photos.
@@ -81,16 +82,17 @@ def synthetic_png(side: int, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def warm_up(engine: Engine, cost: CostModel, png_compress_level: int) -> None:
-    """Time the full worker path at every rung and two sizes; fit the cost model (median of repeats)."""
+def warm_up(model: ServedModel, cost: CostModel, png_compress_level: int) -> None:
+    """Time the full worker path at every rung of ``model`` and two sizes; fit the cost model (median of repeats)."""
     inputs = {side: synthetic_png(side) for side in WARMUP_SIDES}
-    for rung in engine.rungs:
+    engine = model.engine
+    for rung in model.rungs:
         samples = []
         for side, data in inputs.items():
             times = []
             for _ in range(WARMUP_REPEATS):
                 start = time.perf_counter()
-                process(engine, images.probe(data, side * side), rung, "png", None, png_compress_level)
+                process(engine, images.probe(data, side * side), rung.rung, "png", None, png_compress_level)
                 times.append(time.perf_counter() - start)
             samples.append((engine.work_pixels(side, side), statistics.median(times)))
         cost.fit(rung, samples)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import heapq
 import math
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -277,26 +277,30 @@ class Value:
         return max(rungs, key=lambda r: (self.quality[r] - self.price * work_s[r], -work_s[r]))
 
 
+@np.errstate(invalid="ignore")  # other models' rungs cost inf for a request: inf - inf and 0 * inf are masked out
 def lane_price(
     costs: Mapping[Rung, RungCost],
-    quality: Mapping[Rung, float],
-    sizes: Mapping[int, int],
+    quality: Mapping[Hashable, Mapping[Rung, float]],
+    sizes: Mapping[tuple[Hashable, int], int],
     budget_s: float,
     target_s: float,
 ) -> float:
     """The lowest price of a lane-second (expected quality per second) that keeps the mean work within budget.
 
-    ``sizes`` counts recent requests by pixels; each is served, at a price, the rung
-    of ``quality`` (the ladder) worth most among those that meet ``target_s`` alone
-    (the cheapest if none does). ``budget_s`` is the mean work per request the lanes
+    ``quality`` holds each model's ladder (its rungs' expected quality); ``sizes``
+    counts recent requests by (model, pixels). Each is served, at a price, the rung of
+    its model's ladder worth most among those that meet ``target_s`` alone (the
+    cheapest if none does): one price for the lane, so a second is worth the same dB
+    to a x2 request as to a x4 one. ``budget_s`` is the mean work per request the lanes
     can afford. 0: every request may have its best rung; ``inf``: even the cheapest
     rung for all exceeds the budget. The mean work falls as the price rises and only
-    changes where two rungs are worth the same for some size: the answer is just above
-    one of those break-even prices, so the size at the margin takes the cheaper rung.
+    changes where two rungs are worth the same for some request: the answer is just
+    above one of those break-even prices, so the request at the margin takes the cheaper rung.
     """
-    q = np.array(list(quality.values()))
+    rungs = [(m, r) for m, ladder in quality.items() for r in ladder]
+    q = np.array([quality[m][r] for m, r in rungs])
     weights = np.array(list(sizes.values()), dtype=float)
-    work = np.array([[costs[r].seconds(p) for r in quality] for p in sizes])  # sizes x rungs
+    work = np.array([[costs[r].seconds(p) if m == g else np.inf for m, r in rungs] for g, p in sizes])  # sizes x rungs
     fits = work <= target_s
     fits[np.arange(len(work)), work.argmin(axis=1)] |= ~fits.any(axis=1)
 

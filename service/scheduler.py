@@ -6,6 +6,10 @@ loop stays free for health checks and metrics however saturated the workers are.
 Predictions use the backend's lanes, not the workers: with one lane over all
 cores (OpenVINO) two workers overlap one request's codec work with another's
 tiles, but the tiles themselves take turns.
+
+Several models (``service.registry``) share the queue and the lane: each request
+names its model, is priced by that model's measured costs and chooses among that
+model's ladder, while the lane price weighs the recent requests of every model.
 """
 
 from __future__ import annotations
@@ -15,13 +19,13 @@ import math
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
 from model.rungs import Rung
-from service.ladder import Ladder
+from service.ladder import EMPTY_LADDER, Ladder
 from service.policy import AUTO, MAX_UTILIZATION, Ask, CostModel, Decision, decide, lane_price, predicted_wait
 
 T = TypeVar("T")
@@ -39,7 +43,7 @@ class JobAborted(Exception):
 
 @dataclass(eq=False)
 class Job:
-    rung: Rung
+    rung: Rung  # a served rung (service.registry.ServedRung): the model's rung
     pixels: int
     predicted_s: float
     admitted_at: float
@@ -97,8 +101,12 @@ class Scheduler:
         self._lock = threading.Lock()
         self._queued: deque[Job] = deque()
         self._running: set[Job] = set()
-        self._arrivals: deque[tuple[float, int]] = deque()  # (time, pixels) of recent admission attempts
-        self.ladder = Ladder((), {})  # built once warm-up has measured every rung
+        self._arrivals: deque[tuple[float, Hashable, int]] = deque()  # (time, model, pixels) of recent attempts
+        self.ladders: dict[Hashable, Ladder] = {}  # per model, built once warm-up has measured every rung
+
+    def ladder(self, model: Hashable) -> Ladder:
+        """The model's ladder (empty before warm-up)."""
+        return self.ladders.get(model, EMPTY_LADDER)
 
     def load(self) -> Load:
         with self._lock:
@@ -106,6 +114,7 @@ class Scheduler:
 
     def admit(
         self,
+        model: Hashable,
         pixels: int,
         *,
         target_s: float,
@@ -114,29 +123,30 @@ class Scheduler:
         fixed: Rung | None = None,
         enqueue: bool = True,
     ) -> tuple[Decision, Job | None]:
-        """Decide a rung for ``pixels`` of work and enqueue it, or reject (job ``None``).
+        """Decide a rung of ``model`` for ``pixels`` of work and enqueue it, or reject (job ``None``).
 
-        ``enqueue=False`` only reports the decision (the current policy state).
+        ``fixed``: a rung of ``model``. ``enqueue=False`` only reports the decision (the current policy state).
         """
-        work = {r: self.cost.predict(r, pixels) for r in self.cost.rungs}
+        work = {r: self.cost.predict(r, pixels) for r in self.cost.rungs if r.model == model}
+        ladder = self.ladder(model)
         with self._lock:
             now = time.monotonic()
             if enqueue:
-                self._arrivals.append((now, pixels))
+                self._arrivals.append((now, model, pixels))
             full = len(self._queued) + len(self._running) >= self.workers + self.max_queue
             planned_s = target_s * self.planning_fraction  # the rest of the target absorbs prediction error
             wait_s = self._wait_locked(now)
             decision = decide(
                 work,
-                ladder=self.ladder.rungs,
+                ladder=ladder.rungs,
                 wait_s=wait_s,
                 target_s=planned_s,
                 queue_full=full,
                 from_deadline=from_deadline,
                 ask=ask,
                 fixed=fixed,
-                quality=self.ladder.quality,
-                price=self._price_locked(now, pixels, planned_s, wait_s),
+                quality=ladder.quality,
+                price=self._price_locked(now, model, pixels, planned_s, wait_s),
                 timeout_s=self.timeout_s,
             )
             if decision.rung is None or not enqueue:
@@ -182,13 +192,14 @@ class Scheduler:
         running = [j.predicted_s - (now - (j.started_at or now)) for j in self._running]
         return predicted_wait(running, [j.predicted_s for j in self._queued], self.lanes)
 
-    def lane_price(self, pixels: int, target_s: float) -> float:
-        """What a lane-second costs now (expected quality per second) for a request of ``pixels`` and ``target_s``."""
+    def lane_price(self, model: Hashable, pixels: int, target_s: float) -> float:
+        """What a lane-second costs now (expected quality per second) for a request of ``pixels`` to
+        ``model`` with ``target_s``."""
         with self._lock:
             now = time.monotonic()
-            return self._price_locked(now, pixels, target_s * self.planning_fraction, self._wait_locked(now))
+            return self._price_locked(now, model, pixels, target_s * self.planning_fraction, self._wait_locked(now))
 
-    def _price_locked(self, now: float, pixels: int, target_s: float, wait_s: float) -> float:
+    def _price_locked(self, now: float, model: Hashable, pixels: int, target_s: float, wait_s: float) -> float:
         """The lane price at which the requests in the system (this one too), sized like the recent ones,
         would hold ``MAX_UTILIZATION`` of the target: by Little's law ``n`` requests each waiting for the
         others settle at ``n x mean work / lanes``. Free (0) with no work ahead, and before the ladder exists;
@@ -197,12 +208,13 @@ class Scheduler:
         The requests in the system, not the arrival rate: clients that wait for each answer arrive exactly as
         fast as they are served, so at their rate only the rung being served ever looks affordable.
         """
-        if wait_s == 0 or not self.ladder.quality:
+        quality = {m: ladder.quality for m, ladder in self.ladders.items() if ladder.quality}
+        if wait_s == 0 or model not in quality:
             return 0.0
         while self._arrivals and self._arrivals[0][0] < now - RATE_WINDOW_S:
             self._arrivals.popleft()
-        sizes = Counter(p for _, p in self._arrivals) or Counter([pixels])
+        sizes = Counter((m, p) for _, m, p in self._arrivals if m in quality) or Counter([(model, pixels)])
         in_system = len(self._queued) + len(self._running) + 1
         budget_s = MAX_UTILIZATION * target_s * self.lanes / in_system
-        price = lane_price(self.cost.snapshot(), self.ladder.quality, sizes, budget_s, target_s)
+        price = lane_price(self.cost.snapshot(), quality, sizes, budget_s, target_s)
         return min(price, self.max_lane_price)

@@ -10,7 +10,16 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from model.rungs import PRECISIONS, Precision, Rung
 
-DEFAULT_WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "csd-edsr-x4.safetensors"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+
+
+def shipped_weights() -> tuple[Path, ...]:
+    """Every shipped model (``weights/csd-edsr-x{scale}[-{noise}].safetensors``), the clean x4 first."""
+    files = sorted(WEIGHTS_DIR.glob("csd-edsr-x*.safetensors"))
+    return tuple(sorted(files, key=lambda p: p.name != "csd-edsr-x4.safetensors"))
+
+
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "csd-edsr-x4.safetensors"  # the clean x4 model, the scripts' default
 
 
 class Settings(BaseSettings):
@@ -18,7 +27,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CSD_SR_", extra="ignore")
 
-    weights: Path = Field(DEFAULT_WEIGHTS, description="shipped .safetensors file (model card beside it)")
+    # NoDecode: the environment gives "a.safetensors,b.safetensors", not JSON.
+    weights: Annotated[tuple[Path, ...], NoDecode] = Field(
+        default_factory=shipped_weights,
+        min_length=1,
+        description="the models served: .safetensors files (model card beside each), comma-separated; one per "
+        "scale and noise level; default: every shipped model (weights/csd-edsr-x*.safetensors)",
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
 
@@ -74,6 +89,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_policy(cls, value: str) -> str:
         parse_policy(value)
+        return value
+
+    @field_validator("weights", mode="before")
+    @classmethod
+    def _split_weights(cls, value: object) -> object:
+        if isinstance(value, str | Path):
+            return tuple(Path(p.strip()) for p in str(value).split(",") if p.strip())
         return value
 
     @field_validator("precisions", mode="before")

@@ -8,6 +8,7 @@ how fast they turn a tile into pixels.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -34,6 +35,11 @@ class Backend(Protocol):
         """``(1, 3, h, w)`` float32 in 0..255 -> ``(1, 3, s*h, s*w)`` float32, unclamped; call inside ``lane()``."""
         ...
 
+    def release(self, rung: Rung) -> None:
+        """Free the rung's intermediate buffers after an image (call inside ``lane()``): held rungs cost
+        their weights only, so many models fit in memory; the next image allocates them again."""
+        ...
+
     def init_worker(self) -> None:
         """Per-thread set-up, run once in each worker thread before its first call."""
         ...
@@ -52,10 +58,11 @@ def create_backend(
     torch_threads: int,
     weights: Path | None = None,
     precisions: Collection[Precision] = ("fp32",),
+    lane: threading.Lock | None = None,
 ) -> Backend:
     """``openvino``: the ``precisions`` rungs of every width, one lane on ``threads`` cores; int8 rungs
     come from the files quantized from ``weights`` (left out, with the reason in ``describe()``, when
-    there are none).
+    there are none). ``lane``: a lock shared with other models' backends (default: its own).
 
     ``torch``: the reference path (fp32 only), ``workers`` lanes of ``torch_threads`` threads each.
     """
@@ -66,7 +73,7 @@ def create_backend(
         models, note = rung_models(model, weights, precisions)
         if not models:
             raise ValueError(f"no rung to serve for precisions {list(precisions)}: {note}")
-        return OpenVINOBackend(models, threads=threads, int8_note=note)
+        return OpenVINOBackend(models, threads=threads, int8_note=note, lane=lane)
     if name == "torch":
         from service.backends.torch_backend import TorchBackend
 

@@ -24,20 +24,30 @@ class OpenVINOBackend:
     name = "openvino"
     lanes = 1
 
-    def __init__(self, models: dict[Rung, ov.Model], *, threads: int, int8_note: str | None = None) -> None:
+    def __init__(
+        self,
+        models: dict[Rung, ov.Model],
+        *,
+        threads: int,
+        int8_note: str | None = None,
+        lane: threading.Lock | None = None,
+    ) -> None:
         self.threads = threads
         self.int8_note = int8_note  # why int8 rungs are missing, if they are
         self.core = ov.Core()
         self.compiled = {r: self.core.compile_model(m, "CPU", cpu_config(threads)) for r, m in sorted(models.items())}
         self.rungs = tuple(self.compiled)
         self._requests = {r: c.create_infer_request() for r, c in self.compiled.items()}
-        self._lane = threading.Lock()
+        self._lane = lane or threading.Lock()
 
     def init_worker(self) -> None:
         pass
 
     def lane(self) -> threading.Lock:
         return self._lane
+
+    def release(self, rung: Rung) -> None:
+        self.compiled[rung].release_memory()
 
     def infer(self, rung: Rung, x: np.ndarray) -> np.ndarray:
         request = self._requests[rung]  # not thread-safe: the caller holds the lane

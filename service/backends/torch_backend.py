@@ -27,6 +27,9 @@ class TorchBackend:
     def lane(self) -> nullcontext[None]:
         return nullcontext()  # every worker thread is a lane of its own
 
+    def release(self, rung: Rung) -> None:
+        pass  # eager torch frees activations as it goes
+
     @torch.inference_mode()
     def infer(self, rung: Rung, x: np.ndarray) -> np.ndarray:
         return self.nets[rung](torch.from_numpy(x)).numpy()

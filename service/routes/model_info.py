@@ -1,4 +1,5 @@
-"""``GET /v1/model``: the model card plus live state (the ladder, cost per rung, load, current policy decision)."""
+"""``GET /v1/models`` (every served model) and ``GET /v1/model`` (the default one): each model's card plus
+live state (its ladder, cost per rung, load, current policy decision)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from service.hardware import cpu_info
 from service.ladder import card_quality
 from service.pipeline import REFERENCE_SIDE, reference_work_pixels
 from service.policy import RungCost
+from service.registry import ServedModel, ServedRung
 from service.state import ServiceState, get_state
 
 router = APIRouter(tags=["model"], dependencies=[Depends(require_api_key)])
@@ -67,6 +69,8 @@ class PolicyState(BaseModel):
 
 class ModelInfo(BaseModel):
     ready: bool
+    name: str  # the model key: x4, x4-real, x2 (scale, and noise level when not none)
+    noise: str  # the noise level it serves: none (clean bicubic LR) or e.g. real
     weights: str
     weights_sha256: str
     scale: int
@@ -83,6 +87,13 @@ class ModelInfo(BaseModel):
     card: dict
 
 
+class ModelsInfo(BaseModel):
+    default: str  # the model of a request without scale and noise (noise=auto picks by the file)
+    scales: list[int]
+    noise_levels: dict[str, list[str]]  # per scale
+    models: list[ModelInfo]
+
+
 _RESPONSES: dict = {
     401: {
         "model": ErrorBody,
@@ -97,50 +108,73 @@ _RESPONSES: dict = {
     "/v1/model",
     response_model=ModelInfo,
     responses=_RESPONSES,
-    summary="Model card, the ladder of rungs with their cost, and the current policy",
+    summary="The default model's card, the ladder of rungs with their cost, and the current policy",
 )
 async def model_info(request: Request) -> ModelInfo:
     svc = get_state(request)
-    cfg, costs, ladder = svc.engine.cfg, svc.scheduler.cost.snapshot(), svc.scheduler.ladder
+    return _info(svc, svc.registry[svc.registry.default])
+
+
+@router.get(
+    "/v1/models",
+    response_model=ModelsInfo,
+    responses=_RESPONSES,
+    summary="Every served model (scale x noise level): card, ladder, rung costs and the current policy",
+)
+async def models_info(request: Request) -> ModelsInfo:
+    svc = get_state(request)
+    reg = svc.registry
+    return ModelsInfo(
+        default=reg.default.name,
+        scales=list(reg.scales),
+        noise_levels={str(s): sorted(reg.noise_levels(s)) for s in reg.scales},
+        models=[_info(svc, m) for m in reg],
+    )
+
+
+def _info(svc: ServiceState, m: ServedModel) -> ModelInfo:
+    cfg, costs, ladder = m.engine.cfg, svc.scheduler.cost.snapshot(), svc.scheduler.ladder(m.key)
     per_width = [
         WidthInfo(
             width=w,
             channels=cfg.channels(w),
             params=count_params(cfg, w),
             macs_per_lr_megapixel=count_macs(cfg, w, (1000, 1000)),
-            quality=card_quality(svc.card, Rung(w)),
-            cost=_cost(costs.get(Rung(w))),
+            quality=card_quality(m.card, Rung(w)),
+            cost=_cost(costs.get(ServedRung(m.key, w))),
         )
-        for w in svc.engine.widths
+        for w in m.engine.widths
     ]
     rungs = [
         RungInfo(
             key=r.key,
             width=r.width,
             precision=r.precision,
-            quality=card_quality(svc.card, r),
+            quality=card_quality(m.card, r.rung),
             cost=_cost(costs.get(r)),
             in_ladder=r in ladder.rungs,
             dropped=ladder.dropped.get(r),
         )
-        for r in svc.engine.rungs
+        for r in m.rungs
     ]
     return ModelInfo(
         ready=svc.ready,
-        weights=svc.weights_name,
-        weights_sha256=svc.weights_sha256,
-        scale=svc.engine.scale,
-        widths=list(svc.engine.widths),
+        name=m.key.name,
+        noise=m.key.noise,
+        weights=m.path.name,
+        weights_sha256=m.sha256,
+        scale=m.engine.scale,
+        widths=list(m.engine.widths),
         ladder=[r.key for r in ladder.rungs],
-        tile_size=svc.engine.tile_size,
-        tile_overlap=svc.engine.margin,
-        runtime={**svc.engine.backend.describe(), "cpu": cpu_info()},
+        tile_size=m.engine.tile_size,
+        tile_overlap=m.engine.margin,
+        runtime={**m.engine.backend.describe(), "cpu": cpu_info()},
         max_pixels=svc.settings.max_pixels,
         max_body_bytes=svc.settings.max_body_bytes,
         per_width=per_width,
         rungs=rungs,
-        policy=_policy(svc) if svc.ready else None,
-        card=svc.card,
+        policy=_policy(svc, m) if svc.ready else None,
+        card=m.card,
     )
 
 
@@ -148,10 +182,11 @@ def _cost(cost: RungCost | None) -> Cost | None:
     return None if cost is None else Cost(**vars(cost))
 
 
-def _policy(svc: ServiceState) -> PolicyState:
+def _policy(svc: ServiceState, m: ServedModel) -> PolicyState:
     s, load = svc.settings, svc.scheduler.load()
-    pixels = reference_work_pixels(svc.engine)
-    decision, _ = svc.scheduler.admit(pixels, target_s=s.latency_target_s, fixed=s.fixed_rung, enqueue=False)
+    pixels = reference_work_pixels(m.engine)
+    fixed = None if s.fixed_rung is None else ServedRung(m.key, s.fixed_rung.width, s.fixed_rung.precision)
+    decision, _ = svc.scheduler.admit(m.key, pixels, target_s=s.latency_target_s, fixed=fixed, enqueue=False)
     rung = decision.rung
     return PolicyState(
         mode=s.policy,
@@ -168,7 +203,7 @@ def _policy(svc: ServiceState) -> PolicyState:
         precision=None if rung is None else rung.precision,
         reason=decision.reason,
         predicted_s=decision.predicted_s,
-        lane_price=_finite(svc.scheduler.lane_price(pixels, s.latency_target_s)),
+        lane_price=_finite(svc.scheduler.lane_price(m.key, pixels, s.latency_target_s)),
         max_lane_price=s.max_lane_price,
     )
 

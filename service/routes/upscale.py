@@ -1,10 +1,8 @@
-"""``POST /v1/upscale``: read and check the image, let the policy pick a rung, run it on a worker."""
+"""``POST /v1/upscale``: read the body, run ``service.upscaling.upscale``, drop the work if the client leaves."""
 
 from __future__ import annotations
 
 import asyncio
-import math
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -13,15 +11,11 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from service import images, pipeline
+from service import images, upscaling
 from service.auth import require_api_key
 from service.errors import ApiError
-from service.ladder import HEADER_SETS, expected_psnr
-from service.metrics import rung_labels, width_label
-from service.policy import EXCEEDS_TIMEOUT, QUEUE_FULL, Ask, Decision, allowed
-from service.scheduler import JobAborted
-from service.settings import Settings
-from service.state import ServiceState, get_state
+from service.state import get_state
+from service.upscaling import LIMIT_CODES, UpscaleOptions
 
 router = APIRouter(tags=["upscale"], dependencies=[Depends(require_api_key)])
 
@@ -48,12 +42,18 @@ _RESPONSES: dict = {
         "description": "The upscaled image.",
         "content": {media: {} for media in images.OUTPUT_MEDIA_TYPES.values()},
         "headers": {
+            "X-Scale": {"description": "the native scale served (2, 3 or 4)", "schema": {"type": "string"}},
+            "X-Noise": {
+                "description": "the noise level served and why, e.g. 'real; jpeg q~75 < 96' or 'none; lossless png'",
+                "schema": {"type": "string"},
+            },
             "X-Width": {"description": "model width used", "schema": {"type": "string"}},
             "X-Precision": {"description": "numeric precision used: fp32 or int8", "schema": {"type": "string"}},
             "X-Width-Reason": {"description": "why the policy chose the rung", "schema": {"type": "string"}},
             "X-Expected-PSNR": {
                 "description": "the model card's PSNR (dB) of the rung used, per eval set, e.g. "
-                "'Set5=31.29; Set14=27.96' (absent when the card has none)",
+                "'Set5=31.29; Set14=27.96'; for a JPEG input at the card's nearest JPEG degradation, e.g. "
+                "'jpeg75: Set5=28.90; Set14=26.31' (absent when the card has none)",
                 "schema": {"type": "string"},
             },
             "X-Queue-Wait-Ms": {
@@ -87,7 +87,6 @@ _RESPONSES: dict = {
         **_ERROR,
     },
 }
-LIMIT_CODES = ("body_too_large", "too_many_pixels")
 
 
 @router.post(
@@ -99,6 +98,17 @@ LIMIT_CODES = ("body_too_large", "too_many_pixels")
 )
 async def upscale(
     request: Request,
+    scale: Annotated[
+        int, Query(ge=2, le=4, description="native scale factor: 2, 3 or 4 (those the server has a model for)")
+    ] = 4,
+    noise: Annotated[
+        str,
+        Query(
+            description="noise level: 'auto' (from the file: JPEG quality from its quantization tables, lossy "
+            "WebP, or lossless), 'none' (the clean model) or a level the server has, e.g. 'real' (JPEG, blur, "
+            "sensor noise); X-Noise says which served and why"
+        ),
+    ] = "auto",
     width: Annotated[str, Query(description="'auto' (policy) or a width of the ladder, e.g. 0.25")] = "auto",
     precision: Annotated[
         Literal["auto", "fp32", "int8"],
@@ -120,171 +130,36 @@ async def upscale(
     ] = None,
 ) -> Response:
     svc = get_state(request)
+    opts = UpscaleOptions(scale, noise, width, precision, min_width, fmt, quality, x_deadline_ms)
+    log = request.state.log
     with svc.metrics.inflight.track_inprogress():
         try:
-            return await _upscale(request, svc, width, precision, min_width, fmt, quality, x_deadline_ms)
+            data = await _read_image(request, svc.settings.max_body_bytes)
         except ApiError as exc:
             if exc.code in LIMIT_CODES:
                 svc.metrics.rejections.labels(exc.code).inc()
             raise
         except ClientDisconnect:  # gone during the upload (the web page's Cancel): not a server error
-            return _client_closed(request.state.log)
-
-
-async def _upscale(
-    request: Request,
-    svc: ServiceState,
-    width: str,
-    precision: str,
-    min_width: str | None,
-    fmt: str | None,
-    quality: int | None,
-    deadline_ms: int | None,
-) -> Response:
-    s, m, log = svc.settings, svc.metrics, request.state.log
-    if not svc.ready:
-        m.rejections.labels("not_ready").inc()
-        raise ApiError(503, "not_ready", svc.warmup_error or "warming up", {"Retry-After": "2"})
-    ask = _parse_ask(svc, width, precision, min_width)
-    # `quality` with format=png is accepted and ignored, as it always was when the output is PNG by default:
-    # PNG is lossless, there is nothing for it to set. It used to be a 422, which the spec cannot express
-    # (OpenAPI parameters are independent schemas, so no "quality only with jpeg/webp"): a request valid by
-    # the spec was refused, and generated clients could not know it (found by tests/service/test_contract.py).
-    data = await _read_image(request, s.max_body_bytes)
-    probe = images.probe(data, s.max_pixels)
-    fmt = fmt or ("webp" if probe.lossless_webp else "png")
-    if fmt == "jpeg" and probe.has_alpha:
-        raise ApiError(422, "invalid_option", "jpeg cannot carry the alpha channel; ask for png or webp")
-    log.update(input=f"{probe.width}x{probe.height}", input_format=probe.format, bytes_in=len(data))
-    if probe.reduced_16bit:
-        log["input_bits"] = 16  # decoded at 8 bits per channel (see service.images)
-
-    target_s = deadline_ms / 1000 if deadline_ms else s.latency_target_s
-    decision, job = svc.scheduler.admit(
-        svc.engine.work_pixels(probe.height, probe.width),
-        target_s=target_s,
-        from_deadline=deadline_ms is not None,
-        ask=ask,
-        fixed=s.fixed_rung,
-    )
-    log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
-    if job is None:
-        m.rejections.labels(decision.reason).inc()
-        raise _refusal(decision, s, target_s)
-    labels = rung_labels(job.rung)
-    m.decisions.labels(*labels, decision.reason).inc()
-    log.update(width=job.rung.width, precision=job.rung.precision)
-    work = asyncio.ensure_future(
-        svc.scheduler.run(
-            job,
-            lambda j: pipeline.process(
-                svc.engine, probe, j.rung, fmt, quality, s.png_compress_level, j.check, j.waited_for_lane
-            ),
-        )
-    )
-    gone = asyncio.ensure_future(_disconnected(request))
-    try:
-        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-        left = not work.done()
-        if left:  # the client left (or the server stops): drop a queued job, stop a running one at its next tile
-            work.cancel()
-    if left:
-        return _client_closed(log)
-    try:
+            return _client_closed(log)
+        work = asyncio.ensure_future(upscaling.upscale(svc, data, opts, log, request.state.started))
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            left = not work.done()
+            if left:  # the client left (or the server stops): drop a queued job, stop a running one at its next tile
+                work.cancel()
+        if left:
+            return _client_closed(log)
         out = work.result()
-    except JobAborted as exc:  # timed out, or the server is shutting down
-        m.rejections.labels(exc.reason).inc()
-        retry = max(1, math.ceil(svc.scheduler.load().wait_s))
-        detail = {"timeout": f"not finished within {s.request_timeout_s:g} s"}.get(exc.reason, "server shutting down")
-        raise ApiError(503, exc.reason, detail, {"Retry-After": str(retry)}) from exc
-
-    m.queue_wait.observe(job.queue_wait_s)
-    m.inference.labels(*labels).observe(out.inference_s)
-    m.input_pixels.inc(probe.pixels)
-    m.output_pixels.inc(out.out_width * out.out_height)
-    m.request_duration.labels(*labels).observe(time.perf_counter() - request.state.started)
-    wait_ms, infer_ms = round(1000 * job.queue_wait_s, 1), round(1000 * out.inference_s, 1)
-    log.update(
-        output=f"{out.out_width}x{out.out_height}",
-        format=fmt,
-        bytes_out=len(out.body),
-        queue_wait_ms=wait_ms,
-        inference_ms=infer_ms,
-    )
-    headers = {
-        "X-Width": labels[0],
-        "X-Precision": job.rung.precision,
-        "X-Width-Reason": decision.reason,
-        "X-Queue-Wait-Ms": str(wait_ms),
-        "X-Inference-Ms": str(infer_ms),
-        "X-Bit-Depth": str(out.bit_depth),
-    }
-    psnr = expected_psnr(svc.card, job.rung, HEADER_SETS)
-    if psnr:
-        headers["X-Expected-PSNR"] = "; ".join(f"{name}={value:.2f}" for name, value in psnr.items())
-    return Response(out.body, media_type=out.media_type, headers=headers)
-
-
-def _refusal(decision: Decision, s: Settings, target_s: float) -> ApiError:
-    """The error for a request refused at admission: 422 when it can never finish in time, else 503."""
-    fits = ", ".join(r.key for r in decision.fits) or "none"
-    if decision.reason == EXCEEDS_TIMEOUT:
-        detail = (
-            f"predicted {decision.predicted_s:.1f} s ({decision.wait_s:.1f} s waiting) exceeds the "
-            f"{s.request_timeout_s:g} s request timeout; rungs that fit now: {fits}"
-        )
-        return ApiError(422, "exceeds_timeout", detail)
-    if decision.reason == QUEUE_FULL:
-        detail = f"queue full ({s.max_queue} waiting, {s.workers} running); predicted wait {decision.wait_s:.1f} s"
-    elif decision.predicted_s > s.request_timeout_s:
-        detail = (
-            f"predicted wait {decision.wait_s:.1f} s: the request would not finish within the "
-            f"{s.request_timeout_s:g} s request timeout; rungs that fit now: {fits}"
-        )
-    else:
-        detail = f"predicted wait {decision.wait_s:.1f} s: no allowed rung can finish within {target_s:g} s"
-    return ApiError(503, "overloaded", detail, {"Retry-After": str(decision.retry_after_s)})
+        return Response(out.body, media_type=out.media_type, headers=out.headers)
 
 
 async def _disconnected(request: Request) -> None:
     """Returns when the client closes the connection (the body has been read, so only that can arrive)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
-
-
-def _parse_ask(svc: ServiceState, width: str, precision: str, min_width: str | None) -> Ask:
-    """The client's choice, checked against the ladder: a 422 naming the ladder when nothing on it matches."""
-    widths = svc.engine.widths
-    ask = Ask(
-        None if width == "auto" else _parse_width("width", width, widths),
-        None if precision == "auto" else precision,
-        None if min_width is None else _parse_width("min_width", min_width, widths),
-    )
-    ladder, fixed = svc.scheduler.ladder.rungs, svc.settings.fixed_rung
-    if allowed(ladder, ask, fixed):
-        return ask
-    asked = f"width={width}, precision={precision}" + ("" if min_width is None else f", min_width={min_width}")
-    if ask.width is None and fixed is not None:
-        detail = f"this server serves {fixed.key} to width=auto (policy {svc.settings.policy}), not {asked}"
-    else:
-        detail = f"no rung on the ladder matches {asked}; the ladder: {', '.join(r.key for r in ladder)}"
-    raise ApiError(422, "invalid_option", detail)
-
-
-def _parse_width(name: str, text: str, widths: tuple[float, ...]) -> float:
-    """One of ``widths``, or 422."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    for w in widths:
-        if w == value:  # exact: the spec lists the model's widths, so 1.0000000000000002 is not one of them
-            return w
-    choices = ", ".join(width_label(w) for w in widths)
-    auto = "'auto' or " if name == "width" else ""
-    raise ApiError(422, "invalid_option", f"{name} must be {auto}one of {choices}, got {text!r}")
 
 
 async def _read_image(request: Request, limit: int) -> bytes:

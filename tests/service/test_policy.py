@@ -235,23 +235,39 @@ def test_under_load_lane_time_goes_where_it_buys_the_most_quality() -> None:
 
 
 def test_lane_price_is_the_lowest_that_keeps_the_mean_work_within_budget() -> None:
-    sizes = {10_000: 3, 50_000: 2, 175_000: 1}
+    counts = {10_000: 3, 50_000: 2, 175_000: 1}
+    sizes = {("x4", p): n for p, n in counts.items()}  # one model's requests by pixels
     quality = {r: PSNR[r] for r in MIXED}
+    ladders = {"x4": quality}
 
     def mean_work(price: float) -> float:
-        picks = {p: choose(0.3, work=work_for(p), ladder=MIXED, quality=quality, price=price)[0] for p in sizes}
-        return sum(n * COSTS[picks[p]].seconds(p) for p, n in sizes.items()) / sum(sizes.values())
+        picks = {p: choose(0.3, work=work_for(p), ladder=MIXED, quality=quality, price=price)[0] for p in counts}
+        return sum(n * COSTS[picks[p]].seconds(p) for p, n in counts.items()) / sum(counts.values())
 
-    assert lane_price(COSTS, quality, sizes, budget_s=10.0, target_s=2.0) == 0.0  # every one its best rung
-    assert lane_price(COSTS, quality, sizes, budget_s=0.01, target_s=2.0) == math.inf  # not even the cheapest
+    assert lane_price(COSTS, ladders, sizes, budget_s=10.0, target_s=2.0) == 0.0  # every one its best rung
+    assert lane_price(COSTS, ladders, sizes, budget_s=0.01, target_s=2.0) == math.inf  # not even the cheapest
     for budget in (0.07, 0.1, 0.15, 0.25, 0.4):
-        price = lane_price(COSTS, quality, sizes, budget_s=budget, target_s=2.0)
+        price = lane_price(COSTS, ladders, sizes, budget_s=budget, target_s=2.0)
         assert 0 < price < math.inf
         assert mean_work(price) <= budget < mean_work(price * 0.999)  # the lowest such price
     # equal quality: the cheaper rung, at any price
-    assert lane_price(COSTS, {Q: 30.5, Q8: 30.5}, {50_000: 1}, budget_s=0.07, target_s=2.0) == 0.0
+    assert lane_price(COSTS, {0: {Q: 30.5, Q8: 30.5}}, {(0, 50_000): 1}, budget_s=0.07, target_s=2.0) == 0.0
     # a rung that cannot meet the target alone is not an option for that size (full width fp32 at 175 kpx)
-    assert lane_price(COSTS, quality, {175_000: 1}, budget_s=2.0, target_s=2.0) == 0.0
+    assert lane_price(COSTS, ladders, {("x4", 175_000): 1}, budget_s=2.0, target_s=2.0) == 0.0
+
+
+def test_one_lane_price_weighs_every_models_requests() -> None:
+    # Two models with the same rungs' costs: a request only chooses among its own model's ladder, and the
+    # lane price is set for the requests of both (x2's ladder 6 dB higher changes nothing: differences count).
+    x2 = {r: q + 6.0 for r, q in PSNR.items() if r in MIXED}
+    x4 = {r: PSNR[r] for r in MIXED}
+    one = lane_price(COSTS, {"x4": x4}, {("x4", 50_000): 2}, budget_s=0.1, target_s=2.0)
+    both = lane_price(COSTS, {"x4": x4, "x2": x2}, {("x4", 50_000): 1, ("x2", 50_000): 1}, budget_s=0.1, target_s=2.0)
+    assert 0 < one < math.inf and both == pytest.approx(one)
+    # a model whose ladder is only its cheapest rung leaves the other's requests more of the budget
+    cheap = {Q8: PSNR[Q8]}
+    mixed = lane_price(COSTS, {"x4": x4, "q": cheap}, {("x4", 50_000): 1, ("q", 50_000): 1}, budget_s=0.1, target_s=2.0)
+    assert mixed < one
 
 
 def test_the_ladder_is_ordered_by_expected_quality() -> None:

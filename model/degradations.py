@@ -1,0 +1,112 @@
+"""LR degradations: the fixed ones evaluation and the service measure, and the random training recipe.
+
+Evaluation degradations act on the clean bicubic LR, exactly as the real-photo issue defines them
+(so every measurement agrees): ``jpegQ`` is Pillow's JPEG at quality Q (4:2:0); ``camera`` is
+Pillow ``GaussianBlur(0.8)``, Gaussian noise of sigma 4 (of 255, numpy, seeded per image), rounded
+and clipped, then JPEG q 80.
+
+The training recipe (``RealWorld``) follows Real-ESRGAN's first-order pipeline, one pass of
+(resize kernel, blur, noise, JPEG), each step drawn at random strength, with a share of clean
+bicubic pairs so the same model stays good on clean inputs. Every random draw comes from the
+caller's ``torch.Generator``: a checkpointed generator resumes the exact sequence.
+"""
+
+from __future__ import annotations
+
+import io
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+EVAL_DEGRADATIONS = ("clean", "jpeg90", "jpeg75", "jpeg50", "camera")
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """A JPEG round trip through Pillow (default 4:2:0 subsampling)."""
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+    with Image.open(buf) as out:
+        return np.array(out.convert(Image.fromarray(img).mode))
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    return np.array(Image.fromarray(img).filter(ImageFilter.GaussianBlur(sigma)))
+
+
+def add_noise(img: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """``img`` plus a float noise field (broadcast over channels), rounded and clipped to uint8."""
+    return np.clip(np.round(img.astype(np.float64) + noise), 0, 255).astype(np.uint8)
+
+
+def image_seed(name: str) -> int:
+    """A stable per-image seed (the camera noise of one image is the same in every run)."""
+    return zlib.crc32(name.encode())
+
+
+def degrade(lr: np.ndarray, degradation: str, seed: int = 0) -> np.ndarray:
+    """One of ``EVAL_DEGRADATIONS`` applied to a clean uint8 LR image."""
+    if degradation == "clean":
+        return lr
+    if degradation.startswith("jpeg") and degradation[4:].isdigit():
+        return jpeg(lr, int(degradation[4:]))
+    if degradation == "camera":
+        blurred = gaussian_blur(lr, 0.8)
+        noisy = add_noise(blurred, np.random.default_rng(seed).normal(0.0, 4.0, blurred.shape))
+        return jpeg(noisy, 80)
+    raise ValueError(f"unknown degradation {degradation!r}: expected one of {EVAL_DEGRADATIONS} or jpegQ")
+
+
+# Pillow kernels a camera or a web pipeline may have downscaled with (bicubic is the clean one).
+_KERNELS = (Image.Resampling.BILINEAR, Image.Resampling.BOX, Image.Resampling.LANCZOS)
+
+
+@dataclass(frozen=True)
+class RealWorld:
+    """Random real-world LR synthesis for training; the defaults are the shipped ``real`` recipe.
+
+    Strengths cover the inputs users send: web images and phone shares at JPEG q 30-95, mild lens
+    blur, sensor noise of a few grey levels.
+    """
+
+    p_clean: float = 0.2  # share of untouched bicubic pairs
+    p_kernel: float = 0.3  # another downscaling kernel instead of bicubic
+    p_blur: float = 0.5
+    blur_sigma: tuple[float, float] = (0.3, 1.5)
+    p_noise: float = 0.5
+    noise_sigma: tuple[float, float] = (1.0, 10.0)
+    p_gray_noise: float = 0.4  # luminance-only noise (the same field in every channel)
+    p_jpeg: float = 0.9
+    jpeg_quality: tuple[int, int] = (30, 95)
+
+    def __call__(self, lr: np.ndarray, hr: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        """A degraded version of the clean bicubic ``lr`` patch (``hr`` is its HR patch)."""
+
+        def chance(p: float) -> bool:
+            return float(torch.rand((), generator=generator)) < p
+
+        def uniform(lo: float, hi: float) -> float:
+            return lo + (hi - lo) * float(torch.rand((), generator=generator))
+
+        if chance(self.p_clean):
+            return lr
+        out = lr
+        if chance(self.p_kernel):
+            kernel = _KERNELS[int(torch.randint(len(_KERNELS), (), generator=generator))]
+            out = np.array(Image.fromarray(hr).resize(lr.shape[1::-1], kernel))
+        if chance(self.p_blur):
+            out = gaussian_blur(out, uniform(*self.blur_sigma))
+        if chance(self.p_noise):
+            sigma = uniform(*self.noise_sigma)
+            # luminance-only: one field for every channel (an HxW input takes an HxW field either way)
+            shape = out.shape[:2] + (1,) * (out.ndim - 2) if chance(self.p_gray_noise) else out.shape
+            out = add_noise(out, (torch.randn(shape, generator=generator, dtype=torch.float64) * sigma).numpy())
+        if chance(self.p_jpeg):
+            lo, hi = self.jpeg_quality
+            out = jpeg(out, int(torch.randint(lo, hi + 1, (), generator=generator)))
+        return out
+
+
+TRAINING_RECIPES: dict[str, RealWorld | None] = {"none": None, "real": RealWorld()}

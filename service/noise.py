@@ -1,0 +1,99 @@
+"""Noise levels: which model a request is served by, decided from the file itself for ``noise=auto``.
+
+A noise level names a model trained for one kind of input (``none``: clean bicubic LR; ``real``:
+JPEG q 30-95, blur and sensor noise, ``model.degradations.RealWorld``). ``auto``:
+
+- JPEG: the quality estimated from the file's quantization tables (the IJG quality whose scaled
+  standard tables are nearest; encoders with their own tables get their nearest equivalent). At or
+  above ``CLEAN_JPEG_QUALITY`` the compression is too light to matter and ``none`` serves it, below
+  it ``real``: the threshold is where the two models' Set5/Set14 PSNR cross (docs/models.md).
+- lossy WebP: ``real`` (its quantizer is not exposed, and lossy WebP is a web image).
+- lossless formats (PNG, lossless WebP, BMP, TIFF, GIF): ``none``.
+
+The estimate also picks the card entry ``X-Expected-PSNR`` reports: the evaluated JPEG
+degradation nearest the file's quality.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+from PIL import Image
+
+NONE, REAL, AUTO = "none", "real", "auto"
+CLEAN_JPEG_QUALITY = 96  # measured crossover of the none and real models (docs/models.md)
+EVALUATED_JPEG = {50: "jpeg50", 75: "jpeg75", 90: "jpeg90"}  # card degradations a JPEG input maps to
+# The degradation a level is meant for: its card's Set5 figures there rank the level's rungs (its ladder).
+LADDER_DEGRADATION = {NONE: "clean", REAL: "jpeg75"}
+
+
+@cache
+def _ijg_luma_tables() -> np.ndarray:
+    """The 64 luminance quantizers Pillow (libjpeg) writes at each quality 1..100, in Pillow's order."""
+    tables = []
+    for q in range(1, 101):
+        buf = io.BytesIO()
+        Image.new("L", (8, 8)).save(buf, format="JPEG", quality=q)
+        with Image.open(buf) as img:
+            tables.append(img.quantization[0])
+    return np.array(tables, dtype=np.float64)
+
+
+def estimate_jpeg_quality(quantization: dict[int, list[int]] | None) -> int | None:
+    """The IJG quality (1..100) whose luminance table is nearest the file's, ``None`` without tables.
+
+    Nearest in log space: a quantizer of 2 vs 4 is as different as 20 vs 40.
+    """
+    if not quantization or 0 not in quantization or len(quantization[0]) != 64:
+        return None
+    table = np.log(np.maximum(np.asarray(quantization[0], dtype=np.float64), 1))
+    dist = np.abs(np.log(_ijg_luma_tables()) - table).sum(axis=1)
+    return int(np.argmin(dist)) + 1
+
+
+@dataclass(frozen=True)
+class NoiseChoice:
+    """The level serving a request, why (``X-Noise``), and the card degradation its quality is read at."""
+
+    level: str
+    reason: str
+    degradation: str = "clean"
+
+    @property
+    def header(self) -> str:
+        return f"{self.level}; {self.reason}"
+
+
+def expected_degradation(image_format: str, jpeg_quality: int | None) -> str:
+    """The evaluated degradation (``model.degradations.EVAL_DEGRADATIONS``) nearest what the file is."""
+    if image_format == "JPEG":
+        q = 75 if jpeg_quality is None else jpeg_quality
+        return EVALUATED_JPEG[min(EVALUATED_JPEG, key=lambda k: abs(k - q))] if q < CLEAN_JPEG_QUALITY else "clean"
+    return "clean"
+
+
+def choose_noise(
+    asked: str, image_format: str, lossless: bool, jpeg_quality: int | None, levels: set[str]
+) -> NoiseChoice:
+    """The level for a request that asked for ``asked`` (``auto`` or a level in ``levels``)."""
+    degradation = expected_degradation(image_format, jpeg_quality)
+    if asked != AUTO:
+        return NoiseChoice(asked, "asked", degradation)
+    if image_format == "JPEG":
+        if jpeg_quality is None:
+            level, why = REAL, "jpeg, quality unknown"
+        elif jpeg_quality >= CLEAN_JPEG_QUALITY:
+            level, why = NONE, f"jpeg q~{jpeg_quality} >= {CLEAN_JPEG_QUALITY}"
+        else:
+            level, why = REAL, f"jpeg q~{jpeg_quality} < {CLEAN_JPEG_QUALITY}"
+    elif not lossless:
+        level, why = REAL, f"lossy {image_format.lower()}"
+    else:
+        level, why = NONE, f"lossless {image_format.lower() or 'image'}"
+    if level not in levels:  # a server without that model serves one it has
+        fallback = NONE if NONE in levels else min(levels)
+        return NoiseChoice(fallback, f"{why}; no {level} model served", degradation)
+    return NoiseChoice(level, why, degradation)

@@ -1,0 +1,139 @@
+"""The model registry: every served model (scale x noise level), its card, engine and rungs.
+
+Routes, policy and engine get a ``ModelKey`` from here and nothing else about a model: which
+scale and noise levels exist, which file and card belong to a key, and which rungs it runs.
+All engines share one inference lane (``Lane``), so the scheduler plans one queue for all models.
+
+Shipped files follow one name, ``weights/csd-edsr-x{scale}[-{noise}].safetensors``; the scale is
+read from the file's architecture, the noise level from its card (``"noise"``, default ``none``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.rungs import Rung
+from model.weights import load_weights
+from service.engine import Engine, build_engine
+from service.noise import NONE
+from service.settings import Settings
+
+
+@dataclass(frozen=True, order=True)
+class ModelKey:
+    """A served model: its native scale and the noise level it was trained for."""
+
+    scale: int = 4
+    noise: str = NONE
+
+    @property
+    def name(self) -> str:
+        """``x4``, ``x4-real``, ``x2``: the shipped file's stem without ``csd-edsr-``."""
+        return f"x{self.scale}" if self.noise == NONE else f"x{self.scale}-{self.noise}"
+
+
+@dataclass(frozen=True, order=True)
+class ServedRung:
+    """A rung of one model: what the lane schedules, the cost model prices and the metrics label.
+
+    ``width``, ``precision`` and ``key`` are the rung's (the card's row key), so the policy's
+    ladder logic runs on served rungs unchanged.
+    """
+
+    model: ModelKey
+    width: float
+    precision: str = "fp32"
+
+    @property
+    def rung(self) -> Rung:
+        return Rung(self.width, self.precision)  # type: ignore[arg-type]
+
+    @property
+    def key(self) -> str:
+        return self.rung.key
+
+    @property
+    def id(self) -> str:
+        """Unique across models, e.g. ``x4-real/0.5-int8``."""
+        return f"{self.model.name}/{self.key}"
+
+    def __str__(self) -> str:
+        return self.id
+
+
+@dataclass
+class ServedModel:
+    key: ModelKey
+    path: Path
+    card: dict
+    sha256: str
+    engine: Engine
+
+    @property
+    def rungs(self) -> tuple[ServedRung, ...]:
+        return tuple(ServedRung(self.key, r.width, r.precision) for r in self.engine.rungs)
+
+
+class Lane:
+    """The one inference lane every model's tiles take turns in (a lock shared by all backends)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+class Registry:
+    """The served models by key; ``default`` answers requests that name no scale or noise level."""
+
+    def __init__(self, models: list[ServedModel]) -> None:
+        if not models:
+            raise ValueError("no model to serve")
+        self.models: dict[ModelKey, ServedModel] = {}
+        for m in models:
+            if m.key in self.models:
+                raise ValueError(f"{m.path} and {self.models[m.key].path} are both model {m.key.name}")
+            self.models[m.key] = m
+        clean_x4 = ModelKey()
+        self.default = clean_x4 if clean_x4 in self.models else min(self.models)
+
+    def __getitem__(self, key: ModelKey) -> ServedModel:
+        return self.models[key]
+
+    def __iter__(self):
+        return iter(self.models.values())
+
+    @property
+    def rungs(self) -> tuple[ServedRung, ...]:
+        return tuple(r for m in self for r in m.rungs)
+
+    @property
+    def scales(self) -> tuple[int, ...]:
+        return tuple(sorted({k.scale for k in self.models}))
+
+    def noise_levels(self, scale: int) -> set[str]:
+        return {k.noise for k in self.models if k.scale == scale}
+
+    def resolve(self, scale: int, noise: str) -> ModelKey | None:
+        """The model for a native ``scale`` and a concrete noise level; ``None`` when not served."""
+        key = ModelKey(scale, noise)
+        return key if key in self.models else None
+
+
+def build_registry(settings: Settings) -> Registry:
+    """Load every configured weights file and build its engine, all on one lane."""
+    lane = Lane()
+    models = []
+    for path in settings.weights:
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"weights file not found: {path} (set CSD_SR_WEIGHTS or --weights to .safetensors files from "
+                "`csd-sr export`)"
+            )
+        model, card = load_weights(path)
+        engine = build_engine(model, settings, path, lane.lock)
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        key = ModelKey(model.cfg.scale, str(card.get("noise", NONE)))
+        models.append(ServedModel(key, path, card, sha, engine))
+    return Registry(models)
