@@ -70,7 +70,7 @@ def test_missing_weights_fail_clearly(tmp_path: Path) -> None:
 
 def test_fixed_policy_must_be_on_the_ladder(tiny_weights: Path) -> None:
     for policy in ("fixed:0.3", "fixed:0.5-int8"):  # no such width; no int8 files beside these weights
-        with pytest.raises(ValueError, match="not a rung this server runs"):
+        with pytest.raises(ValueError, match="not a rung model x4 runs"):
             create_app(Settings(weights=tiny_weights, policy=policy))
 
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from model.rungs import Rung
 from service.ladder import Ladder
 from service.policy import CostModel
+from service.registry import ModelKey, ServedRung
 from service.scheduler import Job, JobAborted, Scheduler
 from tests.conftest import synthetic_image
 from tests.service.conftest import client_for, encode, png_bytes, running_server, settings
@@ -184,11 +184,11 @@ def test_fixed_policy(tiny_weights: Path) -> None:
 
 def test_a_job_past_its_deadline_stops_at_its_next_tile() -> None:
     """The safety net behind the up-front refusal: a job that overruns its prediction is still abandoned."""
-    full = Rung(1.0)
+    full = ServedRung(X4, 1.0)
     cost = CostModel([full], alpha=0.0, ref_pixels=1)
     cost.fit(full, [(1_000, 0.001), (2_000, 0.002)])  # predicts far less than the job will take
     scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=1, timeout_s=0.05)
-    scheduler.ladder = Ladder((full,), {})
+    scheduler.ladders[X4] = Ladder((full,), {})
     tiles = []
 
     def slow_tiles(job: Job) -> None:
@@ -197,30 +197,31 @@ def test_a_job_past_its_deadline_stops_at_its_next_tile() -> None:
             tiles.append(1)
             time.sleep(0.01)
 
-    _, job = scheduler.admit(1_000, target_s=1.0)
+    _, job = scheduler.admit(X4, 1_000, target_s=1.0)
     with pytest.raises(JobAborted) as aborted:
         asyncio.run(scheduler.run(job, slow_tiles))
     scheduler.shutdown()
     assert aborted.value.reason == "timeout" and 1 <= len(tiles) < 100
 
 
-LADDER_QUALITY = {Rung(1.0): 31.3, Rung(0.5): 31.1, Rung(0.25): 30.5}
+X4 = ModelKey()
+LADDER_QUALITY = {ServedRung(X4, 1.0): 31.3, ServedRung(X4, 0.5): 31.1, ServedRung(X4, 0.25): 30.5}
 
 
-def fill(max_lane_price: float = math.inf, arrivals: int = 40) -> tuple[list[float], list[Rung | None]]:
+def fill(max_lane_price: float = math.inf, arrivals: int = 40) -> tuple[list[float], list[ServedRung | None]]:
     """The lane price before each of ``arrivals`` admissions of one size into a scheduler that never runs them,
     and the rung each got (None: refused). Full width 0.5 s, 0.5 0.15 s, 0.25 0.05 s; target 4 s."""
     cost = CostModel(list(LADDER_QUALITY), alpha=0.0, ref_pixels=1)
     for rung, s_per_mp in zip(LADDER_QUALITY, (10.0, 3.0, 1.0), strict=True):
         cost.fit(rung, [(100_000, s_per_mp * 0.1), (200_000, s_per_mp * 0.2)])
     scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=50, timeout_s=60.0, max_lane_price=max_lane_price)
-    scheduler.ladder = Ladder(tuple(LADDER_QUALITY), {}, LADDER_QUALITY)
+    scheduler.ladders[X4] = Ladder(tuple(LADDER_QUALITY), {}, LADDER_QUALITY)
     pixels, target = 50_000, 4.0
-    assert scheduler.lane_price(pixels, target) == 0  # idle
+    assert scheduler.lane_price(X4, pixels, target) == 0  # idle
     prices, rungs = [], []
     for _ in range(arrivals):
-        prices.append(scheduler.lane_price(pixels, target))
-        decision, _ = scheduler.admit(pixels, target_s=target)
+        prices.append(scheduler.lane_price(X4, pixels, target))
+        decision, _ = scheduler.admit(X4, pixels, target_s=target)
         rungs.append(decision.rung)
     scheduler.shutdown()
     return prices, rungs
@@ -233,8 +234,8 @@ def test_the_lane_price_rises_with_the_requests_in_the_system() -> None:
     served = [r for r in rungs if r is not None]
     assert prices == sorted(prices) and prices[7] > 0
     # 7 x 0.5 s at full width hold 0.9 of the 4 s target, an 8th would not: priced down to width 0.5
-    assert served[:8] == [Rung(1.0)] * 7 + [Rung(0.5)]
-    assert served == sorted(served, key=lambda r: -r.width) and served[-1] == Rung(0.25)
+    assert served[:8] == [ServedRung(X4, 1.0)] * 7 + [ServedRung(X4, 0.5)]
+    assert served == sorted(served, key=lambda r: -r.width) and served[-1] == ServedRung(X4, 0.25)
     assert rungs[len(served) :] == [None] * (40 - len(served))  # then even the cheapest misses the target
 
 
@@ -246,5 +247,5 @@ def test_a_price_limit_trades_answers_for_quality_past_capacity() -> None:
     capped_prices, capped = fill(max_lane_price=0.3)
     assert max(capped_prices) == 0.3 and max(free_prices) > 0.57
     served_free, served_capped = [r for r in free if r], [r for r in capped if r]
-    assert served_capped == [Rung(1.0)] * 8  # 8 x 0.5 s fill the 4 s target
-    assert served_free.count(Rung(1.0)) == 7 and len(served_free) > len(served_capped)
+    assert served_capped == [ServedRung(X4, 1.0)] * 8  # 8 x 0.5 s fill the 4 s target
+    assert served_free.count(ServedRung(X4, 1.0)) == 7 and len(served_free) > len(served_capped)

@@ -1,0 +1,166 @@
+"""Noise levels and scales: the JPEG quality estimate, ``noise=auto``'s rule, and one server with several models."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import torch
+from PIL import Image
+
+from model.edsr import EDSR, EDSRConfig
+from model.weights import save_weights
+from service.noise import CLEAN_JPEG_QUALITY, NONE, REAL, choose_noise, estimate_jpeg_quality
+from tests.conftest import synthetic_image
+from tests.service.conftest import CARD, TINY, client_for, decode, encode, running_server, settings
+
+
+def jpeg_file(quality: int, subsampling: int = 2, size: int = 48, **kw) -> bytes:
+    return encode(synthetic_image(size, size, seed=quality), "JPEG", quality=quality, subsampling=subsampling, **kw)
+
+
+def quality_of(data: bytes) -> int | None:
+    with Image.open(io.BytesIO(data)) as img:
+        return estimate_jpeg_quality(getattr(img, "quantization", None))
+
+
+@pytest.mark.parametrize("subsampling", [0, 2])  # 4:4:4 and 4:2:0: the luminance table is the same
+def test_the_jpeg_quality_estimate_recovers_the_quality_the_file_was_saved_at(subsampling: int) -> None:
+    assert [quality_of(jpeg_file(q, subsampling)) for q in range(1, 101)] == list(range(1, 101))
+
+
+def test_an_encoder_with_its_own_tables_gets_its_nearest_ijg_quality() -> None:
+    # A camera-style table: the q 80 IJG table with every quantizer one step coarser.
+    with Image.open(io.BytesIO(jpeg_file(80))) as img:
+        tables = {k: [min(255, v + 1) for v in t] for k, t in img.quantization.items()}
+    own = encode(synthetic_image(48, 48), "JPEG", qtables=[tables[0], tables[1]])  # no quality: tables as given
+    estimate = quality_of(own)
+    assert estimate is not None and 70 <= estimate < 80
+    assert quality_of(encode(synthetic_image(16, 16), "PNG")) is None
+
+
+def test_auto_picks_the_level_from_the_file() -> None:
+    levels = {NONE, REAL}
+    assert choose_noise("auto", "PNG", True, None, levels).level == NONE
+    assert choose_noise("auto", "JPEG", False, 75, levels).level == REAL
+    assert choose_noise("auto", "JPEG", False, CLEAN_JPEG_QUALITY - 1, levels).level == REAL
+    assert choose_noise("auto", "JPEG", False, CLEAN_JPEG_QUALITY, levels).level == NONE
+    assert choose_noise("auto", "JPEG", False, None, levels).level == REAL  # no tables read: assume a web JPEG
+    assert choose_noise("auto", "WEBP", False, None, levels).level == REAL  # lossy WebP
+    assert choose_noise("auto", "WEBP", True, None, levels).level == NONE  # lossless WebP
+    # the asked level wins; a server without the real model serves the one it has, and says so
+    assert choose_noise(NONE, "JPEG", False, 40, levels).level == NONE
+    only_clean = choose_noise("auto", "JPEG", False, 40, {NONE})
+    assert only_clean.level == NONE and "no real model" in only_clean.reason
+    # the card entry X-Expected-PSNR is read at: the evaluated JPEG quality nearest the file's
+    assert [choose_noise("auto", "JPEG", False, q, levels).degradation for q in (30, 62, 63, 80, 95, 97)] == [
+        "jpeg50",
+        "jpeg50",
+        "jpeg75",
+        "jpeg75",
+        "jpeg90",
+        "clean",
+    ]
+
+
+REAL_CARD = {
+    "noise": REAL,
+    "metrics": {"Set5": {"1": {"psnr": 31.0}, "0.5": {"psnr": 30.6}, "0.25": {"psnr": 30.0}}},
+    "metrics_degraded": {
+        "jpeg50": {"Set5": {"1": {"psnr": 27.5}, "0.5": {"psnr": 27.3}, "0.25": {"psnr": 27.1}}},
+        "jpeg75": {"Set5": {"1": {"psnr": 28.9}, "0.5": {"psnr": 28.6}, "0.25": {"psnr": 28.2}}},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def three_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server with x4 (clean), x4-real and x2 (clean) tiny models."""
+    folder = tmp_path_factory.mktemp("models")
+    files = []
+    for name, cfg, card in [
+        ("csd-edsr-x4", TINY, CARD),
+        ("csd-edsr-x4-real", TINY, REAL_CARD),
+        ("csd-edsr-x2", EDSRConfig(scale=2, n_resblocks=2, n_feats=16), CARD),
+    ]:
+        torch.manual_seed(len(files))
+        files.append(folder / f"{name}.safetensors")
+        save_weights(EDSR(cfg), files[-1], card)
+    with running_server(settings(",".join(map(str, files)), tile_size=32)) as url:
+        yield url
+
+
+@pytest.fixture
+def multi(three_models: str) -> Iterator[httpx.Client]:
+    with client_for(three_models) as c:
+        yield c
+
+
+def post(client: httpx.Client, data: bytes, media: str, **params: str) -> httpx.Response:
+    return client.post("/v1/upscale", params=params, content=data, headers={"Content-Type": media})
+
+
+def test_auto_serves_jpegs_with_the_real_model_and_lossless_files_with_the_clean_one(multi: httpx.Client) -> None:
+    png = post(multi, encode(synthetic_image(24, 32)), "image/png")
+    assert png.status_code == 200, png.text
+    assert png.headers["x-noise"] == "none; lossless png" and png.headers["x-scale"] == "4"
+    assert png.headers["x-expected-psnr"].startswith("Set5=")  # the clean model's clean figures
+    assert decode(png.content).size == (128, 96)
+
+    jpeg = post(multi, jpeg_file(60), "image/jpeg")
+    assert jpeg.status_code == 200, jpeg.text
+    assert jpeg.headers["x-noise"] == f"real; jpeg q~60 < {CLEAN_JPEG_QUALITY}"
+    width = jpeg.headers["x-width"]
+    expected = REAL_CARD["metrics_degraded"]["jpeg50"]["Set5"][width]["psnr"]
+    assert jpeg.headers["x-expected-psnr"] == f"jpeg50: Set5={expected:.2f}"
+
+    light = post(multi, jpeg_file(98), "image/jpeg")
+    assert light.headers["x-noise"] == f"none; jpeg q~98 >= {CLEAN_JPEG_QUALITY}"
+    asked = post(multi, jpeg_file(60), "image/jpeg", noise="none")
+    assert asked.headers["x-noise"] == "none; asked"
+
+
+def test_scale_picks_the_native_model(multi: httpx.Client) -> None:
+    r = post(multi, encode(synthetic_image(24, 32)), "image/png", scale="2")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-scale"] == "2" and decode(r.content).size == (64, 48)
+    # the x2 model has no real level: a JPEG is served by the clean one, and the reason says so
+    jpeg = post(multi, jpeg_file(60), "image/jpeg", scale="2")
+    assert jpeg.status_code == 200 and jpeg.headers["x-noise"].startswith("none; jpeg q~60")
+    assert "no real model served" in jpeg.headers["x-noise"]
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"scale": "3"}, "scale must be one of 2, 4"),
+        ({"noise": "heavy"}, "noise must be one of auto, none, real at scale 4"),
+        ({"noise": "real", "scale": "2"}, "noise must be one of auto, none at scale 2"),
+    ],
+)
+def test_a_scale_or_level_not_served_is_a_422(multi: httpx.Client, params: dict, needle: str) -> None:
+    r = post(multi, encode(synthetic_image(24, 32)), "image/png", **params)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_option"
+    assert needle in r.json()["detail"]
+
+
+def test_models_lists_every_model_and_metrics_label_them(multi: httpx.Client) -> None:
+    info = multi.get("/v1/models").json()
+    assert info["default"] == "x4" and info["scales"] == [2, 4]
+    assert info["noise_levels"] == {"2": ["none"], "4": ["none", "real"]}
+    by_name = {m["name"]: m for m in info["models"]}
+    assert set(by_name) == {"x4", "x4-real", "x2"}
+    assert by_name["x2"]["scale"] == 2 and by_name["x4-real"]["noise"] == REAL
+    # each model has its own ladder, ranked by its own card (the real model's at jpeg75)
+    assert by_name["x4-real"]["ladder"] == ["1", "0.5", "0.25"]
+    assert multi.get("/v1/model").json()["name"] == "x4"
+    post(multi, jpeg_file(60), "image/jpeg")
+    metrics = multi.get("/metrics").text
+    line = next(x for x in metrics.splitlines() if x.startswith("csd_sr_inference_duration_seconds_count{"))
+    assert 'scale="' in line and 'noise="' in line
+    real = [x for x in metrics.splitlines() if x.startswith("csd_sr_width_decisions_total{") and 'noise="real"' in x]
+    assert real and sum(float(x.rsplit(" ", 1)[1]) for x in real) >= 1
+    served = {x.split("{")[1].split("}")[0] for x in metrics.splitlines() if x.startswith("csd_sr_cost_seconds")}
+    assert any('scale="2"' in labels for labels in served)
