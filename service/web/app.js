@@ -49,6 +49,7 @@ const OUTPUT_EXT = { "image/png": "png", "image/jpeg": "jpg", "image/webp": "web
 
 const state = {
   model: null, // the last /v1/model answer
+  models: null, // the /v1/models answer: scales and noise levels served
   file: null,
   input: null, // {img, w, h} when the browser can decode the file, else null
   inputUrl: null,
@@ -81,6 +82,7 @@ function duration(s) {
   return s < 1 ? `${Math.max(1, Math.round(s * 1000))} ms` : seconds(s);
 }
 
+const NOISE_LABELS = { none: "none (clean model)", real: "real (JPEG, blur, sensor noise)" };
 const widthLabel = (w) => String(w); // 0.25 -> "0.25", 1 -> "1": as X-Width writes it
 
 function fact(list, term, value) {
@@ -158,7 +160,10 @@ document.addEventListener("visibilitychange", () => {
 function applyModel(model) {
   const first = state.model === null;
   state.model = model;
-  if (first) buildWidths(model);
+  if (first) {
+    buildWidths(model);
+    loadModels();
+  }
   const p = model.policy;
   $("live-state").textContent = model.ready ? `ready, ×${model.scale}` : "warming up";
   $("limits").textContent =
@@ -171,10 +176,46 @@ function applyModel(model) {
     $("live-width-label").textContent = `Rung for a ${p.reference_input} image now`;
     $("live-width").textContent = p.rung === null ? `none (${p.reason})` : `${p.rung} (${p.reason})`;
   }
-  $("go").textContent = `Upscale ×${model.scale}`;
+  $("go").textContent = `Upscale ×${chosenScale()}`;
   renderWidthCosts();
   renderFile();
 }
+
+// ---- /v1/models: the scales and noise levels served -----------------------------------------------
+
+async function loadModels() {
+  try {
+    const r = await fetch("/v1/models", { headers: authHeaders(), cache: "no-store" });
+    if (!r.ok) return; // the page still works at the default model
+    state.models = await r.json();
+  } catch {
+    return;
+  }
+  const scale = $("scale");
+  scale.replaceChildren(
+    ...state.models.scales.map((s) => new Option(`×${s}`, String(s), false, s === state.model.scale)),
+  );
+  renderNoise();
+}
+
+function chosenScale() {
+  return Number($("scale").value) || state.model?.scale || 4;
+}
+
+function renderNoise() {
+  const levels = state.models?.noise_levels[String(chosenScale())] ?? ["none"];
+  const noise = $("noise");
+  const kept = noise.value;
+  noise.replaceChildren(
+    new Option("auto (from the file)", "auto"),
+    ...levels.map((l) => new Option(NOISE_LABELS[l] ?? l, l)),
+  );
+  noise.value = ["auto", ...levels].includes(kept) ? kept : "auto";
+  $("go").textContent = `Upscale ×${chosenScale()}`;
+  renderFile();
+  renderWidthCosts();
+}
+$("scale").addEventListener("change", renderNoise);
 
 function buildWidths(model) {
   const box = $("widths");
@@ -227,7 +268,9 @@ function workPixels(h, w) {
 
 function renderWidthCosts() {
   const model = state.model;
-  const rows = model.per_width;
+  // the costs of the chosen scale's model (each model's own measured seconds per megapixel)
+  const scaled = state.models?.models.find((m) => m.scale === chosenScale() && m.noise === "none");
+  const rows = (scaled ?? model).per_width;
   const full = rows[rows.length - 1];
   for (const row of rows) {
     const el = document.querySelector(`.cost[data-width="${widthLabel(row.width)}"]`);
@@ -305,7 +348,8 @@ function renderFile() {
     const { w, h } = state.input;
     fact(facts, "Size", `${w}×${h} (${int(w * h)} pixels)`);
     if (state.model) {
-      const { scale, tile_size: tile, tile_overlap: margin } = state.model;
+      const { tile_size: tile, tile_overlap: margin } = state.model;
+      const scale = chosenScale();
       fact(facts, "Output", `${w * scale}×${h * scale}`);
       const tiles = Math.ceil(w / tile) * Math.ceil(h / tile);
       fact(
@@ -373,6 +417,8 @@ $("lossless").addEventListener("change", renderFormat);
 
 function query() {
   const params = new URLSearchParams();
+  params.set("scale", String(chosenScale()));
+  params.set("noise", $("noise").value);
   params.set("width", document.querySelector('input[name="width"]:checked')?.value ?? "auto");
   const fmt = $("format").value;
   params.set("format", fmt);
@@ -547,12 +593,20 @@ async function showResult(xhr, total) {
 
   const width = header("X-Width");
   const reason = header("X-Width-Reason");
+  $("res-scale").textContent = `×${header("X-Scale")}`;
+  $("res-noise").textContent = header("X-Noise"); // "real; jpeg q~75 < 96": the level and why
   $("res-width").textContent = width;
   const row = state.model.per_width.find((r) => widthLabel(r.width) === width);
   $("res-channels").textContent = row ? `(${row.channels} channels)` : "";
   $("res-precision").textContent = header("X-Precision");
-  const psnr = header("X-Expected-PSNR").split("; ").filter(Boolean); // "Set5=31.29; Set14=27.96"
-  $("res-psnr").textContent = psnr.map((s) => `${s.replace("=", " ")} dB`).join(", ") || "not in the model card";
+  // "Set5=31.29; Set14=27.96", or for a JPEG "jpeg75: Set5=28.90; Set14=26.31" (the card's nearest JPEG quality)
+  const [under, values] = header("X-Expected-PSNR").includes(": ")
+    ? header("X-Expected-PSNR").split(": ")
+    : ["", header("X-Expected-PSNR")];
+  const psnr = values.split("; ").filter(Boolean).map((s) => `${s.replace("=", " ")} dB`);
+  $("res-psnr").textContent = psnr.length
+    ? psnr.join(", ") + (under ? ` (inputs like ${under})` : "")
+    : "not in the model card";
   $("res-reason").textContent = reason;
   $("res-reason-text").textContent = REASONS[reason] ?? "";
   $("res-wait").textContent = `${header("X-Queue-Wait-Ms")} ms`;
@@ -564,7 +618,7 @@ async function showResult(xhr, total) {
   $("res-output").textContent = `${size}${ext.toUpperCase()}, ${bytes(blob.size)}, ${header("X-Bit-Depth")}-bit`;
 
   const stem = (state.file.name || "pasted").replace(/\.[^.]*$/, "") || "image";
-  const name = `${stem}-x${state.model.scale}.${ext}`;
+  const name = `${stem}-x${header("X-Scale") || state.model.scale}.${ext}`;
   const link = $("download");
   link.href = state.outputUrl;
   link.download = name;
