@@ -69,7 +69,7 @@ COPY --from=builder /opt/csd-sr/weights /opt/csd-sr/weights
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    CSD_SR_WEIGHTS=/opt/csd-sr/weights/csd-edsr-x4.safetensors \
+    CSD_SR_WEIGHTS=/opt/csd-sr/weights \
     CSD_SR_HOST=0.0.0.0 \
     CSD_SR_PORT=8000
 WORKDIR /opt/csd-sr

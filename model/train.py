@@ -287,6 +287,7 @@ def training_card(
     what hardware, and (``init``) the training record of the weights this run started from."""
     return {
         "scale": cfg.scale,
+        "noise": cfg.degradation,  # the noise level it serves: the LR recipe it was trained on ("none": clean)
         "widths": list(cfg.edsr().widths),
         "training": {
             "data": cfg.train_dirs,

@@ -74,7 +74,7 @@ def correct(
             elif param["name"] == "precision":
                 param["schema"]["enum"] = ["auto", *precisions]
             elif param["name"] == "scale":
-                param["schema"] = {**param["schema"], "enum": list(scales)}
+                param["schema"]["maximum"] = max(scales)
             elif param["name"] == "noise":
                 param["schema"]["enum"] = ["auto", *noise_levels]
         if "content" in operation.get("requestBody", {}):

@@ -46,8 +46,13 @@ def process(
     png_compress_level: int,
     before_tile: Callable[[], None] | None = None,
     on_lane: Callable[[float], None] | None = None,
+    out_size: tuple[int, int] | None = None,
 ) -> Output:
-    """Decode, upscale at ``rung`` (alpha by bicubic), encode as ``fmt``; ``on_lane``: see ``Engine.run``."""
+    """Decode, upscale at ``rung`` (alpha by bicubic), encode as ``fmt``; ``on_lane``: see ``Engine.run``.
+
+    ``out_size`` (width, height): smaller than the native scale's output, reached by an antialiased
+    downscale (``images.downscale``); default: the native scale.
+    """
     decoded = images.decode(probe)
     waited = 0.0
 
@@ -59,8 +64,12 @@ def process(
 
     start = time.perf_counter()
     rgb = engine.run(decoded.rgb, rung, before_tile, lane_waited)
-    alpha = None if decoded.alpha is None else images.upscale_alpha(decoded.alpha, engine.scale)
     inference_s = time.perf_counter() - start - waited
+    native = (rgb.shape[1], rgb.shape[0])
+    size = out_size or native
+    if size != native:
+        rgb = images.downscale(rgb, size)
+    alpha = None if decoded.alpha is None else images.upscale_alpha(decoded.alpha, size)
     body, bit_depth = images.encode(rgb, alpha, decoded, fmt, quality, png_compress_level, ENCODE_THREADS)
     h, w = rgb.shape[:2]
     return Output(body, images.OUTPUT_MEDIA_TYPES[fmt], w, h, bit_depth, inference_s)

@@ -13,9 +13,9 @@ from model.rungs import PRECISIONS, Precision, Rung
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 
 
-def shipped_weights() -> tuple[Path, ...]:
-    """Every shipped model (``weights/csd-edsr-x{scale}[-{noise}].safetensors``), the clean x4 first."""
-    files = sorted(WEIGHTS_DIR.glob("csd-edsr-x*.safetensors"))
+def shipped_weights(folder: Path = WEIGHTS_DIR) -> tuple[Path, ...]:
+    """Every model in ``folder`` (``csd-edsr-x{scale}[-{noise}].safetensors``), the clean x4 first."""
+    files = sorted(folder.glob("csd-edsr-x*.safetensors"))
     return tuple(sorted(files, key=lambda p: p.name != "csd-edsr-x4.safetensors"))
 
 
@@ -31,8 +31,9 @@ class Settings(BaseSettings):
     weights: Annotated[tuple[Path, ...], NoDecode] = Field(
         default_factory=shipped_weights,
         min_length=1,
-        description="the models served: .safetensors files (model card beside each), comma-separated; one per "
-        "scale and noise level; default: every shipped model (weights/csd-edsr-x*.safetensors)",
+        description="the models served: .safetensors files (model card beside each) or folders of them "
+        "(every csd-edsr-x*.safetensors inside), comma-separated; one per scale and noise level; default: every "
+        "shipped model (weights/csd-edsr-x*.safetensors)",
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -95,7 +96,9 @@ class Settings(BaseSettings):
     @classmethod
     def _split_weights(cls, value: object) -> object:
         if isinstance(value, str | Path):
-            return tuple(Path(p.strip()) for p in str(value).split(",") if p.strip())
+            value = [Path(p.strip()) for p in str(value).split(",") if p.strip()]
+        if isinstance(value, list | tuple):  # a folder stands for the models in it
+            return tuple(f for p in map(Path, value) for f in (shipped_weights(p) if p.is_dir() else (p,)))
         return value
 
     @field_validator("precisions", mode="before")

@@ -29,8 +29,10 @@ LIMIT_CODES = ("body_too_large", "too_many_pixels")
 class UpscaleOptions:
     """What a client may ask of one upscale (the query parameters of ``/v1/upscale``)."""
 
-    scale: int = 4
+    scale: float = 4.0  # a native scale, or any factor in (1, max native]: the next native scale up + downscale
     noise: str = AUTO
+    out_width: int | None = None  # a target size instead of a factor (aspect kept)
+    out_height: int | None = None
     width: str = "auto"
     precision: str = "auto"
     min_width: str | None = None
@@ -56,17 +58,20 @@ async def upscale(svc: ServiceState, data: bytes, opts: UpscaleOptions, log: dic
     if not svc.ready:
         m.rejections.labels("not_ready").inc()
         raise ApiError(503, "not_ready", svc.warmup_error or "warming up", {"Retry-After": "2"})
-    levels = _check_scale_noise(svc, opts)
+    scales = svc.registry.scales
     try:
-        probe = images.probe(data, s.max_pixels)
+        # the largest input any scale allows; the plan checks the one of the scale it serves
+        probe = images.probe(data, input_limit(s.max_pixels, scales[0]))
+        plan = plan_size(probe.width, probe.height, opts, scales, s.max_pixels)
     except ApiError as exc:
         if exc.code in LIMIT_CODES:
             m.rejections.labels(exc.code).inc()
         raise
+    levels = _check_noise(svc, plan.native, opts.noise)
     jpeg_quality = estimate_jpeg_quality(getattr(probe.image, "quantization", None))
     lossless = probe.format != "JPEG" and (probe.format != "WEBP" or probe.lossless_webp)
     noise = choose_noise(opts.noise, probe.format, lossless, jpeg_quality, levels)
-    key = svc.registry.resolve(opts.scale, noise.level)
+    key = svc.registry.resolve(plan.native, noise.level)
     assert key is not None  # choose_noise picks among the served levels
     model = svc.registry[key]
     ask = _parse_ask(svc, key, opts)
@@ -103,7 +108,15 @@ async def upscale(svc: ServiceState, data: bytes, opts: UpscaleOptions, log: dic
         out = await svc.scheduler.run(
             job,
             lambda j: pipeline.process(
-                model.engine, probe, j.rung.rung, fmt, opts.quality, s.png_compress_level, j.check, j.waited_for_lane
+                model.engine,
+                probe,
+                j.rung.rung,
+                fmt,
+                opts.quality,
+                s.png_compress_level,
+                j.check,
+                j.waited_for_lane,
+                plan.out_size,
             ),
         )
     except JobAborted as exc:  # timed out, or the server is shutting down
@@ -126,7 +139,7 @@ async def upscale(svc: ServiceState, data: bytes, opts: UpscaleOptions, log: dic
         inference_ms=infer_ms,
     )
     headers = {
-        "X-Scale": str(key.scale),
+        "X-Scale": plan.header,
         "X-Noise": noise.header,
         "X-Width": labels[2],
         "X-Precision": job.rung.precision,
@@ -151,17 +164,54 @@ def _expected(card: dict, rung: ServedRung, noise: NoiseChoice) -> str | None:
     return values if noise.degradation == "clean" else f"{noise.degradation}: {values}"
 
 
-def _check_scale_noise(svc: ServiceState, opts: UpscaleOptions) -> set[str]:
-    """The noise levels served at ``opts.scale``; 422 for a scale or level the server does not serve."""
-    if opts.scale not in svc.registry.scales:
-        scales = ", ".join(map(str, svc.registry.scales))
-        raise ApiError(422, "invalid_option", f"scale must be one of {scales}, got {opts.scale}")
-    levels = svc.registry.noise_levels(opts.scale)
-    if opts.noise != AUTO and opts.noise not in levels:
+@dataclass(frozen=True)
+class SizePlan:
+    """How an output size is reached: the native scale whose model runs, and the size returned."""
+
+    native: int
+    factor: float
+    out_size: tuple[int, int]  # (width, height)
+    exact_native: bool  # the native model's own output, no downscale
+
+    @property
+    def header(self) -> str:
+        """``X-Scale``: ``4``, or ``1.5 (x2 + lanczos)`` for a factor served by a downscale."""
+        return str(self.native) if self.exact_native else f"{self.factor:.4g} (x{self.native} + lanczos)"
+
+
+def input_limit(max_pixels: int, native: int) -> int:
+    """Input pixels a native scale accepts: ``MAX_PIXELS`` at x4, more at lower scales (the output is the
+    limit that matters, 16 x ``MAX_PIXELS``: a x2 request may send 4x the pixels of a x4 one)."""
+    return max_pixels * 16 // (native * native)
+
+
+def plan_size(w: int, h: int, opts: UpscaleOptions, scales: tuple[int, ...], max_pixels: int) -> SizePlan:
+    """The native scale and output size for a ``w`` x ``h`` input; 422/413 for what cannot be served."""
+    if opts.out_width is not None or opts.out_height is not None:
+        factor = opts.out_width / w if opts.out_width is not None else opts.out_height / h  # type: ignore[operator]
+        size = (opts.out_width or round(w * factor), opts.out_height or round(h * factor))
+        if opts.out_width and opts.out_height and max(abs(size[0] - w * factor), abs(size[1] - h * factor)) > 1:
+            detail = f"{opts.out_width}x{opts.out_height} does not keep the aspect of {w}x{h}: give one of them"
+            raise ApiError(422, "invalid_option", detail)
+    else:
+        factor = opts.scale
+        size = (round(w * factor), round(h * factor))
+    top = max(scales)
+    if not 1 < factor <= top + 1e-9:
+        raise ApiError(422, "invalid_option", f"the scale must lie in (1, {top}], got {factor:.4g} for {w}x{h}")
+    native = min(sc for sc in scales if sc >= factor - 1e-9)
+    limit = input_limit(max_pixels, native)
+    if w * h > limit:
+        raise ApiError(413, "too_many_pixels", f"{w}x{h} = {w * h} pixels exceeds the x{native} limit of {limit}")
+    return SizePlan(native, factor, size, size == (w * native, h * native))
+
+
+def _check_noise(svc: ServiceState, scale: int, noise: str) -> set[str]:
+    """The noise levels served at ``scale``; 422 for a level the server does not serve there."""
+    levels = svc.registry.noise_levels(scale)
+    if noise != AUTO and noise not in levels:
         choices = ", ".join(["auto", *sorted(levels)])
-        raise ApiError(
-            422, "invalid_option", f"noise must be one of {choices} at scale {opts.scale}, got {opts.noise!r}"
-        )
+        raise ApiError(422, "invalid_option", f"noise must be one of {choices} at scale {scale}, got {noise!r}")
     return levels
 
 

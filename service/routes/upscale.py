@@ -42,7 +42,11 @@ _RESPONSES: dict = {
         "description": "The upscaled image.",
         "content": {media: {} for media in images.OUTPUT_MEDIA_TYPES.values()},
         "headers": {
-            "X-Scale": {"description": "the native scale served (2, 3 or 4)", "schema": {"type": "string"}},
+            "X-Scale": {
+                "description": "the scale served: the native model's ('2', '3', '4'), or a factor served by the "
+                "next native scale and a downscale, e.g. '1.5 (x2 + lanczos)'",
+                "schema": {"type": "string"},
+            },
             "X-Noise": {
                 "description": "the noise level served and why, e.g. 'real; jpeg q~75 < 96' or 'none; lossless png'",
                 "schema": {"type": "string"},
@@ -99,8 +103,22 @@ _RESPONSES: dict = {
 async def upscale(
     request: Request,
     scale: Annotated[
-        int, Query(ge=2, le=4, description="native scale factor: 2, 3 or 4 (those the server has a model for)")
+        float,
+        Query(
+            gt=1,
+            le=4,
+            description="scale factor: a native scale the server has a model for (2, 3, 4) runs that model; any "
+            "other factor in (1, 4] runs the next native scale up and an antialiased Lanczos downscale to exactly "
+            "round(width x factor) x round(height x factor)",
+        ),
     ] = 4,
+    out_width: Annotated[
+        int | None, Query(ge=1, le=65_536, description="output width instead of a scale (aspect kept)")
+    ] = None,
+    out_height: Annotated[
+        int | None,
+        Query(ge=1, le=65_536, description="output height instead of a scale; with out_width, the aspect must match"),
+    ] = None,
     noise: Annotated[
         str,
         Query(
@@ -130,7 +148,7 @@ async def upscale(
     ] = None,
 ) -> Response:
     svc = get_state(request)
-    opts = UpscaleOptions(scale, noise, width, precision, min_width, fmt, quality, x_deadline_ms)
+    opts = UpscaleOptions(scale, noise, out_width, out_height, width, precision, min_width, fmt, quality, x_deadline_ms)
     log = request.state.log
     with svc.metrics.inflight.track_inprogress():
         try:

@@ -1,4 +1,5 @@
-"""Noise levels and scales: the JPEG quality estimate, ``noise=auto``'s rule, and one server with several models."""
+"""Noise levels and scales: the JPEG quality estimate, ``noise=auto``'s rule, and one server with several models
+(native scales, factors between them, target sizes, the input limit per scale)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import io
 from collections.abc import Iterator
 
 import httpx
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -133,9 +135,46 @@ def test_scale_picks_the_native_model(multi: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(
+    ("params", "size", "served"),
+    [
+        ({"scale": "1.5"}, (48, 36), "1.5 (x2 + lanczos)"),
+        ({"scale": "3"}, (96, 72), "3 (x4 + lanczos)"),  # no x3 model here: the x4 one, downscaled
+        ({"scale": "2.5"}, (80, 60), "2.5 (x4 + lanczos)"),
+        ({"out_width": "40"}, (40, 30), "1.25 (x2 + lanczos)"),
+        ({"out_height": "48"}, (64, 48), "2"),  # exactly the x2 model's size: no downscale
+        ({"out_width": "100", "out_height": "75"}, (100, 75), "3.125 (x4 + lanczos)"),
+    ],
+)
+def test_any_factor_returns_exactly_the_asked_size(multi: httpx.Client, params: dict, size: tuple, served: str) -> None:
+    r = post(multi, encode(synthetic_image(24, 32)), "image/png", **params)
+    assert r.status_code == 200, r.text
+    assert decode(r.content).size == size and r.headers["x-scale"] == served
+
+
+def test_a_downscaled_factor_keeps_the_alpha_channel(multi: httpx.Client) -> None:
+    rgba = np.dstack([synthetic_image(24, 32), np.full((24, 32), 128, np.uint8)])
+    r = post(multi, encode(rgba), "image/png", scale="1.5")
+    out = decode(r.content)
+    assert out.mode == "RGBA" and out.size == (48, 36)
+    assert np.abs(np.asarray(out)[..., 3].astype(int) - 128).max() <= 1
+
+
+def test_the_input_limit_follows_the_scale(multi: httpx.Client) -> None:
+    # max_pixels 200 000 is the x4 input limit: its output, 16x that, bounds every scale's output
+    big = encode(synthetic_image(500, 600))  # 300 000 pixels
+    r = post(multi, big, "image/png", scale="4")
+    assert r.status_code == 413 and "x4 limit of 200000" in r.json()["detail"]
+    r = post(multi, big, "image/png", scale="2", width="0.25")
+    assert r.status_code == 200, r.text
+    assert decode(r.content).size == (1200, 1000)
+
+
+@pytest.mark.parametrize(
     ("params", "needle"),
     [
-        ({"scale": "3"}, "scale must be one of 2, 4"),
+        ({"scale": "4.5"}, "scale"),
+        ({"scale": "1"}, "scale"),
+        ({"out_width": "40", "out_height": "40"}, "40x40 does not keep the aspect of 32x24: give one of them"),
         ({"noise": "heavy"}, "noise must be one of auto, none, real at scale 4"),
         ({"noise": "real", "scale": "2"}, "noise must be one of auto, none at scale 2"),
     ],
