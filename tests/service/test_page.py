@@ -29,7 +29,7 @@ from tests.service.conftest import client_for, encode, png_bytes, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 60_000  # generous: two shared cores, a browser and a model on them
-OPERATIONS = 5  # POST /v1/upscale, GET /v1/model, /healthz, /readyz, /metrics
+OPERATIONS = 6  # POST /v1/upscale, GET /v1/model, /v1/models, /healthz, /readyz, /metrics
 # Waits go through locators, never page.wait_for_function: the page's CSP (no eval) would refuse its string.
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -236,7 +236,8 @@ def test_width_and_output_options_reach_the_server(open_page, server: str) -> No
     page.fill("#quality", "80")
     response = upscale(page)
     query = dict(pair.split("=") for pair in urlsplit(response.url).query.split("&"))
-    assert query == {"width": "0.25", "format": "webp", "quality": "80"}
+    assert query == {"scale": "4", "noise": "auto", "width": "0.25", "format": "webp", "quality": "80"}
+    assert text(page, "#res-noise") == "none; lossless png" and text(page, "#res-scale") == "×4"
     assert (response.headers["x-width"], response.headers["x-width-reason"]) == ("0.25", "forced")
     assert text(page, "#res-reason") == "forced"
     assert page.get_attribute("#download", "download") == "shot.final-x4.webp"
@@ -398,3 +399,38 @@ def test_cancel_really_stops_the_request_on_the_server(open_page, slow_server: s
         assert time.monotonic() - started < 10  # far less than the ~20 s the request would have taken
         assert metric(c, "csd_sr_inference_duration_seconds_count") == 0  # it never completed
         assert page.is_hidden("#result")
+
+
+@pytest.fixture(scope="module")
+def two_scales(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server with a clean x4 and a clean x2 tiny model."""
+    import torch
+
+    from model.edsr import EDSR, EDSRConfig
+    from model.weights import save_weights
+    from tests.service.conftest import CARD, TINY
+
+    folder = tmp_path_factory.mktemp("scales")
+    for name, cfg in [("csd-edsr-x4", TINY), ("csd-edsr-x2", EDSRConfig(scale=2, n_resblocks=2, n_feats=16))]:
+        torch.manual_seed(0)
+        save_weights(EDSR(cfg), folder / f"{name}.safetensors", CARD)
+    with running_server(settings(folder, tile_size=32)) as url:
+        yield url
+
+
+@in_browser
+def test_the_scale_chosen_sets_the_output_size_and_reaches_the_server(open_page, two_scales: str) -> None:
+    watched = open_page(two_scales)
+    page = ready(watched)
+    expect(page.locator("#scale option")).to_have_count(2)  # from /v1/models
+    choose(page, "photo.png", png_bytes(24, 32), "image/png")
+    expect(page.locator("#facts")).to_contain_text("128×96")
+    page.select_option("#scale", "2")
+    expect(page.locator("#facts")).to_contain_text("64×48")  # the output size before sending
+    expect(page.locator("#go")).to_have_text("Upscale ×2")
+    expect(page.locator("#noise option")).to_have_count(2)  # auto and none: x2 has no other level
+    response = upscale(page)
+    assert "scale=2" in response.url and response.headers["x-scale"] == "2"
+    assert text(page, "#res-scale") == "×2"
+    assert page.get_attribute("#download", "download") == "photo-x2.png"
+    watched.clean()
