@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from model.cli import main as cli_main
+from model.degradations import TRAINING_RECIPES
 from model.train import TrainConfig, Trainer, lr_factor, native_bf16
 from model.weights import load_weights
 from tests.conftest import synthetic_image, write_png
@@ -147,3 +148,14 @@ def test_torchrun_two_processes_keep_weights_identical(data_dir, tmp_path) -> No
 
     init = EDSR(TrainConfig(**cfg).edsr()).state_dict()
     assert not torch.equal(init["head.weight"], w0["head.weight"])  # training really happened
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml")))
+def test_every_shipped_config_is_a_valid_run(config: Path) -> None:
+    """Each configs/*.toml parses (no unknown key), builds its architecture, and starts from a file that exists."""
+    cfg = TrainConfig.from_toml(config)
+    assert cfg.edsr().scale == cfg.scale and cfg.patch_size % cfg.scale == 0
+    root = config.parents[1]
+    if cfg.init_weights:
+        assert (root / cfg.init_weights).is_file(), cfg.init_weights
+    assert cfg.degradation in TRAINING_RECIPES and (cfg.export is None or cfg.export.startswith("weights/"))
