@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 
 from model.degradations import EVAL_DEGRADATIONS
+from model.rungs import PRECISIONS
 from model.train import TrainConfig
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -134,7 +135,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         default="torch",
         help="torch: the fp32 widths in PyTorch; openvino: every rung as the service builds it",
     )
-    p.add_argument("--precisions", nargs="+", choices=("fp32", "int8"), default=["fp32", "int8"], help="openvino only")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=PRECISIONS,
+        default=list(PRECISIONS),
+        help="openvino only; bf16 where the CPU computes it natively",
+    )
     p.add_argument("--self-ensemble", action="store_true", help="x8 geometric self-ensemble")
     p.add_argument("--no-timing", action="store_true")
     p.add_argument("--threads", type=int)

@@ -103,9 +103,12 @@ def openvino_forwards(
 
     models, missing = rung_models(model, weights, precisions)
     if missing:
-        print(f"int8 rungs: {missing}")
+        print(missing)
     core = ov.Core()
-    return {r: compiled_forward(core.compile_model(m, "CPU", cpu_config(threads))) for r, m in sorted(models.items())}
+    return {
+        r: compiled_forward(core.compile_model(m, "CPU", cpu_config(threads, r.precision)))
+        for r, m in sorted(models.items())
+    }
 
 
 def compiled_forward(compiled: Callable) -> Forward:

@@ -60,18 +60,25 @@ def _depth_to_space(node: NodeContext) -> list[ov.Output]:
     return [ops.depth_to_space(node.get_input(0), "depth_first", factor).output(0)]
 
 
-def cpu_config(threads: int) -> dict[str, object]:
-    """One stream over ``threads`` cores, latency first; fp32 asked for explicitly.
+def cpu_config(threads: int, precision: Precision = "fp32") -> dict[str, object]:
+    """One stream over ``threads`` cores, latency first; the inference precision asked for explicitly.
 
-    On CPUs with BF16 the runtime would otherwise run fp32 layers (the fp32 rungs,
-    and the layers int8 rungs keep in fp32) in bf16.
+    bf16 for a bf16 rung; f32 for the others: on CPUs with BF16 the runtime would otherwise run
+    fp32 layers (the fp32 rungs, and the layers int8 rungs keep in fp32) in bf16 too, and a rung
+    would not be what its card measured.
     """
     return {
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": 1,
         "PERFORMANCE_HINT": "LATENCY",
-        "INFERENCE_PRECISION_HINT": "f32",
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
     }
+
+
+def native_bf16(core: ov.Core | None = None) -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): OpenVINO lists BF16 among its
+    optimization capabilities. Elsewhere bf16 is emulated, slower than fp32, and its rungs are left out."""
+    return "BF16" in (core or ov.Core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def int8_dir(weights: str | Path) -> Path:
@@ -112,10 +119,20 @@ def int8_models(weights: str | Path, widths: tuple[float, ...]) -> tuple[dict[Ru
 def rung_models(
     model: EDSR, weights: str | Path | None, precisions: Collection[Precision]
 ) -> tuple[dict[Rung, ov.Model], str | None]:
-    """The ``precisions`` rungs of every width (fp32 converted from ``model``, int8 read beside ``weights``),
-    and why int8 rungs are missing when they were asked for and are."""
-    models = {Rung(w): to_openvino(model.dense(w)) for w in model.widths} if "fp32" in precisions else {}
-    if "int8" not in precisions:
-        return models, None
-    int8, missing = int8_models(weights, model.widths) if weights else ({}, "no weights path given")
-    return models | int8, missing
+    """The ``precisions`` rungs of every width (fp32 converted from ``model``, bf16 the same graphs, int8 read
+    beside ``weights``), and why rungs asked for are missing (``None``: none is)."""
+    graphs = {w: to_openvino(model.dense(w)) for w in model.widths} if {"fp32", "bf16"} & set(precisions) else {}
+    models = {Rung(w): g for w, g in graphs.items()} if "fp32" in precisions else {}
+    notes = []
+    if "bf16" in precisions:
+        if native_bf16():
+            models |= {Rung(w, "bf16"): g for w, g in graphs.items()}
+        else:
+            caps = ", ".join(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+            notes.append(f"bf16 rungs left out: this CPU computes bf16 only emulated (OpenVINO capabilities: {caps})")
+    if "int8" in precisions:
+        int8, missing = int8_models(weights, model.widths) if weights else ({}, "no weights path given")
+        models |= int8
+        if missing:
+            notes.append(f"int8 rungs: {missing}")
+    return models, "; ".join(notes) or None

@@ -1,10 +1,11 @@
 """Rungs of the quality ladder: a width of the shared weights at a numeric precision.
 
-fp32 rungs run the width-``w`` dense sub-network as trained; int8 rungs run the
-same sub-network post-training quantized (``model.quantize``). A rung's ``key``
+fp32 rungs run the width-``w`` dense sub-network as trained; bf16 rungs the same
+graph computed in bf16 (only where the CPU does bf16 natively, ``model.openvino``);
+int8 rungs the same sub-network post-training quantized (``model.quantize``). A rung's ``key``
 names it in the model card (``card["metrics"][set][key]``), in ``/v1/model``
 and in the ``fixed:`` policy: the bare width for fp32 (the keys the card has
-always used), ``<width>-int8`` for int8.
+always used), ``<width>-bf16`` and ``<width>-int8`` for the others.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Precision = Literal["fp32", "int8"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
+Precision = Literal["fp32", "bf16", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "bf16", "int8")
 
 
 @dataclass(frozen=True, order=True)

@@ -73,7 +73,7 @@ def create_backend(
         models, note = rung_models(model, weights, precisions)
         if not models:
             raise ValueError(f"no rung to serve for precisions {list(precisions)}: {note}")
-        return OpenVINOBackend(models, threads=threads, int8_note=note, lane=lane)
+        return OpenVINOBackend(models, threads=threads, missing=note, lane=lane)
     if name == "torch":
         from service.backends.torch_backend import TorchBackend
 

@@ -29,13 +29,15 @@ class OpenVINOBackend:
         models: dict[Rung, ov.Model],
         *,
         threads: int,
-        int8_note: str | None = None,
+        missing: str | None = None,
         lane: threading.Lock | None = None,
     ) -> None:
         self.threads = threads
-        self.int8_note = int8_note  # why int8 rungs are missing, if they are
+        self.missing = missing  # why rungs asked for are missing (bf16 on a CPU without it, int8 files), if any
         self.core = ov.Core()
-        self.compiled = {r: self.core.compile_model(m, "CPU", cpu_config(threads)) for r, m in sorted(models.items())}
+        self.compiled = {
+            r: self.core.compile_model(m, "CPU", cpu_config(threads, r.precision)) for r, m in sorted(models.items())
+        }
         self.rungs = tuple(self.compiled)
         self._requests = {r: c.create_infer_request() for r, c in self.compiled.items()}
         self._lane = lane or threading.Lock()
@@ -63,7 +65,10 @@ class OpenVINOBackend:
             "capabilities": list(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
             "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
             "streams": compiled.get_property("NUM_STREAMS"),
-            "precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
+            # the inference precisions in use, e.g. "f32", or "bf16,f32" with bf16 rungs
+            "precision": ",".join(
+                sorted({c.get_property("INFERENCE_PRECISION_HINT").to_string() for c in self.compiled.values()})
+            ),
             "rungs": [r.key for r in self.rungs],
-            **({"int8_missing": self.int8_note} if self.int8_note else {}),
+            **({"missing": self.missing} if self.missing else {}),
         }

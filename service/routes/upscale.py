@@ -129,7 +129,7 @@ async def upscale(
     ] = "auto",
     width: Annotated[str, Query(description="'auto' (policy) or a width of the ladder, e.g. 0.25")] = "auto",
     precision: Annotated[
-        Literal["auto", "fp32", "int8"],
+        Literal["auto", "fp32", "bf16", "int8"],
         Query(description="'auto' (policy) or a precision: only rungs of it are served"),
     ] = "auto",
     min_width: Annotated[

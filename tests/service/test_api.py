@@ -16,6 +16,7 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from model.edsr import count_params
+from model.openvino import native_bf16
 from model.weights import load_weights
 from service.app import create_app
 from service.logs import JsonFormatter
@@ -122,6 +123,9 @@ def test_model_info(client: httpx.Client, tiny_weights: Path) -> None:
     runtime = info["runtime"]
     assert runtime["backend"] == "openvino" and runtime["precision"] == "f32" and runtime["threads"] >= 1
     assert runtime["cpu"]["cpus"] >= 1 and isinstance(runtime["cpu"]["features"], list)
+    # the default precisions ask for bf16 and int8: what is missing here, and why, is said
+    assert "int8 rungs: no " in runtime["missing"]
+    assert ("bf16 rungs left out" in runtime["missing"]) != native_bf16()
     for row in info["per_width"]:
         assert row["params"] == count_params(TINY, row["width"])
         assert row["macs_per_lr_megapixel"] > 0
