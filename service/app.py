@@ -23,7 +23,7 @@ from service.metrics import Metrics, width_label
 from service.middleware import RequestContextMiddleware
 from service.noise import LADDER_DEGRADATION
 from service.policy import CostModel
-from service.registry import build_registry
+from service.registry import ServedModel, build_registry
 from service.routes import health, model_info, upscale, web
 from service.scheduler import Scheduler
 from service.settings import Settings
@@ -109,8 +109,13 @@ async def _warm_up(svc: ServiceState) -> None:
     """Measure each rung's cost on a worker thread, build each model's ladder, then report ready."""
     loop = asyncio.get_running_loop()
     s, cost = svc.settings, svc.scheduler.cost
+    measured: dict[tuple, ServedModel] = {}  # by architecture and rungs: what one costs, its twins cost
     try:
         for m in svc.registry:
+            twin = measured.setdefault((m.engine.cfg, m.engine.rungs), m)
+            if twin is not m:  # e.g. x4-real is x4's network with other weights: the same multiply-adds
+                cost.copy(twin.rungs, m.rungs)
+                continue
             await loop.run_in_executor(svc.scheduler.executor, pipeline.warm_up, m, cost, s.png_compress_level)
     except Exception as exc:  # stay alive but unready: /readyz reports why
         svc.warmup_error = f"warm-up failed: {exc!r}"

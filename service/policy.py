@@ -95,6 +95,13 @@ class CostModel:
             self._costs[rung] = cost
         return cost
 
+    def copy(self, sources: Sequence[Rung], targets: Sequence[Rung]) -> None:
+        """Start ``targets`` at the fitted cost of ``sources`` (pairwise): rungs of the same network and
+        precision cost the same whatever their weights. Each then follows its own timings."""
+        with self._lock:
+            for source, target in zip(sources, targets, strict=True):
+                self._costs[target] = self._costs[source]
+
     def observe(self, rung: Rung, pixels: int, seconds: float) -> None:
         with self._lock:
             cost = self._costs[rung]

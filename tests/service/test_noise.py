@@ -194,6 +194,10 @@ def test_models_lists_every_model_and_metrics_label_them(multi: httpx.Client) ->
     assert by_name["x2"]["scale"] == 2 and by_name["x4-real"]["noise"] == REAL
     # each model has its own ladder, ranked by its own card (the real model's at jpeg75)
     assert by_name["x4-real"]["ladder"] == ["1", "0.5", "0.25"]
+    # x4-real is x4's network: warm-up measures one and starts the other at its costs
+    x4_costs = {r["key"]: r["cost"] for r in by_name["x4"]["rungs"]}
+    assert all(r["cost"] is not None for r in by_name["x4-real"]["rungs"] + by_name["x2"]["rungs"])
+    assert set(x4_costs) == {r["key"] for r in by_name["x4-real"]["rungs"]}
     assert multi.get("/v1/model").json()["name"] == "x4"
     post(multi, jpeg_file(60), "image/jpeg")
     metrics = multi.get("/metrics").text
