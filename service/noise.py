@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 NONE, REAL, AUTO = "none", "real", "auto"
-CLEAN_JPEG_QUALITY = 96  # measured crossover of the none and real models (docs/models.md)
+CLEAN_JPEG_QUALITY = 88  # none and real cross between q 85 (real +0.15 dB) and 90 (none +0.09): bench/results/noise-auto
 EVALUATED_JPEG = {50: "jpeg50", 75: "jpeg75", 90: "jpeg90"}  # card degradations a JPEG input maps to
 # The degradation a level is meant for: its card's Set5 figures there rank the level's rungs (its ladder).
 LADDER_DEGRADATION = {NONE: "clean", REAL: "jpeg75"}
