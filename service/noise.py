@@ -24,8 +24,10 @@ import numpy as np
 from PIL import Image
 
 NONE, REAL, AUTO = "none", "real", "auto"
-CLEAN_JPEG_QUALITY = 88  # none and real cross between q 85 (real +0.15 dB) and 90 (none +0.09): bench/results/noise-auto
-EVALUATED_JPEG = {50: "jpeg50", 75: "jpeg75", 90: "jpeg90"}  # card degradations a JPEG input maps to
+# none and real cross between q 85 (real +0.15 dB) and q 90 (none +0.09): bench/results/noise-auto.md
+CLEAN_JPEG_QUALITY = 88
+# The card degradations a JPEG input maps to, by quality (100: as good as lossless).
+EVALUATED_JPEG = {50: "jpeg50", 75: "jpeg75", 90: "jpeg90", 100: "clean"}
 # The degradation a level is meant for: its card's Set5 figures there rank the level's rungs (its ladder).
 LADDER_DEGRADATION = {NONE: "clean", REAL: "jpeg75"}
 
@@ -71,7 +73,7 @@ def expected_degradation(image_format: str, jpeg_quality: int | None) -> str:
     """The evaluated degradation (``model.degradations.EVAL_DEGRADATIONS``) nearest what the file is."""
     if image_format == "JPEG":
         q = 75 if jpeg_quality is None else jpeg_quality
-        return EVALUATED_JPEG[min(EVALUATED_JPEG, key=lambda k: abs(k - q))] if q < CLEAN_JPEG_QUALITY else "clean"
+        return EVALUATED_JPEG[min(EVALUATED_JPEG, key=lambda k: abs(k - q))]
     return "clean"
 
 
