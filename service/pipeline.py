@@ -50,8 +50,8 @@ def process(
 ) -> Output:
     """Decode, upscale at ``rung`` (alpha by bicubic), encode as ``fmt``; ``on_lane``: see ``Engine.run``.
 
-    ``out_size`` (width, height): smaller than the native scale's output, reached by an antialiased
-    downscale (``images.downscale``); default: the native scale.
+    ``out_size`` (width, height, of the file as stored): smaller than the native scale's output, reached
+    by an antialiased downscale (``images.downscale``); default: the native scale.
     """
     decoded = images.decode(probe)
     waited = 0.0
@@ -67,6 +67,8 @@ def process(
     inference_s = time.perf_counter() - start - waited
     native = (rgb.shape[1], rgb.shape[0])
     size = out_size or native
+    if out_size and (decoded.rgb.shape[1], decoded.rgb.shape[0]) != (probe.width, probe.height):
+        size = out_size[::-1]  # EXIF orientation turned the image: the asked size turns with it
     if size != native:
         rgb = images.downscale(rgb, size)
     alpha = None if decoded.alpha is None else images.upscale_alpha(decoded.alpha, size)

@@ -31,8 +31,6 @@ class UpscaleOptions:
 
     scale: float = 4.0  # a native scale, or any factor in (1, max native]: the next native scale up + downscale
     noise: str = AUTO
-    out_width: int | None = None  # a target size instead of a factor (aspect kept)
-    out_height: int | None = None
     width: str = "auto"
     precision: str = "auto"
     min_width: str | None = None
@@ -116,7 +114,7 @@ async def upscale(svc: ServiceState, data: bytes, opts: UpscaleOptions, log: dic
                 s.png_compress_level,
                 j.check,
                 j.waited_for_lane,
-                plan.out_size,
+                None if plan.exact_native else plan.out_size,
             ),
         )
     except JobAborted as exc:  # timed out, or the server is shutting down
@@ -187,15 +185,8 @@ def input_limit(max_pixels: int, native: int) -> int:
 
 def plan_size(w: int, h: int, opts: UpscaleOptions, scales: tuple[int, ...], max_pixels: int) -> SizePlan:
     """The native scale and output size for a ``w`` x ``h`` input; 422/413 for what cannot be served."""
-    if opts.out_width is not None or opts.out_height is not None:
-        factor = opts.out_width / w if opts.out_width is not None else opts.out_height / h  # type: ignore[operator]
-        size = (opts.out_width or round(w * factor), opts.out_height or round(h * factor))
-        if opts.out_width and opts.out_height and max(abs(size[0] - w * factor), abs(size[1] - h * factor)) > 1:
-            detail = f"{opts.out_width}x{opts.out_height} does not keep the aspect of {w}x{h}: give one of them"
-            raise ApiError(422, "invalid_option", detail)
-    else:
-        factor = opts.scale
-        size = (round(w * factor), round(h * factor))
+    factor = opts.scale
+    size = (round(w * factor), round(h * factor))
     top = max(scales)
     if not 1 < factor <= top + 1e-9:
         raise ApiError(422, "invalid_option", f"the scale must lie in (1, {top}], got {factor:.4g} for {w}x{h}")

@@ -112,13 +112,6 @@ async def upscale(
             "round(width x factor) x round(height x factor)",
         ),
     ] = 4,
-    out_width: Annotated[
-        int | None, Query(ge=1, le=65_536, description="output width instead of a scale (aspect kept)")
-    ] = None,
-    out_height: Annotated[
-        int | None,
-        Query(ge=1, le=65_536, description="output height instead of a scale; with out_width, the aspect must match"),
-    ] = None,
     noise: Annotated[
         str,
         Query(
@@ -148,7 +141,7 @@ async def upscale(
     ] = None,
 ) -> Response:
     svc = get_state(request)
-    opts = UpscaleOptions(scale, noise, out_width, out_height, width, precision, min_width, fmt, quality, x_deadline_ms)
+    opts = UpscaleOptions(scale, noise, width, precision, min_width, fmt, quality, x_deadline_ms)
     log = request.state.log
     with svc.metrics.inflight.track_inprogress():
         try:

@@ -13,8 +13,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from model.rungs import PRECISIONS, Rung
+from model.rungs import PRECISIONS
 from service.metrics import Metrics
+from service.registry import ModelKey, ServedRung
 from service.settings import Settings
 from tests.deploy.conftest import DOCKER_DIR, REPO
 from tests.deploy.promql import adapter_queries, alert_rules, all_panels, dashboard_targets
@@ -109,7 +110,7 @@ SAMPLE_SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_co
 
 def service_metric_names() -> set[str]:
     """Every sample name the service can expose (labelled series included before their first use)."""
-    rungs = tuple(Rung(w, p) for w in (0.25, 0.5, 1.0) for p in PRECISIONS)
+    rungs = tuple(ServedRung(ModelKey(), w, p) for w in (0.25, 0.5, 1.0) for p in PRECISIONS)
     families = Metrics(rungs, latency_target_s=2.0).registry.collect()
     return {f.name + suffix for f in families for suffix in SAMPLE_SUFFIXES.get(f.type, ("",))}
 

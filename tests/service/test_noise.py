@@ -1,5 +1,5 @@
 """Noise levels and scales: the JPEG quality estimate, ``noise=auto``'s rule, and one server with several models
-(native scales, factors between them, target sizes, the input limit per scale)."""
+(native scales, factors between them, the input limit per scale)."""
 
 from __future__ import annotations
 
@@ -142,9 +142,6 @@ def test_scale_picks_the_native_model(multi: httpx.Client) -> None:
         ({"scale": "1.5"}, (48, 36), "1.5 (x2 + lanczos)"),
         ({"scale": "3"}, (96, 72), "3 (x4 + lanczos)"),  # no x3 model here: the x4 one, downscaled
         ({"scale": "2.5"}, (80, 60), "2.5 (x4 + lanczos)"),
-        ({"out_width": "40"}, (40, 30), "1.25 (x2 + lanczos)"),
-        ({"out_height": "48"}, (64, 48), "2"),  # exactly the x2 model's size: no downscale
-        ({"out_width": "100", "out_height": "75"}, (100, 75), "3.125 (x4 + lanczos)"),
     ],
 )
 def test_any_factor_returns_exactly_the_asked_size(multi: httpx.Client, params: dict, size: tuple, served: str) -> None:
@@ -176,7 +173,6 @@ def test_the_input_limit_follows_the_scale(multi: httpx.Client) -> None:
     [
         ({"scale": "4.5"}, "scale"),
         ({"scale": "1"}, "scale"),
-        ({"out_width": "40", "out_height": "40"}, "40x40 does not keep the aspect of 32x24: give one of them"),
         ({"noise": "heavy"}, "noise must be one of auto, none, real at scale 4"),
         ({"noise": "real", "scale": "2"}, "noise must be one of auto, none at scale 2"),
     ],
