@@ -39,6 +39,11 @@ class OpenVINOBackend:
             r: self.core.compile_model(m, "CPU", cpu_config(threads, r.precision)) for r, m in sorted(models.items())
         }
         self.rungs = tuple(self.compiled)
+        # Read once: a compiled model answers get_property only between inferences, and /v1/model must not
+        # wait for a running image. The inference precisions in use, e.g. "f32", or "bf16,f32" with bf16 rungs.
+        self.precision = ",".join(
+            sorted({c.get_property("INFERENCE_PRECISION_HINT").to_string() for c in self.compiled.values()})
+        )
         self._requests = {r: c.create_infer_request() for r, c in self.compiled.items()}
         self._lane = lane or threading.Lock()
 
@@ -65,10 +70,7 @@ class OpenVINOBackend:
             "capabilities": list(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
             "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
             "streams": compiled.get_property("NUM_STREAMS"),
-            # the inference precisions in use, e.g. "f32", or "bf16,f32" with bf16 rungs
-            "precision": ",".join(
-                sorted({c.get_property("INFERENCE_PRECISION_HINT").to_string() for c in self.compiled.values()})
-            ),
+            "precision": self.precision,
             "rungs": [r.key for r in self.rungs],
             **({"missing": self.missing} if self.missing else {}),
         }
