@@ -111,7 +111,7 @@ def _upscale(args: argparse.Namespace) -> None:
 def _pick_model(files: tuple[Path, ...], probe, scale: int, noise: str) -> tuple[Path, str]:
     """The file of the model for ``scale`` and ``noise`` (``auto``: as the service decides, from the input)."""
     from model.weights import card_path, read_config
-    from service.noise import choose_noise, estimate_jpeg_quality
+    from service.noise import choose_for_probe
 
     models = {}
     for path in files:
@@ -122,7 +122,5 @@ def _pick_model(files: tuple[Path, ...], probe, scale: int, noise: str) -> tuple
     levels = set(models[scale])
     if noise != "auto" and noise not in levels:
         sys.exit(f"csd-sr upscale: --noise must be auto or one of {sorted(levels)} at x{scale}")
-    lossless = probe.format != "JPEG" and (probe.format != "WEBP" or probe.lossless_webp)
-    quality = estimate_jpeg_quality(getattr(probe.image, "quantization", None))
-    choice = choose_noise(noise, probe.format, lossless, quality, levels)
+    choice = choose_for_probe(noise, probe, levels)
     return models[scale][choice.level], choice.header

@@ -23,6 +23,8 @@ from functools import cache
 import numpy as np
 from PIL import Image
 
+from service.images import Probe
+
 NONE, REAL, AUTO = "none", "real", "auto"
 # none and real cross between q 85 (real +0.15 dB) and q 90 (none +0.09): bench/results/noise-auto.md
 CLEAN_JPEG_QUALITY = 88
@@ -75,6 +77,13 @@ def expected_degradation(image_format: str, jpeg_quality: int | None) -> str:
         q = 75 if jpeg_quality is None else jpeg_quality
         return EVALUATED_JPEG[min(EVALUATED_JPEG, key=lambda k: abs(k - q))]
     return "clean"
+
+
+def choose_for_probe(asked: str, probe: Probe, levels: set[str]) -> NoiseChoice:
+    """``choose_noise`` for a probed file: its format, whether it is lossless, its JPEG quality."""
+    lossless = probe.format != "JPEG" and (probe.format != "WEBP" or probe.lossless_webp)
+    quality = estimate_jpeg_quality(getattr(probe.image, "quantization", None))
+    return choose_noise(asked, probe.format, lossless, quality, levels)
 
 
 def choose_noise(

@@ -2,7 +2,7 @@
 
 Routes, policy and engine get a ``ModelKey`` from here and nothing else about a model: which
 scale and noise levels exist, which file and card belong to a key, and which rungs it runs.
-All engines share one inference lane (``Lane``), so the scheduler plans one queue for all models.
+All engines share one inference lane (one lock), so the scheduler plans one queue for all models.
 
 Shipped files follow one name, ``weights/csd-edsr-x{scale}[-{noise}].safetensors``; the scale is
 read from the file's architecture, the noise level from its card (``"noise"``, default ``none``).
@@ -63,6 +63,11 @@ class ServedRung:
     def __str__(self) -> str:
         return self.id
 
+    @classmethod
+    def of(cls, model: ModelKey, rung: Rung | None) -> ServedRung | None:
+        """``rung`` of ``model`` (``None`` stays ``None``): e.g. a ``fixed:<rung>`` policy for one request."""
+        return None if rung is None else cls(model, rung.width, rung.precision)
+
 
 @dataclass
 class ServedModel:
@@ -75,13 +80,6 @@ class ServedModel:
     @property
     def rungs(self) -> tuple[ServedRung, ...]:
         return tuple(ServedRung(self.key, r.width, r.precision) for r in self.engine.rungs)
-
-
-class Lane:
-    """The one inference lane every model's tiles take turns in (a lock shared by all backends)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
 
 
 class Registry:
@@ -122,8 +120,8 @@ class Registry:
 
 
 def build_registry(settings: Settings) -> Registry:
-    """Load every configured weights file and build its engine, all on one lane."""
-    lane = Lane()
+    """Load every configured weights file and build its engine, all on one lane (one lock for every backend)."""
+    lane = threading.Lock()
     models = []
     for path in settings.weights:
         if not path.is_file():
@@ -132,7 +130,7 @@ def build_registry(settings: Settings) -> Registry:
                 "`csd-sr export`)"
             )
         model, card = load_weights(path)
-        engine = build_engine(model, settings, path, lane.lock)
+        engine = build_engine(model, settings, path, lane)
         sha = hashlib.sha256(path.read_bytes()).hexdigest()
         key = ModelKey(model.cfg.scale, str(card.get("noise", NONE)))
         models.append(ServedModel(key, path, card, sha, engine))

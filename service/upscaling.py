@@ -15,7 +15,7 @@ from service import images, pipeline
 from service.errors import ApiError
 from service.ladder import HEADER_SETS, expected_psnr
 from service.metrics import rung_labels, width_label
-from service.noise import AUTO, NoiseChoice, choose_noise, estimate_jpeg_quality
+from service.noise import AUTO, NoiseChoice, choose_for_probe
 from service.policy import EXCEEDS_TIMEOUT, QUEUE_FULL, Ask, Decision, allowed
 from service.registry import ModelKey, ServedRung
 from service.scheduler import JobAborted
@@ -66,9 +66,7 @@ async def upscale(svc: ServiceState, data: bytes, opts: UpscaleOptions, log: dic
             m.rejections.labels(exc.code).inc()
         raise
     levels = _check_noise(svc, plan.native, opts.noise)
-    jpeg_quality = estimate_jpeg_quality(getattr(probe.image, "quantization", None))
-    lossless = probe.format != "JPEG" and (probe.format != "WEBP" or probe.lossless_webp)
-    noise = choose_noise(opts.noise, probe.format, lossless, jpeg_quality, levels)
+    noise = choose_for_probe(opts.noise, probe, levels)
     key = svc.registry.resolve(plan.native, noise.level)
     assert key is not None  # choose_noise picks among the served levels
     model = svc.registry[key]
@@ -86,7 +84,7 @@ async def upscale(svc: ServiceState, data: bytes, opts: UpscaleOptions, log: dic
         log["input_bits"] = 16  # decoded at 8 bits per channel (see service.images)
 
     target_s = opts.deadline_ms / 1000 if opts.deadline_ms else s.latency_target_s
-    fixed = None if s.fixed_rung is None else ServedRung(key, s.fixed_rung.width, s.fixed_rung.precision)
+    fixed = ServedRung.of(key, s.fixed_rung)
     decision, job = svc.scheduler.admit(
         key,
         model.engine.work_pixels(probe.height, probe.width),
@@ -236,8 +234,7 @@ def _parse_ask(svc: ServiceState, key: ModelKey, opts: UpscaleOptions) -> Ask:
         None if opts.min_width is None else _parse_width("min_width", opts.min_width, widths),
     )
     ladder, fixed = svc.scheduler.ladder(key).rungs, svc.settings.fixed_rung
-    served_fixed = None if fixed is None else ServedRung(key, fixed.width, fixed.precision)
-    if allowed(ladder, ask, served_fixed):
+    if allowed(ladder, ask, ServedRung.of(key, fixed)):
         return ask
     asked = f"width={opts.width}, precision={opts.precision}"
     asked += "" if opts.min_width is None else f", min_width={opts.min_width}"

@@ -185,7 +185,7 @@ def _cost(cost: RungCost | None) -> Cost | None:
 def _policy(svc: ServiceState, m: ServedModel) -> PolicyState:
     s, load = svc.settings, svc.scheduler.load()
     pixels = reference_work_pixels(m.engine)
-    fixed = None if s.fixed_rung is None else ServedRung(m.key, s.fixed_rung.width, s.fixed_rung.precision)
+    fixed = ServedRung.of(m.key, s.fixed_rung)
     decision, _ = svc.scheduler.admit(m.key, pixels, target_s=s.latency_target_s, fixed=fixed, enqueue=False)
     rung = decision.rung
     return PolicyState(
