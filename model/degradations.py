@@ -109,4 +109,16 @@ class RealWorld:
         return out
 
 
-TRAINING_RECIPES: dict[str, RealWorld | None] = {"none": None, "real": RealWorld()}
+# The heavy level is for strongly compressed inputs (noise.choose_noise sends JPEG q <= 60 to it):
+# every pair degraded, JPEG q 15-75, blur and noise more often and stronger.
+HEAVY = RealWorld(
+    p_clean=0.0,
+    p_blur=0.6,
+    blur_sigma=(0.3, 2.0),
+    p_noise=0.6,
+    noise_sigma=(1.0, 15.0),
+    p_jpeg=1.0,
+    jpeg_quality=(15, 75),
+)
+
+TRAINING_RECIPES: dict[str, RealWorld | None] = {"none": None, "real": RealWorld(), "heavy": HEAVY}
