@@ -18,13 +18,15 @@ from fastapi import FastAPI
 
 from service import errors, logs, openapi, pipeline
 from service.hardware import cpu_info
+from service.jobs.manager import JobManager
+from service.jobs.store import JobStore
 from service.ladder import QUALITY_SET, build_ladder, expected_psnr
 from service.metrics import Metrics, width_label
 from service.middleware import RequestContextMiddleware
 from service.noise import LADDER_DEGRADATION
 from service.policy import CostModel
 from service.registry import ServedModel, build_registry
-from service.routes import health, model_info, upscale, web
+from service.routes import health, jobs, model_info, upscale, web
 from service.scheduler import Scheduler
 from service.settings import Settings
 from service.state import ServiceState
@@ -40,10 +42,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         warmup = asyncio.create_task(_warm_up(svc))
+        jobs = asyncio.create_task(svc.jobs.run_forever())
         try:
             yield
         finally:
             warmup.cancel()
+            svc.jobs.stop()
+            jobs.cancel()
             svc.scheduler.shutdown()
 
     app = FastAPI(
@@ -59,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     openapi.install(app)  # the spec says what the server enforces, errors included
     app.add_middleware(RequestContextMiddleware, metrics=svc.metrics)
-    for module in (upscale, model_info, health, web):
+    for module in (upscale, jobs, model_info, health, web):
         app.include_router(module.router)
     app.mount(web.STATIC_URL, web.static_files(), name="static")
     return app
@@ -102,7 +107,10 @@ def _build_state(settings: Settings) -> ServiceState:
             "service_version": _package_version(),
         }
     )
-    return ServiceState(settings, registry, scheduler, metrics)
+    svc = ServiceState(settings, registry, scheduler, metrics)
+    svc.jobs = JobManager(svc, JobStore(settings.jobs_dir))
+    metrics.bind_jobs(svc.jobs.store)
+    return svc
 
 
 async def _warm_up(svc: ServiceState) -> None:

@@ -12,10 +12,12 @@ whole-image pass at ~1.2x the returned pixels instead of 1.9x
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,27 +92,56 @@ class Engine:
     ) -> np.ndarray:
         """float HxWx3 (0..255) -> float (sH)x(sW)x3, unclamped; ``before_tile`` may raise to abort.
 
-        The tiles run inside the backend's lane; ``on_lane`` gets the seconds spent waiting for it.
+        The tiles run inside the backend's lane, held for the whole image; ``on_lane`` gets the seconds
+        spent waiting for it.
+        """
+        h, w = rgb.shape[:2]
+        out = np.empty((h * self.scale, w * self.scale, 3), np.float32)
+        for top, strip in self.strips(rgb, rung, before_tile, on_lane):
+            out[top : top + strip.shape[0]] = strip
+        return out
+
+    def strips(
+        self,
+        rgb: np.ndarray,
+        rung: Rung,
+        before_tile: Callable[[], None] | None = None,
+        on_lane: Callable[[float], None] | None = None,
+        tile_turn: Callable[[], AbstractContextManager[object]] | None = None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """The output one row of tiles at a time, top to bottom: (first output row, float strip x W x 3).
+
+        ``tile_turn``: each tile runs inside it, the lane taken tile by tile instead of for the whole
+        image (a job that lets interactive requests go first); the consumer may write each strip away,
+        so memory holds one strip, never the whole output.
         """
         s = self.scale
         h, w = rgb.shape[:2]
         x = np.ascontiguousarray(np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1)[None])
-        out = np.empty((3, h * s, w * s), np.float32)
         rows, cols = self.spans(h, w)
         asked = time.perf_counter()
-        with self.backend.lane():
+        with self.backend.lane() if tile_turn is None else contextlib.nullcontext():
             if on_lane is not None:
                 on_lane(time.perf_counter() - asked)
-            for r in rows:
-                for c in cols:
-                    if before_tile is not None:
-                        before_tile()
-                    y = self.backend.infer(rung, np.ascontiguousarray(x[:, :, r.lo : r.hi, c.lo : c.hi]))[0]
-                    top, left = (r.start - r.lo) * s, (c.start - c.lo) * s
-                    core = y[:, top : top + (r.stop - r.start) * s, left : left + (c.stop - c.start) * s]
-                    out[:, r.start * s : r.stop * s, c.start * s : c.stop * s] = core
-            self.backend.release(rung)
-        return out.transpose(1, 2, 0)
+            try:
+                for r in rows:
+                    strip = np.empty((3, (r.stop - r.start) * s, w * s), np.float32)
+                    for c in cols:
+                        if before_tile is not None:
+                            before_tile()
+                        tile = np.ascontiguousarray(x[:, :, r.lo : r.hi, c.lo : c.hi])
+                        with tile_turn() if tile_turn is not None else contextlib.nullcontext():
+                            y = self.backend.infer(rung, tile)[0]
+                        top, left = (r.start - r.lo) * s, (c.start - c.lo) * s
+                        core = y[:, top : top + (r.stop - r.start) * s, left : left + (c.stop - c.start) * s]
+                        strip[:, :, c.start * s : c.stop * s] = core
+                    yield r.start * s, strip.transpose(1, 2, 0)
+            finally:
+                if tile_turn is None:
+                    self.backend.release(rung)
+                else:
+                    with tile_turn():
+                        self.backend.release(rung)
 
 
 def build_engine(model: EDSR, settings: Settings, weights: Path, lane: threading.Lock | None = None) -> Engine:

@@ -169,16 +169,8 @@ def encode(
 
     PNG is deflated on up to ``threads`` threads (``service.png``); JPEG and WebP go through Pillow.
     """
-    if source.gray:
-        plane = rgb @ BT601
-        if source.bit_depth == 16 and fmt == "png" and alpha is None:
-            pixels = np.clip(np.rint(plane * 257.0), 0, 65535).astype(np.uint16)
-        else:
-            pixels = _to_8bit(plane[..., None], alpha)
-    else:
-        pixels = _to_8bit(rgb, alpha)
+    pixels, icc = to_pixels(rgb, alpha, source, fmt)
     gray = pixels.ndim == 2 or pixels.shape[2] <= 2
-    icc = source.icc if source.icc and source.icc_space == ("GRAY" if gray else "RGB") else None
     bit_depth = 16 if pixels.dtype == np.uint16 else 8
     if fmt == "png":
         return encode_png(pixels, png_compress_level, threads, icc), bit_depth
@@ -195,6 +187,21 @@ def encode(
     buf = io.BytesIO()
     img.save(buf, format=fmt.upper(), **options)
     return buf.getvalue(), bit_depth
+
+
+def to_pixels(rgb: np.ndarray, alpha: np.ndarray | None, source: Decoded, fmt: str) -> tuple[np.ndarray, bytes | None]:
+    """Model output (float HxWx3, or a strip of rows of it) -> the stored pixels like the source (gray,
+    16-bit gray PNG, alpha) and the ICC profile that still describes them."""
+    if source.gray:
+        plane = rgb @ BT601
+        if source.bit_depth == 16 and fmt == "png" and alpha is None:
+            pixels = np.clip(np.rint(plane * 257.0), 0, 65535).astype(np.uint16)
+        else:
+            pixels = _to_8bit(plane[..., None], alpha)
+    else:
+        pixels = _to_8bit(rgb, alpha)
+    gray = pixels.ndim == 2 or pixels.shape[2] <= 2
+    return pixels, source.icc if source.icc and source.icc_space == ("GRAY" if gray else "RGB") else None
 
 
 def _to_8bit(colour: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:

@@ -1,8 +1,9 @@
 """Prometheus metrics on the app's own registry (base units, ``_total`` counters, bounded labels).
 
 Labels only take values from fixed sets: route templates, HTTP status codes,
-the served rungs (``scale`` and ``noise`` of the model, ``width`` and ``precision``)
-and the policy's reasons.
+the served rungs (``scale`` and ``noise`` of the model, ``width`` and ``precision``),
+the policy's reasons and the jobs' final states. Jobs count in ``csd_sr_jobs_*`` and the pixel counters,
+never in the interactive latency histograms.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from prometheus_client import (
     generate_latest,
 )
 
+from service.jobs.store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobStore
 from service.policy import EXCEEDS_TIMEOUT, OVERLOADED, QUEUE_FULL, REASONS, CostModel
 from service.registry import ModelKey, ServedRung
 from service.scheduler import Scheduler
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+JOB_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0)
+JOB_FINAL_STATES = (DONE, FAILED, CANCELLED)
 REJECTION_REASONS = (
     QUEUE_FULL,
     OVERLOADED,
@@ -113,6 +117,18 @@ class Metrics:
         self.latency_target = Gauge("csd_sr_latency_target_seconds", "Configured latency target.", registry=r)
         self.ready = Gauge("csd_sr_ready", "1 once the model is loaded and warmed up.", registry=r)
         self.model = Info("csd_sr_model", "The served model.", registry=r)
+        self.jobs_queued = Gauge("csd_sr_jobs_queued", "Jobs waiting to run.", registry=r)
+        self.jobs_running = Gauge("csd_sr_jobs_running", "Jobs running.", registry=r)
+        self.jobs_submitted = Counter("csd_sr_jobs_submitted", "Jobs accepted.", registry=r)
+        self.jobs_finished = Counter(
+            "csd_sr_jobs_finished", "Jobs finished, by final state (done, failed, cancelled).", ["state"], registry=r
+        )
+        self.job_seconds = Histogram(
+            "csd_sr_job_duration_seconds",
+            "Run time of a done job, start to result written.",
+            buckets=JOB_BUCKETS,
+            registry=r,
+        )
 
         self.latency_target.set(latency_target_s)
         for labels in map(rung_labels, rungs):  # zero-valued series exist from the start
@@ -122,6 +138,8 @@ class Metrics:
                 self.decisions.labels(*labels, reason)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)
+        for state in JOB_FINAL_STATES:
+            self.jobs_finished.labels(state)
 
     def bind(
         self, scheduler: Scheduler, cost: CostModel, model: ModelKey, reference_pixels: int, target_s: float
@@ -135,6 +153,10 @@ class Metrics:
             labels = rung_labels(rung)
             self.cost.labels(*labels).set_function(lambda r=rung: _field(cost, r, "s_per_megapixel"))
             self.cost_overhead.labels(*labels).set_function(lambda r=rung: _field(cost, r, "overhead_s"))
+
+    def bind_jobs(self, store: JobStore) -> None:
+        self.jobs_queued.set_function(lambda: store.counts()[QUEUED])
+        self.jobs_running.set_function(lambda: store.counts()[RUNNING])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -29,6 +29,7 @@ FASTAPI_422 = ("HTTPValidationError", "ValidationError")
 # as image/x-ms-bmp), and the generic type whose bytes are sniffed.
 DECODED = ("image/png", "image/jpeg", "image/webp", "image/bmp", "image/tiff", "image/gif")
 IMAGE_TYPES = (*DECODED, "application/octet-stream")
+UPSCALE_QUERIES = {("/v1/upscale", "post", "query"), ("/v1/jobs", "post", "query")}  # the upscale options
 
 
 def install(app: FastAPI) -> None:
@@ -65,7 +66,7 @@ def correct(
         for param in operation.get("parameters", []):
             if not param.get("required", False):
                 _drop_null(param["schema"])
-            if (path, method, param["in"]) != ("/v1/upscale", "post", "query"):
+            if (path, method, param["in"]) not in UPSCALE_QUERIES:
                 continue
             if param["name"] == "width":
                 param["schema"] = _width_schema(param["schema"], widths)

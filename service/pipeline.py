@@ -6,7 +6,9 @@ import io
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image
@@ -15,6 +17,7 @@ from model.rungs import Rung
 from service import images
 from service.engine import Engine
 from service.hardware import available_cpus
+from service.png import PngStreamWriter
 from service.policy import CostModel
 from service.registry import ServedModel
 
@@ -75,6 +78,41 @@ def process(
     body, bit_depth = images.encode(rgb, alpha, decoded, fmt, quality, png_compress_level, ENCODE_THREADS)
     h, w = rgb.shape[:2]
     return Output(body, images.OUTPUT_MEDIA_TYPES[fmt], w, h, bit_depth, inference_s)
+
+
+def process_to_file(
+    engine: Engine,
+    probe: images.Probe,
+    rung: Rung,
+    out: BinaryIO,
+    png_compress_level: int,
+    before_tile: Callable[[], None],
+    tile_turn: Callable[[], AbstractContextManager[object]],
+) -> Output:
+    """``process`` for a job at a native scale, PNG: the output written to ``out`` one row of tiles at a
+    time (``service.png.PngStreamWriter``), so memory holds the input and one strip, whatever the output's
+    size; each tile runs inside ``tile_turn`` (``Scheduler.job_turn``). ``body`` is empty."""
+    decoded = images.decode(probe)
+    h, w = decoded.rgb.shape[:2]
+    s = engine.scale
+    alpha = None if decoded.alpha is None else Image.fromarray(decoded.alpha)
+    writer = None
+    start = time.perf_counter()
+    for top, strip in engine.strips(decoded.rgb, rung, before_tile, tile_turn=tile_turn):
+        rows = strip.shape[0]
+        strip_alpha = None
+        if alpha is not None:  # the rows of the whole-image bicubic resize: Pillow reads past the box
+            box = (0, top / s, w, (top + rows) / s)
+            strip_alpha = np.asarray(alpha.resize((w * s, rows), Image.Resampling.BICUBIC, box=box))
+        pixels, icc = images.to_pixels(strip, strip_alpha, decoded, "png")
+        if writer is None:
+            channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+            depth = 16 if pixels.dtype == np.uint16 else 8
+            writer = PngStreamWriter(out, w * s, h * s, channels, depth, png_compress_level, icc)
+        writer.write(pixels)
+    assert writer is not None  # an image has at least one row of tiles
+    writer.close()
+    return Output(b"", images.OUTPUT_MEDIA_TYPES["png"], w * s, h * s, writer.depth, time.perf_counter() - start)
 
 
 def reference_work_pixels(engine: Engine) -> int:

@@ -18,6 +18,7 @@ import struct
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from typing import BinaryIO
 
 import numpy as np
 from isal import isal_zlib
@@ -39,20 +40,75 @@ def encode_png(pixels: np.ndarray, level: int, threads: int = 1, icc: bytes | No
     ``level`` is ISA-L's deflate level, 0 (fastest) to 3 (smallest); up to ``threads`` strips at once.
     """
     h, w = pixels.shape[:2]
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    depth = 16 if pixels.dtype == np.uint16 else 8
-    bpp = channels * depth // 8
+    chunks = _header_chunks(w, h, _channels(pixels), _depth(pixels), icc)
+    chunks += [_chunk(b"IDAT", _zlib_stream(_filtered_rows(pixels), level, threads)), _chunk(b"IEND", b"")]
+    return SIGNATURE + b"".join(chunks)
+
+
+class PngStreamWriter:
+    """A PNG written to ``out`` strip by strip (rows top to bottom), so no full image is ever held:
+    one zlib stream over the strips, an IDAT chunk per strip. For outputs too large for memory (jobs)."""
+
+    def __init__(
+        self,
+        out: BinaryIO,
+        width: int,
+        height: int,
+        channels: int,
+        depth: int = 8,
+        level: int = 1,
+        icc: bytes | None = None,
+    ) -> None:
+        self.out, self.width, self.height, self.depth, self.rows_left = out, width, height, depth, height
+        self._deflate = isal_zlib.compressobj(level)
+        out.write(SIGNATURE + b"".join(_header_chunks(width, height, channels, depth, icc)))
+
+    def write(self, pixels: np.ndarray) -> None:
+        """The next rows: uint8 (or uint16 gray) of the image's width and channels."""
+        if pixels.shape[1] != self.width or pixels.shape[0] > self.rows_left:
+            raise ValueError(f"rows of {pixels.shape} do not continue a {self.width}x{self.height} image")
+        self.rows_left -= pixels.shape[0]
+        self._idat(self._deflate.compress(memoryview(_filtered_rows(pixels)).cast("B")))
+
+    def close(self) -> None:
+        """Finish the stream; every row must have been written."""
+        if self.rows_left:
+            raise ValueError(f"{self.rows_left} rows of {self.height} were never written")
+        self._idat(self._deflate.flush(isal_zlib.Z_FINISH))
+        self.out.write(_chunk(b"IEND", b""))
+
+    def _idat(self, data: bytes) -> None:
+        if data:
+            self.out.write(_chunk(b"IDAT", data))
+
+
+def _channels(pixels: np.ndarray) -> int:
+    return 1 if pixels.ndim == 2 else pixels.shape[2]
+
+
+def _depth(pixels: np.ndarray) -> int:
+    return 16 if pixels.dtype == np.uint16 else 8
+
+
+def _header_chunks(width: int, height: int, channels: int, depth: int, icc: bytes | None) -> list[bytes]:
+    header = struct.pack(">IIBBBBB", width, height, depth, COLOR_TYPES[channels], 0, 0, 0)
+    chunks = [_chunk(b"IHDR", header)]
+    if icc:
+        chunks.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)))
+    return chunks
+
+
+def _filtered_rows(pixels: np.ndarray) -> np.ndarray:
+    """PNG scanlines: a filter byte (Sub) and the row's bytes minus those one pixel left."""
+    h, w = pixels.shape[:2]
+    depth = _depth(pixels)
+    bpp = _channels(pixels) * depth // 8
     raw = np.ascontiguousarray(pixels, dtype=">u2" if depth == 16 else np.uint8).view(np.uint8).reshape(h, w * bpp)
     rows = np.empty((h, w * bpp + 1), np.uint8)
     rows[:, 0] = SUB_FILTER
     rows[:, 1 : 1 + bpp] = raw[:, :bpp]
     np.subtract(raw[:, bpp:], raw[:, :-bpp], out=rows[:, 1 + bpp :])  # modulo 256, as the filter is defined
-    header = struct.pack(">IIBBBBB", w, h, depth, COLOR_TYPES[channels], 0, 0, 0)
-    chunks = [_chunk(b"IHDR", header)]
-    if icc:
-        chunks.append(_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc)))
-    chunks += [_chunk(b"IDAT", _zlib_stream(rows, level, threads)), _chunk(b"IEND", b"")]
-    return SIGNATURE + b"".join(chunks)
+    return rows
 
 
 def _zlib_stream(rows: np.ndarray, level: int, threads: int) -> bytes:

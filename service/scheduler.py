@@ -15,12 +15,14 @@ model's ladder, while the lane price weighs the recent requests of every model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -31,6 +33,7 @@ from service.policy import AUTO, MAX_UTILIZATION, Ask, CostModel, Decision, deci
 T = TypeVar("T")
 
 RATE_WINDOW_S = 10.0  # arrivals this recent are the request sizes the lane price is set for
+MAX_JOB_SHARE_LOST = 0.9  # jobs plan on at least a tenth of the lane, however busy interactive requests keep it
 
 
 class JobAborted(Exception):
@@ -102,6 +105,8 @@ class Scheduler:
         self._queued: deque[Job] = deque()
         self._running: set[Job] = set()
         self._arrivals: deque[tuple[float, Hashable, int]] = deque()  # (time, model, pixels) of recent attempts
+        self._served: deque[tuple[float, float]] = deque()  # (finished at, lane seconds) of recent requests
+        self._idle = threading.Condition(self._lock)  # notified when no interactive request is in the system
         self.ladders: dict[Hashable, Ladder] = {}  # per model, built once warm-up has measured every rung
 
     def ladder(self, model: Hashable) -> Ladder:
@@ -165,6 +170,7 @@ class Scheduler:
             if future.cancelled():  # never started, so it would never leave the queue itself
                 with self._lock:
                     self._queued.remove(job)
+                    self._notify_if_idle_locked()
             raise
 
     def shutdown(self) -> None:
@@ -184,9 +190,69 @@ class Scheduler:
         finally:
             with self._lock:
                 self._running.discard(job)
+                self._notify_if_idle_locked()
         # The job's own work: the wait for the lane is the other jobs' work, predicted as wait, not cost.
-        self.cost.observe(job.rung, job.pixels, time.monotonic() - job.started_at - job.lane_wait_s)
+        seconds = time.monotonic() - job.started_at - job.lane_wait_s
+        self.cost.observe(job.rung, job.pixels, seconds)
+        with self._lock:
+            self._served.append((time.monotonic(), seconds))
         return result
+
+    # Jobs (service.jobs) run beside the interactive queue, on the lane interactive requests leave free.
+
+    def choose_for_job(
+        self, model: Hashable, pixels: int, *, target_s: float, timeout_s: float, ask: Ask = AUTO, fixed: Rung | None
+    ) -> tuple[Decision, float]:
+        """The best rung of ``model`` that finishes ``pixels`` of work within ``target_s`` (what is left of
+        the job's deadline) on the share of the lane interactive requests leave it; and that share."""
+        share = 1.0 - self.interactive_utilization()
+        work = {r: self.cost.predict(r, pixels) / share for r in self.cost.rungs if r.model == model}
+        ladder = self.ladder(model)
+        decision = decide(
+            work,
+            ladder=ladder.rungs,
+            wait_s=0.0,
+            target_s=target_s,
+            queue_full=False,
+            from_deadline=True,
+            ask=ask,
+            fixed=fixed,
+            timeout_s=timeout_s,
+        )
+        return decision, share
+
+    def interactive_utilization(self) -> float:
+        """Share of the lanes interactive requests used over the last ``RATE_WINDOW_S`` (at most
+        ``MAX_JOB_SHARE_LOST``)."""
+        with self._lock:
+            now = time.monotonic()
+            while self._served and self._served[0][0] < now - RATE_WINDOW_S:
+                self._served.popleft()
+            busy = sum(seconds for _, seconds in self._served)
+        return min(MAX_JOB_SHARE_LOST, busy / (RATE_WINDOW_S * self.lanes))
+
+    @contextlib.contextmanager
+    def job_turn(
+        self, lane: Callable[[], AbstractContextManager[object]], check: Callable[[], None]
+    ) -> Iterator[float]:
+        """Hold ``lane`` for one tile of a job once no interactive request is queued or running; yields the
+        seconds it waited (interactive requests go first: a job yields the lane between its tiles).
+        ``check`` runs while it waits and may raise to give up (the job cancelled, the server stopping)."""
+        asked = time.monotonic()
+        with self._lock:
+            while self._queued or self._running:
+                self._idle.wait(timeout=0.5)
+                check()
+        with lane():
+            yield time.monotonic() - asked
+
+    def observe_job(self, rung: Rung, pixels: int, seconds: float) -> None:
+        """A job's own tile seconds: the cost model learns from large images too."""
+        self.cost.observe(rung, pixels, seconds)
+
+    def _notify_if_idle_locked(self) -> None:
+        if not self._queued and not self._running:
+            self._idle.notify_all()
 
     def _wait_locked(self, now: float) -> float:
         running = [j.predicted_s - (now - (j.started_at or now)) for j in self._running]

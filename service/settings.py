@@ -83,6 +83,27 @@ class Settings(BaseSettings):
     )
     cost_ewma_alpha: float = Field(0.2, ge=0, le=1, description="weight of each new timing in the cost model")
 
+    # Jobs (POST /v1/jobs): large images and batches, queued durably, run on the lane interactive requests leave.
+    jobs_dir: Path = Field(
+        Path("csd-sr-jobs"), description="job database (SQLite), inputs and results; relative to the working directory"
+    )
+    max_job_pixels: int = Field(16_777_216, gt=0, description="job input width x height limit (413 above)")
+    max_job_output_pixels: int = Field(
+        268_435_456, gt=0, description="job output width x height limit (413 above): 16 x MAX_JOB_PIXELS at x4"
+    )
+    max_job_body_bytes: int = Field(128 * 1024 * 1024, gt=0, description="job upload limit (413 above)")
+    job_deadline_s: float = Field(
+        600.0, gt=0, description="default deadline of a job: it gets the best rung predicted to finish within it"
+    )
+    job_timeout_s: float = Field(1800.0, gt=0, description="a job still running after this fails (timeout)")
+    job_ttl_s: float = Field(86_400.0, gt=0, description="finished jobs and their results are removed after this")
+    jobs_disk_bytes: int = Field(
+        20 * 1024**3,
+        gt=0,
+        description="disk the jobs' inputs and results may use; a job that would pass it is refused up front (507)",
+    )
+    max_jobs_queued: int = Field(1000, ge=1, description="jobs waiting to run; more get 503")
+
     api_key: SecretStr | None = Field(None, description="when set, /v1/* require it (Bearer or X-API-Key)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

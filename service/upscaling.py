@@ -7,9 +7,15 @@ images (probe) -> noise level and model (``service.noise``, ``service.registry``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from typing import BinaryIO
 
 from service import images, pipeline
 from service.errors import ApiError
@@ -41,26 +47,147 @@ class UpscaleOptions:
 
 @dataclass(frozen=True)
 class Upscaled:
-    body: bytes
+    body: bytes  # empty for a job: its output is in the job's file
     media_type: str
     headers: dict[str, str]
 
 
-async def upscale(svc: ServiceState, data: bytes, opts: UpscaleOptions, log: dict, started: float) -> Upscaled:
+@dataclass(frozen=True)
+class Prepared:
+    """A request checked against what the server serves: the image's header, the size plan, the noise
+    level and model chosen, the client's rung choice and the output format."""
+
+    probe: images.Probe
+    plan: SizePlan
+    noise: NoiseChoice
+    key: ModelKey
+    ask: Ask
+    fmt: str
+
+    @property
+    def streamed(self) -> bool:
+        """Whether a job writes the output as it goes (PNG at a native scale), never holding it whole."""
+        return self.fmt == "png" and self.plan.exact_native
+
+
+@dataclass
+class JobRun:
+    """How a job (``service.jobs``) runs inside ``upscale``: the best rung for its own deadline on the lane
+    interactive requests leave free, tile by tile, into its result file."""
+
+    out: BinaryIO
+    executor: Executor  # the jobs' own thread: interactive workers are never taken
+    deadline_s: float  # what is left of the job's deadline
+    check: Callable[[], None]  # before each tile: raises JobAborted when cancelled or out of time
+    progress: Callable[[int, int], None]  # tiles done, tiles in all
+    started: Callable[[Decision, ServedRung, float], None]  # the rung chosen, why, predicted seconds
+
+
+async def upscale(
+    svc: ServiceState, data: bytes, opts: UpscaleOptions, log: dict, started: float, job: JobRun | None = None
+) -> Upscaled:
     """Upscale ``data`` as ``opts`` say; raises ``ApiError`` for anything refused. ``log`` collects the
     request's log fields; ``started`` (``perf_counter``) is when the request arrived.
 
-    Cancelling the caller abandons the work (a queued job is dropped, a running one stops at its next tile).
+    Interactive (``job`` None): admitted by the scheduler at a rung the load allows, run on its workers;
+    cancelling the caller abandons the work (a queued request is dropped, a running one stops at its next
+    tile). A job: see ``JobRun``.
     """
     s, m = svc.settings, svc.metrics
     if not svc.ready:
         m.rejections.labels("not_ready").inc()
         raise ApiError(503, "not_ready", svc.warmup_error or "warming up", {"Retry-After": "2"})
+    req = prepare(svc, data, opts, job_limits(s) if job else interactive_limits(s))
+    probe, key = req.probe, req.key
+    model = svc.registry[key]
+    log.update(input=f"{probe.width}x{probe.height}", input_format=probe.format, bytes_in=len(data))
+    log.update(model=key.name, noise=req.noise.header)
+    if probe.reduced_16bit:
+        log["input_bits"] = 16  # decoded at 8 bits per channel (see service.images)
+    work_pixels = model.engine.work_pixels(probe.height, probe.width)
+    out_size = None if req.plan.exact_native else req.plan.out_size
+    fixed = ServedRung.of(key, s.fixed_rung)
+    if job is None:
+        target_s = opts.deadline_ms / 1000 if opts.deadline_ms else s.latency_target_s
+        decision, queued = svc.scheduler.admit(
+            key, work_pixels, target_s=target_s, from_deadline=opts.deadline_ms is not None, ask=req.ask, fixed=fixed
+        )
+        log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
+        if queued is None:
+            m.rejections.labels(decision.reason).inc()
+            raise refusal(decision, s, target_s)
+        rung = queued.rung
+        m.decisions.labels(*rung_labels(rung), decision.reason).inc()
+        try:
+            out = await svc.scheduler.run(
+                queued,
+                lambda j: pipeline.process(
+                    model.engine,
+                    probe,
+                    j.rung.rung,
+                    req.fmt,
+                    opts.quality,
+                    s.png_compress_level,
+                    j.check,
+                    j.waited_for_lane,
+                    out_size,
+                ),
+            )
+        except JobAborted as exc:  # timed out, or the server is shutting down
+            m.rejections.labels(exc.reason).inc()
+            retry = max(1, math.ceil(svc.scheduler.load().wait_s))
+            timeout = f"not finished within {s.request_timeout_s:g} s"
+            detail = timeout if exc.reason == "timeout" else "server shutting down"
+            raise ApiError(503, exc.reason, detail, {"Retry-After": str(retry)}) from exc
+        queue_wait_s = queued.queue_wait_s
+        m.queue_wait.observe(queue_wait_s)
+    else:
+        decision, _ = svc.scheduler.choose_for_job(
+            key, work_pixels, target_s=job.deadline_s, timeout_s=s.job_timeout_s, ask=req.ask, fixed=fixed
+        )
+        if decision.rung is None:  # only a rung alone past the job timeout is refused
+            raise refusal(decision, s, job.deadline_s)
+        rung = decision.rung
+        job.started(decision, rung, decision.predicted_s)
+        log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
+        out = await asyncio.get_running_loop().run_in_executor(
+            job.executor, _run_job, svc, req, rung, job, opts, out_size, work_pixels
+        )
+        queue_wait_s = 0.0
+    labels = rung_labels(rung)
+    m.input_pixels.inc(probe.pixels)
+    m.output_pixels.inc(out.out_width * out.out_height)
+    if job is None:  # the interactive latencies; jobs have their own (csd_sr_job_duration_seconds)
+        m.inference.labels(*labels).observe(out.inference_s)
+        m.request_duration.labels(*labels).observe(time.perf_counter() - started)
+    wait_ms, infer_ms = round(1000 * queue_wait_s, 1), round(1000 * out.inference_s, 1)
+    log.update(width=rung.width, precision=rung.precision, output=f"{out.out_width}x{out.out_height}")
+    log.update(format=req.fmt, bytes_out=len(out.body), queue_wait_ms=wait_ms, inference_ms=infer_ms)
+    headers = {
+        "X-Scale": req.plan.header,
+        "X-Noise": req.noise.header,
+        "X-Width": labels[2],
+        "X-Precision": rung.precision,
+        "X-Width-Reason": decision.reason,
+        "X-Queue-Wait-Ms": str(wait_ms),
+        "X-Inference-Ms": str(infer_ms),
+        "X-Bit-Depth": str(out.bit_depth),
+    }
+    psnr = _expected(model.card, rung, req.noise)
+    if psnr:
+        headers["X-Expected-PSNR"] = psnr
+    return Upscaled(out.body, out.media_type, headers)
+
+
+def prepare(svc: ServiceState, data: bytes, opts: UpscaleOptions, limit: Callable[[int], int]) -> Prepared:
+    """Check a request against the served models and ``limit`` (input pixels allowed at a native scale):
+    4xx ``ApiError`` for anything refused, before any pixel is decoded (a job is refused at submission)."""
+    m = svc.metrics
     scales = svc.registry.scales
     try:
         # the largest input any scale allows; the plan checks the one of the scale it serves
-        probe = images.probe(data, input_limit(s.max_pixels, scales[0]))
-        plan = plan_size(probe.width, probe.height, opts, scales, s.max_pixels)
+        probe = images.probe(data, max(map(limit, scales)))
+        plan = plan_size(probe.width, probe.height, opts, scales, limit)
     except ApiError as exc:
         if exc.code in LIMIT_CODES:
             m.rejections.labels(exc.code).inc()
@@ -69,7 +196,6 @@ async def upscale(svc: ServiceState, data: bytes, opts: UpscaleOptions, log: dic
     noise = choose_for_probe(opts.noise, probe, levels)
     key = svc.registry.resolve(plan.native, noise.level)
     assert key is not None  # choose_noise picks among the served levels
-    model = svc.registry[key]
     ask = _parse_ask(svc, key, opts)
     # `quality` with format=png is accepted and ignored, as it always was when the output is PNG by default:
     # PNG is lossless, there is nothing for it to set. It used to be a 422, which the spec cannot express
@@ -78,76 +204,60 @@ async def upscale(svc: ServiceState, data: bytes, opts: UpscaleOptions, log: dic
     fmt = opts.fmt or ("webp" if probe.lossless_webp else "png")
     if fmt == "jpeg" and probe.has_alpha:
         raise ApiError(422, "invalid_option", "jpeg cannot carry the alpha channel; ask for png or webp")
-    log.update(input=f"{probe.width}x{probe.height}", input_format=probe.format, bytes_in=len(data))
-    log.update(model=key.name, noise=noise.header)
-    if probe.reduced_16bit:
-        log["input_bits"] = 16  # decoded at 8 bits per channel (see service.images)
-
-    target_s = opts.deadline_ms / 1000 if opts.deadline_ms else s.latency_target_s
-    fixed = ServedRung.of(key, s.fixed_rung)
-    decision, job = svc.scheduler.admit(
-        key,
-        model.engine.work_pixels(probe.height, probe.width),
-        target_s=target_s,
-        from_deadline=opts.deadline_ms is not None,
-        ask=ask,
-        fixed=fixed,
-    )
-    log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
-    if job is None:
-        m.rejections.labels(decision.reason).inc()
-        raise _refusal(decision, s, target_s)
-    labels = rung_labels(job.rung)
-    m.decisions.labels(*labels, decision.reason).inc()
-    log.update(width=job.rung.width, precision=job.rung.precision)
-    try:
-        out = await svc.scheduler.run(
-            job,
-            lambda j: pipeline.process(
-                model.engine,
-                probe,
-                j.rung.rung,
-                fmt,
-                opts.quality,
-                s.png_compress_level,
-                j.check,
-                j.waited_for_lane,
-                None if plan.exact_native else plan.out_size,
-            ),
+    req = Prepared(probe, plan, noise, key, ask, fmt)
+    interactive = input_limit(svc.settings.max_pixels, plan.native)
+    if probe.pixels > interactive and not req.streamed:  # held whole in memory: the interactive limit holds
+        raise ApiError(
+            413,
+            "too_many_pixels",
+            f"{probe.width}x{probe.height} is over the x{plan.native} interactive limit of {interactive} pixels: "
+            f"larger images are served as PNG at a native scale ({', '.join(map(str, scales))}), "
+            f"not {fmt} at {plan.header}",
         )
-    except JobAborted as exc:  # timed out, or the server is shutting down
-        m.rejections.labels(exc.reason).inc()
-        retry = max(1, math.ceil(svc.scheduler.load().wait_s))
-        detail = {"timeout": f"not finished within {s.request_timeout_s:g} s"}.get(exc.reason, "server shutting down")
-        raise ApiError(503, exc.reason, detail, {"Retry-After": str(retry)}) from exc
+    return req
 
-    m.queue_wait.observe(job.queue_wait_s)
-    m.inference.labels(*labels).observe(out.inference_s)
-    m.input_pixels.inc(probe.pixels)
-    m.output_pixels.inc(out.out_width * out.out_height)
-    m.request_duration.labels(*labels).observe(time.perf_counter() - started)
-    wait_ms, infer_ms = round(1000 * job.queue_wait_s, 1), round(1000 * out.inference_s, 1)
-    log.update(
-        output=f"{out.out_width}x{out.out_height}",
-        format=fmt,
-        bytes_out=len(out.body),
-        queue_wait_ms=wait_ms,
-        inference_ms=infer_ms,
-    )
-    headers = {
-        "X-Scale": plan.header,
-        "X-Noise": noise.header,
-        "X-Width": labels[2],
-        "X-Precision": job.rung.precision,
-        "X-Width-Reason": decision.reason,
-        "X-Queue-Wait-Ms": str(wait_ms),
-        "X-Inference-Ms": str(infer_ms),
-        "X-Bit-Depth": str(out.bit_depth),
-    }
-    psnr = _expected(model.card, job.rung, noise)
-    if psnr:
-        headers["X-Expected-PSNR"] = psnr
-    return Upscaled(out.body, out.media_type, headers)
+
+def _run_job(
+    svc: ServiceState,
+    req: Prepared,
+    rung: ServedRung,
+    job: JobRun,
+    opts: UpscaleOptions,
+    out_size: tuple[int, int] | None,
+    work_pixels: int,
+) -> pipeline.Output:
+    """A job's work on its own thread: streamed when it can be, otherwise (small images) in memory."""
+    s, engine = svc.settings, svc.registry[req.key].engine
+    rows, cols = engine.spans(req.probe.height, req.probe.width)
+    total, done, waited = len(rows) * len(cols), 0, 0.0
+
+    def before_tile() -> None:
+        nonlocal done
+        job.check()
+        job.progress(done, total)
+        done += 1
+
+    @contextlib.contextmanager
+    def turn() -> Iterator[None]:
+        nonlocal waited
+        with svc.scheduler.job_turn(engine.backend.lane, job.check) as seconds:
+            waited += seconds
+            yield
+
+    start = time.perf_counter()
+    if req.streamed:
+        out = pipeline.process_to_file(engine, req.probe, rung.rung, job.out, s.png_compress_level, before_tile, turn)
+    else:  # within the interactive limit: it waits its turn once, then holds the lane for its tiles
+        with svc.scheduler.job_turn(contextlib.nullcontext, job.check) as seconds:
+            waited += seconds
+        out = pipeline.process(
+            engine, req.probe, rung.rung, req.fmt, opts.quality, s.png_compress_level, before_tile, None, out_size
+        )
+        job.out.write(out.body)
+    job.progress(total, total)
+    own_s = time.perf_counter() - start - waited
+    svc.scheduler.observe_job(rung, work_pixels, own_s)
+    return replace(out, body=b"", inference_s=min(out.inference_s, own_s))
 
 
 def _expected(card: dict, rung: ServedRung, noise: NoiseChoice) -> str | None:
@@ -175,13 +285,24 @@ class SizePlan:
         return str(self.native) if self.exact_native else f"{self.factor:.4g} (x{self.native} + lanczos)"
 
 
+def interactive_limits(s: Settings) -> Callable[[int], int]:
+    """Input pixels ``/v1/upscale`` accepts per native scale."""
+    return functools.partial(input_limit, s.max_pixels)
+
+
+def job_limits(s: Settings) -> Callable[[int], int]:
+    """Input pixels a job accepts per native scale: ``MAX_JOB_PIXELS``, and its output within
+    ``MAX_JOB_OUTPUT_PIXELS``."""
+    return lambda native: min(s.max_job_pixels, s.max_job_output_pixels // (native * native))
+
+
 def input_limit(max_pixels: int, native: int) -> int:
     """Input pixels a native scale accepts: ``MAX_PIXELS`` at x4, more at lower scales (the output is the
     limit that matters, 16 x ``MAX_PIXELS``: a x2 request may send 4x the pixels of a x4 one)."""
     return max_pixels * 16 // (native * native)
 
 
-def plan_size(w: int, h: int, opts: UpscaleOptions, scales: tuple[int, ...], max_pixels: int) -> SizePlan:
+def plan_size(w: int, h: int, opts: UpscaleOptions, scales: tuple[int, ...], limit: Callable[[int], int]) -> SizePlan:
     """The native scale and output size for a ``w`` x ``h`` input; 422/413 for what cannot be served."""
     factor = opts.scale
     size = (round(w * factor), round(h * factor))
@@ -189,9 +310,9 @@ def plan_size(w: int, h: int, opts: UpscaleOptions, scales: tuple[int, ...], max
     if not 1 < factor <= top + 1e-9:
         raise ApiError(422, "invalid_option", f"the scale must lie in (1, {top}], got {factor:.4g} for {w}x{h}")
     native = min(sc for sc in scales if sc >= factor - 1e-9)
-    limit = input_limit(max_pixels, native)
-    if w * h > limit:
-        raise ApiError(413, "too_many_pixels", f"{w}x{h} = {w * h} pixels exceeds the x{native} limit of {limit}")
+    most = limit(native)
+    if w * h > most:
+        raise ApiError(413, "too_many_pixels", f"{w}x{h} = {w * h} pixels exceeds the x{native} limit of {most}")
     return SizePlan(native, factor, size, size == (w * native, h * native))
 
 
@@ -204,7 +325,7 @@ def _check_noise(svc: ServiceState, scale: int, noise: str) -> set[str]:
     return levels
 
 
-def _refusal(decision: Decision, s: Settings, target_s: float) -> ApiError:
+def refusal(decision: Decision, s: Settings, target_s: float) -> ApiError:
     """The error for a request refused at admission: 422 when it can never finish in time, else 503."""
     fits = ", ".join(r.key for r in decision.fits) or "none"
     if decision.reason == EXCEEDS_TIMEOUT:

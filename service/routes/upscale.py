@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -19,7 +20,7 @@ from service.upscaling import LIMIT_CODES, UpscaleOptions
 
 router = APIRouter(tags=["upscale"], dependencies=[Depends(require_api_key)])
 
-_BODY_DOC = {
+BODY_DOC = {
     "requestBody": {
         "required": True,
         "description": "The image: a multipart `file` part, or the raw bytes with `Content-Type: image/*`.",
@@ -36,8 +37,8 @@ _BODY_DOC = {
     }
 }
 # Every error is a service.errors.ErrorBody, {"error": code, "detail": text} (service.openapi adds the schema).
-_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
-_RESPONSES: dict = {
+ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+RESPONSES: dict = {
     200: {
         "description": "The upscaled image.",
         "content": {media: {} for media in images.OUTPUT_MEDIA_TYPES.values()},
@@ -69,39 +70,31 @@ _RESPONSES: dict = {
             "X-Request-ID": {"description": "the request id (echoed or generated)", "schema": {"type": "string"}},
         },
     },
-    400: {"description": "bad_image: undecodable or truncated image; bad_request: malformed multipart.", **_ERROR},
+    400: {"description": "bad_image: undecodable or truncated image; bad_request: malformed multipart.", **ERROR},
     401: {
         "description": "unauthorized: missing or wrong API key (only when the server has one).",
         "headers": {"WWW-Authenticate": {"description": "Bearer", "schema": {"type": "string"}}},
-        **_ERROR,
+        **ERROR,
     },
-    413: {"description": "body_too_large / too_many_pixels: over the limit the detail gives.", **_ERROR},
-    415: {"description": "unsupported_media_type: not multipart or image/*, or a type not decoded.", **_ERROR},
+    413: {"description": "body_too_large / too_many_pixels: over the limit the detail gives.", **ERROR},
+    415: {"description": "unsupported_media_type: not multipart or image/*, or a type not decoded.", **ERROR},
     422: {
         "description": "invalid_option: a parameter out of range, a width or rung not on the ladder (the "
         "detail lists the ladder), JPEG output for an image with alpha, or multipart without a 'file' part; "
         "exceeds_timeout: the rung asked for (or the cheapest allowed) is predicted to miss the request timeout.",
-        **_ERROR,
+        **ERROR,
     },
-    500: {"description": "internal_error: a bug (logged by the server).", **_ERROR},
+    500: {"description": "internal_error: a bug (logged by the server).", **ERROR},
     503: {
         "description": "overloaded (no allowed rung meets the target, or the queue is full), timeout (not finished "
         "within the request timeout), not_ready (warming up), or shutting down.",
         "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
-        **_ERROR,
+        **ERROR,
     },
 }
 
 
-@router.post(
-    "/v1/upscale",
-    response_class=Response,
-    openapi_extra=_BODY_DOC,
-    responses=_RESPONSES,
-    summary="Upscale an image; the rung (width, precision) follows the server's load",
-)
-async def upscale(
-    request: Request,
+def upscale_options(
     scale: Annotated[
         float,
         Query(
@@ -136,22 +129,37 @@ async def upscale(
     quality: Annotated[
         int | None, Query(ge=1, le=100, description="JPEG/WebP quality; no quality: lossless WebP")
     ] = None,
+) -> UpscaleOptions:
+    """The query parameters of ``/v1/upscale``, which ``POST /v1/jobs`` takes too."""
+    return UpscaleOptions(scale, noise, width, precision, min_width, fmt, quality)
+
+
+@router.post(
+    "/v1/upscale",
+    response_class=Response,
+    openapi_extra=BODY_DOC,
+    responses=RESPONSES,
+    summary="Upscale an image; the rung (width, precision) follows the server's load",
+)
+async def upscale(
+    request: Request,
+    options: Annotated[UpscaleOptions, Depends(upscale_options)],
     x_deadline_ms: Annotated[
         int | None, Header(gt=0, le=3_600_000, description="this request's latency target, replacing the server's")
     ] = None,
 ) -> Response:
     svc = get_state(request)
-    opts = UpscaleOptions(scale, noise, width, precision, min_width, fmt, quality, x_deadline_ms)
+    opts = replace(options, deadline_ms=x_deadline_ms)
     log = request.state.log
     with svc.metrics.inflight.track_inprogress():
         try:
-            data = await _read_image(request, svc.settings.max_body_bytes)
+            data = await read_image(request, svc.settings.max_body_bytes)
         except ApiError as exc:
             if exc.code in LIMIT_CODES:
                 svc.metrics.rejections.labels(exc.code).inc()
             raise
         except ClientDisconnect:  # gone during the upload (the web page's Cancel): not a server error
-            return _client_closed(log)
+            return client_closed(log)
         work = asyncio.ensure_future(upscaling.upscale(svc, data, opts, log, request.state.started))
         gone = asyncio.ensure_future(_disconnected(request))
         try:
@@ -162,7 +170,7 @@ async def upscale(
             if left:  # the client left (or the server stops): drop a queued job, stop a running one at its next tile
                 work.cancel()
         if left:
-            return _client_closed(log)
+            return client_closed(log)
         out = work.result()
         return Response(out.body, media_type=out.media_type, headers=out.headers)
 
@@ -173,7 +181,7 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def _read_image(request: Request, limit: int) -> bytes:
+async def read_image(request: Request, limit: int) -> bytes:
     """The image bytes from a multipart ``file`` part or the raw body; 413 past ``limit``, 415 for other bodies."""
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
@@ -222,7 +230,7 @@ async def _file_part(headers: Headers, body: bytes) -> bytes:
         await form.close()
 
 
-def _client_closed(log: dict) -> Response:
+def client_closed(log: dict) -> Response:
     """The client left before its answer: nginx's 499, logged, never counted as a server error."""
     log["error"] = "client_closed_request"
     return Response(status_code=499)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -136,6 +137,7 @@ def client_for(url: str, **headers: str) -> httpx.Client:
 def settings(weights: Path, **kw) -> Settings:
     """Test settings: tiny limits so the limit paths are cheap to reach, one torch thread per worker."""
     base = dict(weights=weights, workers=2, torch_threads=1, max_body_bytes=1_000_000, max_pixels=200_000)
+    base["jobs_dir"] = Path(tempfile.mkdtemp(prefix="csd-sr-jobs-"))  # each server its own jobs
     return Settings(**{**base, **kw})
 
 

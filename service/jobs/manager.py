@@ -1,0 +1,279 @@
+"""Asynchronous jobs: accepted durably, run one at a time through ``service.upscaling.upscale`` on the lane
+interactive requests leave free, reported with progress and ETA, kept for a TTL.
+
+Submission checks everything ``/v1/upscale`` checks (``upscaling.prepare``, at the job limits) and the disk
+budget before answering 202, so an accepted job fails later only for what cannot be known from its header
+(a truncated file, a timeout). The input is on disk before the job is in the database, and a result is
+renamed into place once complete: after a crash every queued or interrupted job runs (again), and no
+half-written result is ever served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+from service import upscaling
+from service.errors import ApiError
+from service.jobs.store import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, JobRecord, JobStore
+from service.policy import Decision
+from service.registry import ServedRung
+from service.scheduler import JobAborted
+from service.state import ServiceState
+from service.upscaling import JobRun, UpscaleOptions
+
+log = logging.getLogger("csd_sr.jobs")
+
+SWEEP_EVERY_S = 60.0
+IDLE_POLL_S = 1.0  # a replica also finds jobs others queued (a shared store) within this
+BYTES_PER_SAMPLE_BOUND = 1.01  # deflate's worst case over raw bytes, plus the filter byte per row
+
+
+class JobManager:
+    """Owns the jobs' store, their thread and the loop that runs them."""
+
+    def __init__(self, svc: ServiceState, store: JobStore) -> None:
+        self.svc = svc
+        self.store = store
+        settings = svc.settings
+        self.ttl_s = settings.job_ttl_s
+        default = svc.registry[svc.registry.default]
+        self.executor = ThreadPoolExecutor(1, "csd-sr-job", initializer=default.engine.backend.init_worker)
+        self._wake = asyncio.Event()
+        self._cancelled: set[str] = set()
+        self._stopping = False
+        self._last_sweep = 0.0
+
+    # -- submission and reports (the event loop) --
+
+    def submit(self, data: bytes, opts: UpscaleOptions, deadline_s: float, idempotency_key: str | None) -> JobRecord:
+        """Accept a job (``ApiError`` for what would be refused, checked now); a reused key returns its job."""
+        svc, s = self.svc, self.svc.settings
+        if not svc.ready:
+            raise ApiError(503, "not_ready", svc.warmup_error or "warming up", {"Retry-After": "2"})
+        fingerprint = hashlib.sha256(data + json.dumps(asdict(opts), sort_keys=True).encode()).hexdigest()
+        if idempotency_key is not None:
+            existing = self.store.get_by_key(idempotency_key)
+            if existing is not None:
+                return self._same_submission(existing, fingerprint)
+        req = upscaling.prepare(svc, data, opts, upscaling.job_limits(s))
+        counts = self.store.counts()
+        if counts[QUEUED] >= s.max_jobs_queued:
+            raise ApiError(503, "queue_full", f"{counts[QUEUED]} jobs queued (the limit)", {"Retry-After": "60"})
+        w, h = req.plan.out_size
+        channels = 1 if req.probe.image.mode in ("1", "L", "I;16") else 3
+        reserved = int(w * h * (channels + req.probe.has_alpha) * 2 * BYTES_PER_SAMPLE_BOUND) + h + 4096
+        self._check_disk(len(data) + reserved)
+        job = JobRecord(
+            id=secrets.token_urlsafe(12),
+            created_at=time.time(),
+            options={**asdict(opts), "deadline_s": deadline_s},
+            input_bytes=len(data),
+            reserved_bytes=reserved,
+            input_size=f"{req.probe.width}x{req.probe.height}",
+            output_size=f"{w}x{h}",
+            model=req.key.name,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+        )
+        self._plan(job, req)
+        path = self.store.input_path(job.id)
+        path.write_bytes(data)  # before the record: a queued job always has its input
+        stored = self.store.add(job)
+        if stored is not job:  # the same key raced in between: keep the first
+            path.unlink(missing_ok=True)
+            return self._same_submission(stored, fingerprint)
+        svc.metrics.jobs_submitted.inc()
+        self._wake.set()
+        return job
+
+    def status(self, job: JobRecord) -> dict:
+        """What ``GET /v1/jobs/{id}`` reports."""
+        now = time.time()
+        body: dict = {
+            "id": job.id,
+            "state": job.state,
+            "created_at": job.created_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "model": job.model,
+            "input": job.input_size,
+            "output": job.output_size,
+            "progress": {
+                "tiles_done": job.tiles_done,
+                "tiles_total": job.tiles_total,
+                "fraction": job.tiles_done / job.tiles_total if job.tiles_total else 0.0,
+            },
+            "rung": job.rung,
+            "reason": job.reason,
+            "eta_s": None,
+            "queue_position": None,
+        }
+        if job.state == QUEUED:
+            body["queue_position"] = self.store.position(job)
+            body["eta_s"] = round(sum(map(_remaining_s, self.store.ahead(job))) + (job.predicted_s or 0.0), 1)
+        elif job.state == RUNNING:
+            body["eta_s"] = round(_remaining_s(job), 1)
+        elif job.state == DONE:
+            body["result"] = f"/v1/jobs/{job.id}/result"
+        if job.state in FINISHED and job.finished_at is not None:
+            body["expires_at"] = job.finished_at + self.ttl_s
+        if job.error:
+            body["error"] = {"error": job.error, "detail": job.detail}
+        body["updated"] = now
+        return body
+
+    def cancel(self, job: JobRecord) -> bool:
+        """Cancel a queued or running job (a running one stops at its next tile); False if it had finished."""
+        if not self.store.finish(job.id, CANCELLED, error="cancelled", detail="cancelled by the client"):
+            return False
+        self._cancelled.add(job.id)
+        if job.state == QUEUED:  # a running job's input goes when it stops
+            self.store.input_path(job.id).unlink(missing_ok=True)
+        self.svc.metrics.jobs_finished.labels(CANCELLED).inc()
+        return True
+
+    # -- running (one job at a time, on the jobs' own thread) --
+
+    async def run_forever(self) -> None:
+        """Run queued jobs until cancelled; jobs a previous process left running run again first."""
+        requeued, failed = self.store.recover()
+        if requeued or failed:
+            log.info("jobs recovered", extra={"fields": {"requeued": requeued, "failed": failed}})
+        while True:
+            if time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
+                self.sweep()
+            job = self.store.claim() if self.svc.ready else None
+            if job is None:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
+                continue
+            await self._run(job)
+
+    def stop(self) -> None:
+        """Stop the running job at its next tile, left ``running`` so the next start runs it again."""
+        self._stopping = True
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def sweep(self) -> None:
+        """Remove the finished jobs whose time to live is over, and their files."""
+        self._last_sweep = time.monotonic()
+        for job_id in self.store.expired(time.time() - self.ttl_s):
+            self.store.remove(job_id)
+
+    async def _run(self, job: JobRecord) -> None:
+        svc, m = self.svc, self.svc.metrics
+        opts = UpscaleOptions(**{k: v for k, v in job.options.items() if k != "deadline_s"})
+        deadline_at = job.created_at + job.options["deadline_s"]
+        timeout_at = time.monotonic() + svc.settings.job_timeout_s
+        started = time.perf_counter()
+        fields: dict = {"job": job.id, "attempt": job.attempts}
+
+        def check() -> None:
+            if self._stopping:
+                raise JobAborted("shutdown")
+            if job.id in self._cancelled:
+                raise JobAborted("cancelled")
+            if time.monotonic() > timeout_at:
+                raise JobAborted("timeout")
+
+        def progress(done: int, total: int) -> None:
+            self.store.update(job.id, tiles_done=done, tiles_total=total)
+
+        def on_start(decision: Decision, rung: ServedRung, predicted_s: float) -> None:
+            why = f"{decision.reason}: predicted {predicted_s:.0f} s of {decision.target_s:.0f} s left of the deadline"
+            self.store.update(job.id, rung=rung.id, reason=why, predicted_s=predicted_s)
+
+        partial = self.store.result_path(job.id).with_suffix(".part")
+        try:
+            data = self.store.input_path(job.id).read_bytes()
+            with partial.open("wb") as out:
+                run = JobRun(out, self.executor, max(0.0, deadline_at - time.time()), check, progress, on_start)
+                result = await upscaling.upscale(svc, data, opts, fields, started, run)
+            partial.replace(self.store.result_path(job.id))
+        except JobAborted as exc:
+            partial.unlink(missing_ok=True)
+            if exc.reason == "timeout":
+                detail = f"not finished within {svc.settings.job_timeout_s:g} s"
+                self._finish(job, FAILED, fields, error="timeout", detail=detail)
+            return  # cancelled: already recorded; shutdown: left running, to run again at the next start
+        except ApiError as exc:
+            partial.unlink(missing_ok=True)
+            self._finish(job, FAILED, fields, error=exc.code, detail=exc.detail)
+            return
+        except Exception as exc:  # a bug: the job fails, the loop goes on
+            partial.unlink(missing_ok=True)
+            log.exception("job failed", extra={"fields": fields})
+            self._finish(job, FAILED, fields, error="internal_error", detail=repr(exc))
+            return
+        size = self.store.result_path(job.id).stat().st_size
+        self._finish(job, DONE, fields, media_type=result.media_type, headers=result.headers, result_bytes=size)
+        m.job_seconds.observe(time.perf_counter() - started)
+        self.store.input_path(job.id).unlink(missing_ok=True)  # done: only the result is kept
+
+    def _finish(self, job: JobRecord, state: str, fields: dict, **values: object) -> None:
+        if self.store.finish(job.id, state, **values):
+            self.svc.metrics.jobs_finished.labels(state).inc()
+            log.info("job", extra={"fields": {**fields, "state": state, **{k: values.get(k) for k in ("error",)}}})
+        else:  # cancelled while its last tile ran: drop what it made
+            self.store.result_path(job.id).unlink(missing_ok=True)
+
+    def _plan(self, job: JobRecord, req: upscaling.Prepared) -> None:
+        """The rung the job would get now (it is chosen again when it starts) and its predicted seconds."""
+        svc = self.svc
+        engine = svc.registry[req.key].engine
+        pixels = engine.work_pixels(req.probe.height, req.probe.width)
+        rows, cols = engine.spans(req.probe.height, req.probe.width)
+        fixed = ServedRung.of(req.key, svc.settings.fixed_rung)
+        decision, _ = svc.scheduler.choose_for_job(
+            req.key,
+            pixels,
+            target_s=job.options["deadline_s"],
+            timeout_s=svc.settings.job_timeout_s,
+            ask=req.ask,
+            fixed=fixed,
+        )
+        if decision.rung is None:
+            raise upscaling.refusal(decision, svc.settings, job.options["deadline_s"])
+        job.tiles_total = len(rows) * len(cols)
+        job.predicted_s = decision.predicted_s
+        job.rung = decision.rung.id
+        job.reason = f"planned ({decision.reason}); chosen again when the job starts"
+
+    def _check_disk(self, more: int) -> None:
+        budget = self.svc.settings.jobs_disk_bytes
+        used = self.store.disk_bytes()
+        if used + more <= budget:
+            return
+        expiry = self.store.next_expiry(self.ttl_s)
+        retry = 3600 if expiry is None else max(1, int(expiry - time.time()))
+        detail = f"the job needs up to {more} bytes; {used} of the {budget}-byte jobs disk budget are in use"
+        raise ApiError(507, "insufficient_storage", detail, {"Retry-After": str(retry)})
+
+    def _same_submission(self, existing: JobRecord, fingerprint: str) -> JobRecord:
+        if existing.fingerprint != fingerprint:
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                f"Idempotency-Key was used for job {existing.id} with another image or other options",
+            )
+        return existing
+
+
+def _remaining_s(job: JobRecord) -> float:
+    """Seconds a job still needs: from its own pace once tiles are done, else the cost model's prediction."""
+    predicted = job.predicted_s or 0.0
+    if job.state != RUNNING or job.started_at is None:
+        return predicted
+    elapsed = time.time() - job.started_at
+    if job.tiles_done and job.tiles_total:
+        return elapsed * (job.tiles_total - job.tiles_done) / job.tiles_done
+    return max(0.0, predicted - elapsed)
