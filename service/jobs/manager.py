@@ -148,7 +148,7 @@ class JobManager:
         if requeued or failed:
             log.info("jobs recovered", extra={"fields": {"requeued": requeued, "failed": failed}})
         while True:
-            if time.monotonic() - self._last_sweep > SWEEP_EVERY_S:
+            if time.monotonic() - self._last_sweep > min(SWEEP_EVERY_S, self.ttl_s / 2):
                 self.sweep()
             job = self.store.claim() if self.svc.ready else None
             if job is None:
