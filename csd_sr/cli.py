@@ -1,10 +1,12 @@
-"""The ``csd-sr`` command: train, evaluate, export (``model.cli``); serve, upscale (``service.cli``)."""
+"""The ``csd-sr`` command: train, evaluate, export (``model.cli``); serve, upscale (``service.cli``); upscale
+through a server (``csd_sr.batch``)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from csd_sr import batch
 from model import cli as model_cli
 from service import cli as service_cli
 
@@ -21,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    if args.command == "upscale" and args.server:  # the service's client, above service/ like this command
+        batch.main(args)
+    else:
+        args.func(args)
 
 
 if __name__ == "__main__":

@@ -32,14 +32,23 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_serve)
 
-    p = sub.add_parser("upscale", help="upscale one image file locally (no server)")
-    p.add_argument("input")
-    p.add_argument("output", help="format from the suffix: .png, .jpg/.jpeg or .webp")
+    p = sub.add_parser(
+        "upscale", help="upscale images: one file locally (IN OUT), or files and folders through a server (--server)"
+    )
+    p.add_argument("inputs", nargs="+", metavar="PATH", help="IN OUT (local); with --server: files or folders")
+    p.add_argument("--server", help="a csd-sr service URL: each file as a job there (csd_sr.batch), results in --out")
+    p.add_argument("--out", help="with --server: the results' folder; files already there are skipped")
+    p.add_argument("--concurrency", type=int, default=2, help="with --server: jobs in flight at once (default: 2)")
+    p.add_argument("--format", choices=["png", "jpeg", "webp"], help="with --server: output format (default: png)")
+    p.add_argument("--deadline-s", type=float, help="with --server: each job's deadline (default: the server's)")
+    p.add_argument("--api-key", help="with --server: the server's API key")
     p.add_argument("--weights", help="a .safetensors file (default: the shipped model of --scale and --noise)")
-    p.add_argument("--scale", type=int, choices=(2, 3, 4), default=4, help="native scale (default: 4)")
+    p.add_argument("--scale", type=float, help="scale: 2, 3 or 4 locally (default: 4); any in (1, 4] on a server")
     p.add_argument("--noise", default="auto", help="auto (from the input, as the service), none, or e.g. real")
-    p.add_argument("--width", type=float, default=1.0, help="a width of the model's ladder (default: 1.0)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="int8: the rung `csd-sr quantize` made")
+    p.add_argument("--width", type=float, help="a width of the model's ladder (default: 1.0; server: its policy)")
+    p.add_argument(
+        "--precision", choices=PRECISIONS, help="int8: the rung `csd-sr quantize` made (default: fp32; server: policy)"
+    )
     p.add_argument("--quality", type=int, help="JPEG/WebP quality (WebP without it is lossless)")
     p.add_argument("--backend", choices=["openvino", "torch"], help="inference runtime (default: openvino)")
     p.add_argument("--threads", type=int, help="openvino: inference threads (default: usable CPUs)")
@@ -72,6 +81,14 @@ def _upscale(args: argparse.Namespace) -> None:
     from service import images, pipeline
     from service.engine import build_engine
     from service.errors import ApiError
+
+    if len(args.inputs) != 2:
+        sys.exit("csd-sr upscale: locally it takes IN OUT (many files: --server URL IN... --out DIR)")
+    args.input, args.output = args.inputs
+    scale = 4 if args.scale is None else args.scale
+    if scale not in (2, 3, 4):
+        sys.exit("csd-sr upscale: --scale must be 2, 3 or 4 locally (a server serves any factor in (1, 4])")
+    args.scale, args.width, args.precision = int(scale), args.width or 1.0, args.precision or "fp32"
 
     settings = _settings(args).model_copy(update={"precisions": (args.precision,)})  # build only that rung
     fmt = SUFFIX_FORMATS.get(Path(args.output).suffix.lower())

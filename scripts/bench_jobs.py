@@ -1,0 +1,105 @@
+"""A phone-sized photo as a job: the jobs issue's targets (peak RSS <= 3 GB, progress at least once per tile,
+ETA within 30 % of the truth at the halfway point).
+
+python scripts/bench_jobs.py [--size 4000x3000] [--scale 2] [--deadline-s 600] [--out bench/results/jobs]
+
+One ``csd-sr serve`` subprocess on loopback with every shipped model (or ``--weights``). The input: a Wiki49
+photograph resized (Lanczos) to ``--size`` and saved as JPEG q 90. Measured: submission to done, the rung the
+deadline chose, how often the status moved (distinct ``tiles_done`` seen, polled every 0.2 s, against the
+tile count), the ETA reported at the first status past half the tiles against the time it really took from
+there, and the server's RSS (ready, and its peak VmHWM after the job). Prints the CPU flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from measure_budgets import rss_mb
+from PIL import Image
+from serving import free_port, wait_ready
+
+from service.hardware import cpu_info
+
+ROOT = Path(__file__).resolve().parents[1]
+PHOTO = sorted((ROOT.parent / "shared" / "data" / "train" / "Wiki49" / "HR").glob("*"))[0]
+
+
+def photo_jpeg(size: tuple[int, int]) -> bytes:
+    img = Image.open(PHOTO).convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", default=str(ROOT / "weights"), help="CSD_SR_WEIGHTS: files or folders")
+    ap.add_argument("--size", default="4000x3000", help="input WxH")
+    ap.add_argument("--scale", type=float, default=2.0)
+    ap.add_argument("--deadline-s", type=float, default=600.0, help="the job's deadline (chooses its rung)")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    size = tuple(int(v) for v in args.size.split("x"))
+    data = photo_jpeg(size)
+    port = free_port()
+    cmd = [sys.executable, "-m", "csd_sr", "serve", "--port", str(port), "--weights", args.weights]
+    cmd += ["--log-level", "warning"]
+    jobs_dir = ROOT / "bench" / "out" / "jobs"  # ignored by git
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "CSD_SR_JOBS_DIR": str(jobs_dir)})
+    report: dict = {"cpu": cpu_info(), "input": args.size, "input_bytes": len(data), "scale": args.scale}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=600, trust_env=False) as c:
+            wait_ready(c, proc)
+            report["rss_ready_mb"] = round(rss_mb(proc.pid)["VmRSS"])
+            submitted = time.monotonic()
+            query = {"scale": args.scale, "deadline_s": args.deadline_s}
+            r = c.post("/v1/jobs", params=query, content=data, headers={"content-type": "image/jpeg"})
+            r.raise_for_status()
+            job = r.json()
+            report.update(planned_rung=job["rung"], predicted_eta_s=job["eta_s"], output=job["output"])
+            seen: list[tuple[float, dict]] = []
+            while job["state"] in ("queued", "running"):
+                time.sleep(0.2)
+                job = c.get(f"/v1/jobs/{job['id']}").json()
+                seen.append((time.monotonic(), job))
+            done_at = time.monotonic()
+            if job["state"] != "done":
+                raise SystemExit(f"job {job['state']}: {job.get('error')}")
+            total = job["progress"]["tiles_total"]
+            half_t, half = next((t, s) for t, s in seen if s["progress"]["tiles_done"] >= total / 2)
+            truth = done_at - half_t
+            result = c.get(f"/v1/jobs/{job['id']}/result")
+            report.update(
+                rung=job["rung"],
+                reason=job["reason"],
+                seconds=round(done_at - submitted, 1),
+                tiles=total,
+                progress_values_seen=len({s["progress"]["tiles_done"] for _, s in seen}),
+                polls=len(seen),
+                eta_at_half_s=half["eta_s"],
+                remaining_at_half_s=round(truth, 1),
+                eta_error=round(abs(half["eta_s"] - truth) / truth, 3),
+                result_bytes=len(result.content),
+                rss_peak_mb=round(rss_mb(proc.pid)["VmHWM"]),
+                rss_after_mb=round(rss_mb(proc.pid)["VmRSS"]),
+            )
+            c.delete(f"/v1/jobs/{job['id']}")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    print(json.dumps(report, indent=2))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
