@@ -260,8 +260,8 @@ class JobManager:
 
     def _same_submission(self, existing: JobRecord, fingerprint: str) -> JobRecord:
         if existing.fingerprint != fingerprint:
-            raise ApiError(
-                422,
+            raise ApiError(  # 409: the key is taken by another submission (the request itself is valid)
+                409,
                 "idempotency_key_reused",
                 f"Idempotency-Key was used for job {existing.id} with another image or other options",
             )

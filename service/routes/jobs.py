@@ -55,8 +55,11 @@ class JobStatus(BaseModel):
     updated: float = Field(description="Unix time of this report")
 
 
-_STATUS = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobStatus"}}}}
-_NOT_FOUND = {404: {"description": "not_found: no such job (never submitted, or removed after its TTL).", **ERROR}}
+_NOT_FOUND = {
+    401: RESPONSES[401],
+    404: {"description": "not_found: no such job (never submitted, removed, or past its TTL).", **ERROR},
+    500: RESPONSES[500],
+}
 _SUBMIT_RESPONSES: dict = {
     202: {
         "description": "Accepted: the job's status. A retried submission with the same Idempotency-Key answers "
@@ -64,15 +67,14 @@ _SUBMIT_RESPONSES: dict = {
         "headers": {"Location": {"description": "the job's status URL", "schema": {"type": "string"}}},
         "model": JobStatus,
     },
-    **{code: r for code, r in RESPONSES.items() if code not in (200, 422)},
+    **{code: r for code, r in RESPONSES.items() if code != 200},
     413: {
         "description": "body_too_large / too_many_pixels: over the job limits (MAX_JOB_*), or over the "
         "interactive limit for an output other than PNG at a native scale.",
         **ERROR,
     },
-    422: {
-        "description": f"{RESPONSES[422]['description']} idempotency_key_reused: the key named another "
-        "image or other options.",
+    409: {
+        "description": "idempotency_key_reused: the Idempotency-Key names a job of another image or other options.",
         **ERROR,
     },
     503: {
@@ -179,24 +181,33 @@ async def result(request: Request, job_id: str) -> FileResponse:
     return FileResponse(path, media_type=job.media_type, headers=job.headers)
 
 
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    response_model=JobStatus,
+    responses=_NOT_FOUND,
+    summary="Cancel a queued job (it never runs) or a running one (it stops at its next tile); kept, as "
+    "cancelled, until its TTL",
+)
+async def cancel(request: Request, job_id: str) -> JobStatus:
+    manager = _manager(request)
+    manager.cancel(_job(manager, job_id))  # a finished job stays as it was
+    return JobStatus(**manager.status(_job(manager, job_id)))
+
+
 @router.delete(
     "/v1/jobs/{job_id}",
+    status_code=204,
+    response_class=Response,
     responses={
-        200: {
-            "description": "Cancelled: the job was queued (it never runs) or running (it stops at its next "
-            "tile); its status.",
-            **_STATUS,
-        },
-        204: {"description": "Removed: the job had finished; it and its result are gone."},
+        204: {"description": "Removed: cancelled first if it was queued or running; it and its files are gone."},
         **_NOT_FOUND,
     },
-    summary="Cancel a queued or running job; remove a finished one",
+    summary="Remove a job: cancel it if unfinished, delete its input and result",
 )
 async def delete(request: Request, job_id: str) -> Response:
     manager = _manager(request)
     job = _job(manager, job_id)
-    if job.state not in FINISHED and manager.cancel(job):
-        body = JobStatus(**manager.status(_job(manager, job_id)))
-        return Response(body.model_dump_json(), media_type="application/json")
+    if job.state not in FINISHED:
+        manager.cancel(job)
     manager.store.remove(job.id)
     return Response(status_code=204)

@@ -70,7 +70,8 @@ def test_401_conforms_too(tiny_weights: Path, tmp_path: Path) -> None:
     """With an API key and none sent, every /v1/* answer is the documented 401 (ErrorBody, WWW-Authenticate)."""
     with running_server(settings(tiny_weights, api_key="contract-key", log_level="warning")) as url:
         report = fuzz(url, tmp_path, 10, "--include-path-regex", "^/v1/")
-    assert report["operations"]["tested"] == 3  # /v1/upscale, /v1/model, /v1/models
+    # /v1/upscale, /v1/model, /v1/models and the five /v1/jobs operations
+    assert report["operations"]["tested"] == 8
 
 
 def test_spec_documents_every_error_with_its_shape(live_url: str) -> None:

@@ -91,7 +91,7 @@ def test_idempotency_key_makes_a_retry_the_same_job(c: httpx.Client) -> None:
     again = submit(c, png_bytes(seed=1), **{"Idempotency-Key": "retry-1"})
     assert again.status_code == 202 and again.json()["id"] == first["id"]
     other = submit(c, png_bytes(seed=2), **{"Idempotency-Key": "retry-1"})
-    assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused"
+    assert other.status_code == 409 and other.json()["error"] == "idempotency_key_reused"
 
 
 def test_cancel_a_running_job_and_remove_a_finished_one(tiny_weights: Path, tmp_path: Path) -> None:
@@ -106,8 +106,8 @@ def test_cancel_a_running_job_and_remove_a_finished_one(tiny_weights: Path, tmp_
             time.sleep(0.02)
         assert running["state"] == "running" and c.get(f"/v1/jobs/{queued}").json()["queue_position"] == 0
         assert c.get(f"/v1/jobs/{job}/result").json()["error"] == "job_not_done"
-        assert c.delete(f"/v1/jobs/{queued}").json()["state"] == "cancelled"
-        cancelled = c.delete(f"/v1/jobs/{job}")
+        assert c.post(f"/v1/jobs/{queued}/cancel").json()["state"] == "cancelled"
+        cancelled = c.post(f"/v1/jobs/{job}/cancel")
         assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
         time.sleep(0.5)
         status = c.get(f"/v1/jobs/{job}").json()
@@ -116,6 +116,11 @@ def test_cancel_a_running_job_and_remove_a_finished_one(tiny_weights: Path, tmp_
         assert c.delete(f"/v1/jobs/{job}").status_code == 204
         assert c.get(f"/v1/jobs/{job}").status_code == 404
         assert not list(tmp_path.glob(f"{job}.*"))
+        running = submit(c, png_bytes(300, 300, seed=6)).json()["id"]
+        wait_for(c, running, until=("running",))
+        assert c.delete(f"/v1/jobs/{running}").status_code == 204  # cancelled and removed at once
+        time.sleep(0.5)
+        assert c.get(f"/v1/jobs/{running}").status_code == 404 and not list(tmp_path.glob(f"{running}.*"))
 
 
 def test_jobs_survive_a_restart(tiny_weights: Path, tmp_path: Path) -> None:
