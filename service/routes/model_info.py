@@ -81,6 +81,9 @@ class ModelInfo(BaseModel):
     runtime: dict[str, object]  # backend, version, threads, precision in use; the CPU and its features
     max_pixels: int
     max_body_bytes: int
+    max_job_pixels: int
+    max_job_output_pixels: int
+    max_job_body_bytes: int
     per_width: list[WidthInfo]
     rungs: list[RungInfo]  # every rung the backend runs
     policy: PolicyState | None  # None until warm-up has measured the costs
@@ -171,6 +174,9 @@ def _info(svc: ServiceState, m: ServedModel) -> ModelInfo:
         runtime={**m.engine.backend.describe(), "cpu": cpu_info()},
         max_pixels=svc.settings.max_pixels,
         max_body_bytes=svc.settings.max_body_bytes,
+        max_job_pixels=svc.settings.max_job_pixels,
+        max_job_output_pixels=svc.settings.max_job_output_pixels,
+        max_job_body_bytes=svc.settings.max_job_body_bytes,
         per_width=per_width,
         rungs=rungs,
         policy=_policy(svc, m) if svc.ready else None,

@@ -55,6 +55,7 @@ const state = {
   inputUrl: null,
   outputUrl: null,
   xhr: null,
+  job: null, // the status of the job in flight (POST /v1/jobs), if the image went as one
   keyNeeded: false,
   pollTimer: 0,
   polling: false,
@@ -167,8 +168,9 @@ function applyModel(model) {
   const p = model.policy;
   $("live-state").textContent = model.ready ? `ready, ×${model.scale}` : "warming up";
   $("limits").textContent =
-    `Limits: ${int(model.max_pixels)} pixels and ${bytes(model.max_body_bytes)} per image; ` +
-    `larger than ${model.tile_size}×${model.tile_size} runs in tiles.`;
+    `Limits: ${int(model.max_pixels)} pixels (at ×4) and ${bytes(model.max_body_bytes)} per request; larger ` +
+    `images, up to ${int(model.max_job_pixels)} pixels, run as jobs; larger than ${model.tile_size}×` +
+    `${model.tile_size} runs in tiles.`;
   if (p) {
     $("live-running").textContent = `${p.running} (of ${p.workers} workers)`;
     $("live-queued").textContent = `${p.queued} (at most ${p.max_queue})`;
@@ -176,7 +178,6 @@ function applyModel(model) {
     $("live-width-label").textContent = `Rung for a ${p.reference_input} image now`;
     $("live-width").textContent = p.rung === null ? `none (${p.reason})` : `${p.rung} (${p.reason})`;
   }
-  $("go").textContent = `Upscale ×${chosenScale()}`;
   renderWidthCosts();
   renderFile();
 }
@@ -211,7 +212,6 @@ function renderNoise() {
     ...levels.map((l) => new Option(NOISE_LABELS[l] ?? l, l)),
   );
   noise.value = ["auto", ...levels].includes(kept) ? kept : "auto";
-  $("go").textContent = `Upscale ×${chosenScale()}`;
   renderFile();
   renderWidthCosts();
 }
@@ -318,18 +318,44 @@ async function choose(file) {
   if (state.model) renderWidthCosts();
 }
 
+// Input pixels /v1/upscale takes at a native scale: MAX_PIXELS at x4, more at lower scales (the output is
+// the limit: service/upscaling.py input_limit). Larger images go as jobs (POST /v1/jobs).
+function interactiveLimit(scale) {
+  return Math.floor((state.model.max_pixels * 16) / (scale * scale));
+}
+
+function jobLimit(scale) {
+  return Math.min(state.model.max_job_pixels, Math.floor(state.model.max_job_output_pixels / (scale * scale)));
+}
+
+// Whether the chosen file goes as a job: over the interactive limits, within the jobs' ones.
+function asJob() {
+  const model = state.model;
+  if (!model || !state.file) return false;
+  const pixels = state.input ? state.input.w * state.input.h : 0;
+  return state.file.size > model.max_body_bytes || pixels > interactiveLimit(chosenScale());
+}
+
 // Why the server would refuse the chosen file, known before sending it; null when it may go.
 function refusal() {
   const model = state.model;
   if (!model || !state.file) return null;
-  if (state.file.size > model.max_body_bytes) {
-    return `${bytes(state.file.size)} is over this server's limit of ${bytes(model.max_body_bytes)} per request.`;
+  if (state.file.size > model.max_job_body_bytes) {
+    return `${bytes(state.file.size)} is over this server's limit of ${bytes(model.max_job_body_bytes)} per image.`;
   }
-  if (state.input && state.input.w * state.input.h > model.max_pixels) {
+  const scale = chosenScale();
+  if (state.input && state.input.w * state.input.h > jobLimit(scale)) {
     const { w, h } = state.input;
-    return `${w}×${h} = ${int(w * h)} pixels is over this server's limit of ${int(model.max_pixels)} pixels.`;
+    return `${w}×${h} = ${int(w * h)} pixels is over this server's limit of ${int(jobLimit(scale))} pixels at ×${scale}.`;
+  }
+  if (asJob() && $("format").value !== "png") {
+    return "Images this large are upscaled as jobs, written as PNG while they run: choose PNG.";
   }
   return null;
+}
+
+function goLabel() {
+  return `Upscale ×${chosenScale()}${asJob() ? " as a job" : ""}`;
 }
 
 function renderFile() {
@@ -369,13 +395,22 @@ function renderFile() {
   const refused = refusal();
   if (refused) {
     warning.hidden = false;
-    warning.textContent = `Too large: ${refused} Choose a smaller image.`;
+    warning.textContent = refused.startsWith("Images this large")
+      ? refused
+      : `Too large: ${refused} Choose a smaller image.`;
+  } else if (asJob()) {
+    warning.hidden = false;
+    warning.textContent =
+      `Over the ${int(interactiveLimit(chosenScale()))} pixels of one request at ×${chosenScale()}: it runs as a ` +
+      "job, with its progress shown here (interactive requests go first).";
   }
+  $("go").textContent = goLabel();
   updateGo();
 }
 
 function updateGo() {
-  $("go").disabled = !state.model || !state.file || Boolean(refusal()) || state.keyNeeded || Boolean(state.xhr);
+  $("go").disabled =
+    !state.model || !state.file || Boolean(refusal()) || state.keyNeeded || Boolean(state.xhr) || Boolean(state.job);
 }
 
 $("file").addEventListener("change", (event) => choose(event.target.files[0]));
@@ -412,7 +447,10 @@ function renderFormat() {
   $("quality-row").hidden = fmt === "png" || (fmt === "webp" && $("lossless").checked);
   $("quality").disabled = $("quality-row").hidden; // a hidden, invalid value must not block the form
 }
-$("format").addEventListener("change", renderFormat);
+$("format").addEventListener("change", () => {
+  renderFormat();
+  renderFile();
+});
 $("lossless").addEventListener("change", renderFormat);
 
 function query() {
@@ -436,7 +474,11 @@ $("cancel").addEventListener("click", () => abortRequest());
 $("retry").addEventListener("click", () => upscale());
 
 function upscale() {
-  if (!state.file || state.xhr) return;
+  if (!state.file || state.xhr || state.job) return;
+  if (asJob()) {
+    submitJob();
+    return;
+  }
   hideError();
   clearResult();
   const started = performance.now();
@@ -453,6 +495,7 @@ function upscale() {
   $("cancel").hidden = false;
   const bar = $("upload-bar");
   bar.value = 0;
+  $("progress-label").textContent = "Upload";
   $("phase").textContent = `Uploading ${bytes(state.file.size)}…`;
   xhr.upload.addEventListener("progress", (event) => {
     if (event.lengthComputable) bar.value = event.loaded / event.total;
@@ -511,6 +554,97 @@ function upscale() {
 
 function abortRequest() {
   if (state.xhr) state.xhr.abort();
+  if (state.job) cancelJob();
+}
+
+// ---- a job: POST /v1/jobs, then its status until done, then its result -----------------------------
+
+function request(method, url, body) {
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open(method, url);
+    xhr.responseType = "blob";
+    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
+    if (body) xhr.setRequestHeader("Content-Type", state.file.type || "application/octet-stream");
+    xhr.addEventListener("loadend", () => resolve(xhr));
+    if (body) {
+      xhr.upload.addEventListener("progress", (event) => {
+        if (event.lengthComputable) $("upload-bar").value = event.loaded / event.total;
+      });
+    }
+    state.xhr = body ? xhr : state.xhr;
+    xhr.send(body ?? null);
+  });
+}
+
+async function submitJob() {
+  hideError();
+  clearResult();
+  const started = performance.now();
+  $("progress").hidden = false;
+  $("cancel").hidden = false;
+  $("upload-bar").value = 0;
+  $("progress-label").textContent = "Upload";
+  $("phase").textContent = `Uploading ${bytes(state.file.size)} as a job…`;
+  updateGo();
+  const xhr = await request("POST", `/v1/jobs?${query()}`, state.file);
+  state.xhr = null;
+  if (xhr.status !== 202) {
+    $("cancel").hidden = true;
+    $("phase").textContent = xhr.status ? "The job was refused." : "";
+    if (xhr.status) await showError(xhr);
+    else showMessage("Could not reach the server", "The connection failed or was closed. Check the server and retry.");
+    updateGo();
+    return;
+  }
+  state.job = JSON.parse(await xhr.response.text());
+  $("progress-label").textContent = "Tiles";
+  updateGo();
+  while (state.job && !["done", "failed", "cancelled"].includes(state.job.state)) {
+    showJob(state.job);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    if (!state.job) return; // cancelled meanwhile
+    const r = await request("GET", `/v1/jobs/${state.job.id}`);
+    if (r.status === 200) state.job = JSON.parse(await r.response.text());
+  }
+  const job = state.job;
+  if (!job) return;
+  $("cancel").hidden = true;
+  const total = (performance.now() - started) / 1000;
+  if (job.state === "done") {
+    showJob(job);
+    const result = await request("GET", job.result);
+    state.job = null;
+    updateGo();
+    $("phase").textContent = `Done in ${seconds(total)} (a job: ${job.progress.tiles_total} tiles).`;
+    if (result.status === 200) await showResult(result, total);
+    else await showError(result);
+    request("DELETE", `/v1/jobs/${job.id}`); // the page has the result: the server need not keep it
+    return;
+  }
+  state.job = null;
+  updateGo();
+  $("phase").textContent = `The job ${job.state} after ${seconds(total)}.`;
+  if (job.error) showMessage(`The job ${job.state} (${job.error.error})`, job.error.detail ?? "");
+}
+
+function showJob(job) {
+  const { tiles_done: done, tiles_total: total, fraction } = job.progress;
+  $("upload-bar").value = fraction;
+  const eta = job.eta_s === null ? "" : `, about ${duration(job.eta_s)} left`;
+  $("phase").textContent =
+    job.state === "queued"
+      ? `Queued: ${job.queue_position} job${job.queue_position === 1 ? "" : "s"} ahead${eta}.`
+      : `Running at rung ${job.rung}: ${int(done)} of ${int(total)} tiles${eta}.`;
+}
+
+async function cancelJob() {
+  const job = state.job;
+  state.job = null;
+  await request("DELETE", `/v1/jobs/${job.id}`);
+  $("cancel").hidden = true;
+  $("phase").textContent = "Cancelled: the job is removed (a running one stops at its next tile).";
+  updateGo();
 }
 
 // ---- errors --------------------------------------------------------------------------------------

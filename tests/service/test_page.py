@@ -290,15 +290,43 @@ def test_a_text_file_shows_the_415_message(open_page, server: str) -> None:
     assert page.is_hidden("#result")
 
 
+@pytest.fixture(scope="module")
+def jobs_server(tiny_weights: Path) -> Iterator[str]:
+    """/v1/upscale takes 200,000 pixels at x4, a job 300,000."""
+    with running_server(settings(tiny_weights, tile_size=64, max_job_pixels=300_000)) as url:
+        yield url
+
+
 @in_browser
-def test_an_image_over_the_pixel_limit_is_refused_before_upload(open_page, server: str) -> None:
-    watched = open_page(server)
+def test_an_image_over_the_pixel_limit_is_refused_before_upload(open_page, jobs_server: str) -> None:
+    watched = open_page(jobs_server)
     page = ready(watched)
-    choose(page, "big.png", encode(synthetic_image(500, 500)), "image/png")  # 250,000 > 200,000 pixels
+    choose(page, "big.png", encode(synthetic_image(600, 600)), "image/png")  # 360,000 > 300,000 pixels
     assert page.is_disabled("#go")
     warning = text(page, "#file-warning")
-    assert "250,000 pixels" in warning and "200,000 pixels" in warning
+    assert "360,000 pixels" in warning and "300,000 pixels" in warning
+    assert not any("/v1/" in r and "/v1/model" not in r for r in watched.requests)
+    watched.clean()
+
+
+@in_browser
+def test_an_image_over_the_request_limit_runs_as_a_job_with_progress(open_page, jobs_server: str) -> None:
+    watched = open_page(jobs_server)
+    page = ready(watched)
+    choose(page, "big.png", encode(synthetic_image(500, 500)), "image/png")  # 250,000: over one request's limit
+    expect(page.locator("#go")).to_have_text("Upscale ×4 as a job")
+    assert "runs as a job" in text(page, "#file-warning")
+    page.select_option("#format", "jpeg")  # a job streams PNG: anything else is refused before sending
+    assert page.is_disabled("#go") and "choose PNG" in text(page, "#file-warning")
+    page.select_option("#format", "png")
+    page.click("#go")
+    expect(page.locator("#phase")).to_have_text(re.compile("tiles"))  # Running at rung ...: n of 64 tiles
+    page.wait_for_selector("#result:not([hidden])")
+    assert text(page, "#res-scale") == "×4" and text(page, "#res-output").startswith("2000×2000 PNG")
+    assert text(page, "#phase").startswith("Done in") and "64 tiles" in text(page, "#phase")
+    assert any(r.startswith("POST") and "/v1/jobs?" in r for r in watched.requests)
     assert not any("/v1/upscale" in r for r in watched.requests)
+    expect(page.locator("#go")).to_be_enabled()
     watched.clean()
 
 
