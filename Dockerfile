@@ -63,15 +63,20 @@ RUN chmod -R u=rwX,go=rX /opt/csd-sr/weights
 FROM ${BASE_IMAGE}
 RUN groupadd --system --gid 10001 csdsr \
     && useradd --system --uid 10001 --gid csdsr --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin csdsr
+        --shell /usr/sbin/nologin csdsr \
+    && mkdir -p /var/lib/csd-sr/jobs && chown csdsr:csdsr /var/lib/csd-sr/jobs
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /opt/csd-sr/weights /opt/csd-sr/weights
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     CSD_SR_WEIGHTS=/opt/csd-sr/weights \
+    CSD_SR_JOBS_DIR=/var/lib/csd-sr/jobs \
     CSD_SR_HOST=0.0.0.0 \
     CSD_SR_PORT=8000
+# The jobs' database, inputs and results (POST /v1/jobs): a volume, writable under a read-only root and
+# kept when the container is replaced.
+VOLUME /var/lib/csd-sr/jobs
 WORKDIR /opt/csd-sr
 USER 10001:10001
 EXPOSE 8000

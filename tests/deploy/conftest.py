@@ -122,6 +122,7 @@ def live_service(service_weights: Path, tmp_path_factory: pytest.TempPathFactory
         CSD_SR_TORCH_THREADS="1",
         CSD_SR_MAX_QUEUE="1",
         CSD_SR_LATENCY_TARGET_S="1.0",
+        CSD_SR_JOBS_DIR=str(tmp_path_factory.mktemp("jobs")),
     )
     yield svc
     stop_process(svc.proc)

@@ -106,6 +106,13 @@ def test_image_serves_upscales_and_runs_as_non_root(docker_client: str, containe
         assert {r["precision"] for r in rungs} == {"fp32", "int8"}, rungs
         resp = client.post("/v1/upscale", params={"precision": "int8"}, files={"file": ("in.png", buf.getvalue())})
         assert resp.status_code == 200 and resp.headers["x-precision"] == "int8", resp.text
+        # Jobs write their database and files on the image's volume, under the read-only root.
+        job = client.post("/v1/jobs", files={"file": ("in.png", buf.getvalue(), "image/png")})
+        assert job.status_code == 202, job.text
+        status = job.json()
+        wait_until(lambda: client.get(f"/v1/jobs/{status['id']}").json()["state"] == "done", 120, "job done")
+        result = client.get(f"/v1/jobs/{status['id']}/result")
+        assert result.status_code == 200 and Image.open(io.BytesIO(result.content)).size == (56 * 4, 40 * 4)
         # The web page and the offline docs are package data: the installed package must carry them.
         for path in ("/", "/static/app.js", "/docs", "/static/vendor/swagger-ui/swagger-ui-bundle.js"):
             assert client.get(path).status_code == 200, path

@@ -130,7 +130,7 @@ def png(h: int, w: int, seed: int) -> bytes:
 
 def put_load(url: str, widths: list[str], rounds: int = 5) -> dict[int, int]:
     """Bounded: a few rounds a second apart (so every rate sees increases between scrapes), each with
-    every width, ``auto``, a bad image and a burst larger than workers + queue (503s)."""
+    every width, ``auto``, a bad image, a job and a burst larger than workers + queue (503s)."""
     statuses: dict[int, int] = {}
     small, large = png(24, 32, 1), png(128, 128, 2)
 
@@ -142,6 +142,8 @@ def put_load(url: str, widths: list[str], rounds: int = 5) -> dict[int, int]:
         for _ in range(rounds):
             codes = [post(small, w) for w in ["auto", *widths]]
             codes.append(post(b"not an image", "auto"))
+            job = httpx.post(f"{url}/v1/jobs", files={"file": ("in.png", small, "image/png")}, timeout=120)
+            codes.append(job.status_code)
             codes += list(pool.map(lambda _: post(large, widths[0]), range(6)))
             for code in codes:
                 statuses[code] = statuses.get(code, 0) + 1
