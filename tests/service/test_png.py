@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.png import encode_png
+from service.png import PngStreamWriter, encode_png
 from tests.conftest import synthetic_image
 
 
@@ -57,3 +57,34 @@ def test_tiny_images() -> None:
     for h, w in ((1, 1), (1, 7), (5, 1)):
         pixels = synthetic_image(h, w)
         assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(pixels, level=1, threads=2)))), pixels)
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.random.default_rng(3).integers(0, 256, (61, 45, 3), dtype=np.uint8),
+        np.random.default_rng(4).integers(0, 256, (61, 45, 4), dtype=np.uint8),
+        np.random.default_rng(5).integers(0, 65536, (61, 45), dtype=np.uint16),
+    ],
+    ids=["rgb", "rgba", "gray16"],
+)
+def test_a_png_streamed_in_strips_decodes_to_the_pixels(pixels: np.ndarray) -> None:
+    out = io.BytesIO()
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    writer = PngStreamWriter(out, 45, 61, channels, 16 if pixels.dtype == np.uint16 else 8, icc=b"profile")
+    for top in range(0, 61, 16):  # uneven strips, the last one short
+        writer.write(pixels[top : top + 16])
+    writer.close()
+    img = Image.open(io.BytesIO(out.getvalue()))
+    assert np.array_equal(np.asarray(img), pixels) and img.info["icc_profile"] == b"profile"
+
+
+def test_a_stream_refuses_rows_that_do_not_continue_the_image() -> None:
+    writer = PngStreamWriter(io.BytesIO(), 10, 4, 3)
+    with pytest.raises(ValueError, match="do not continue"):
+        writer.write(np.zeros((2, 11, 3), np.uint8))
+    writer.write(np.zeros((3, 10, 3), np.uint8))
+    with pytest.raises(ValueError, match="do not continue"):
+        writer.write(np.zeros((2, 10, 3), np.uint8))  # one row left
+    with pytest.raises(ValueError, match="1 rows of 4 were never written"):
+        writer.close()
