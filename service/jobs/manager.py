@@ -32,6 +32,8 @@ from service.upscaling import JobRun, UpscaleOptions
 log = logging.getLogger("csd_sr.jobs")
 
 SWEEP_EVERY_S = 60.0
+BEAT_S = 1.0  # a running job renews its lease (and sees a cancel) this often
+LEASE_S = 60.0  # in a shared store, a running job whose lease is this old belonged to a replica that died
 IDLE_POLL_S = 1.0  # a replica also finds jobs others queued (a shared store) within this
 BYTES_PER_SAMPLE_BOUND = 1.01  # deflate's worst case over raw bytes, plus the filter byte per row
 
@@ -47,7 +49,6 @@ class JobManager:
         default = svc.registry[svc.registry.default]
         self.executor = ThreadPoolExecutor(1, "csd-sr-job", initializer=default.engine.backend.init_worker)
         self._wake = asyncio.Event()
-        self._cancelled: set[str] = set()
         self._stopping = False
         self._last_sweep = 0.0
 
@@ -134,7 +135,6 @@ class JobManager:
         """Cancel a queued or running job (a running one stops at its next tile); False if it had finished."""
         if not self.store.finish(job.id, CANCELLED, error="cancelled", detail="cancelled by the client"):
             return False
-        self._cancelled.add(job.id)
         if job.state == QUEUED:  # a running job's input goes when it stops
             self.store.input_path(job.id).unlink(missing_ok=True)
         self.svc.metrics.jobs_finished.labels(CANCELLED).inc()
@@ -144,12 +144,12 @@ class JobManager:
 
     async def run_forever(self) -> None:
         """Run queued jobs until cancelled; jobs a previous process left running run again first."""
-        requeued, failed = self.store.recover()
-        if requeued or failed:
-            log.info("jobs recovered", extra={"fields": {"requeued": requeued, "failed": failed}})
+        self._recover(None if not self.store.shared else time.time() - LEASE_S)  # a local store: all ours
         while True:
             if time.monotonic() - self._last_sweep > min(SWEEP_EVERY_S, self.ttl_s / 2):
                 self.sweep()
+                if self.store.shared:  # another replica's jobs, if it died running them
+                    self._recover(time.time() - LEASE_S)
             job = self.store.claim() if self.svc.ready else None
             if job is None:
                 self._wake.clear()
@@ -162,6 +162,11 @@ class JobManager:
         """Stop the running job at its next tile, left ``running`` so the next start runs it again."""
         self._stopping = True
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def _recover(self, stale_before: float | None) -> None:
+        requeued, failed = self.store.recover(stale_before)
+        if requeued or failed:
+            log.info("jobs recovered", extra={"fields": {"requeued": requeued, "failed": failed}})
 
     def sweep(self) -> None:
         """Remove the finished jobs whose time to live is over, and their files."""
@@ -177,13 +182,21 @@ class JobManager:
         started = time.perf_counter()
         fields: dict = {"job": job.id, "attempt": job.attempts}
 
+        last_beat = 0.0
+
         def check() -> None:
+            """Before each tile and while waiting for the lane: stop for a shutdown, a timeout or a cancel
+            (seen in the store, wherever it was asked), and renew the job's lease there."""
+            nonlocal last_beat
             if self._stopping:
                 raise JobAborted("shutdown")
-            if job.id in self._cancelled:
-                raise JobAborted("cancelled")
-            if time.monotonic() > timeout_at:
+            now = time.monotonic()
+            if now > timeout_at:
                 raise JobAborted("timeout")
+            if now - last_beat >= BEAT_S:
+                last_beat = now
+                if not self.store.beat(job.id):  # cancelled or removed
+                    raise JobAborted("cancelled")
 
         def progress(done: int, total: int) -> None:
             self.store.update(job.id, tiles_done=done, tiles_total=total)
@@ -192,7 +205,7 @@ class JobManager:
             why = f"{decision.reason}: predicted {predicted_s:.0f} s of {decision.target_s:.0f} s left of the deadline"
             self.store.update(job.id, rung=rung.id, reason=why, predicted_s=predicted_s)
 
-        partial = self.store.result_path(job.id).with_suffix(".part")
+        partial = self.store.partial_path(job.id)
         try:
             data = self.store.input_path(job.id).read_bytes()
             with partial.open("wb") as out:

@@ -47,6 +47,7 @@ class JobRecord:
     error: str | None = None
     detail: str | None = None
     attempts: int = 0
+    heartbeat_at: float | None = None  # renewed while running (``beat``): a shared store's lease
 
 
 _COLUMNS = [f.name for f in dataclasses.fields(JobRecord)]
@@ -54,7 +55,12 @@ _JSON = {"options", "headers"}
 
 
 class JobStore:
-    """The jobs database; safe to call from the event loop and the job thread (one connection, a lock)."""
+    """The jobs database; safe to call from the event loop and the job thread (one connection, a lock).
+
+    Local to one server (``shared`` False): at start-up every job left running was this server's.
+    """
+
+    shared = False
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -73,6 +79,10 @@ class JobStore:
 
     def result_path(self, job_id: str) -> Path:
         return self.folder / f"{job_id}.out"
+
+    def partial_path(self, job_id: str) -> Path:
+        """The result while it is written (renamed to ``result_path`` once complete)."""
+        return self.folder / f"{job_id}.part"
 
     def add(self, job: JobRecord) -> JobRecord:
         """Insert ``job``; with an ``idempotency_key`` already used, the existing job instead (not inserted)."""
@@ -112,37 +122,44 @@ class JobStore:
 
     def claim(self) -> JobRecord | None:
         """The oldest queued job, now running (atomic: one claimant gets it)."""
+        now = time.time()
         with self._lock:
             row = self._db.execute(
-                "UPDATE jobs SET state = ?, started_at = ?, attempts = attempts + 1 WHERE id = "
+                "UPDATE jobs SET state = ?, started_at = ?, heartbeat_at = ?, attempts = attempts + 1 WHERE id = "
                 "(SELECT id FROM jobs WHERE state = ? ORDER BY created_at LIMIT 1) RETURNING *",
-                (RUNNING, time.time(), QUEUED),
+                (RUNNING, now, now, QUEUED),
             ).fetchone()
         return None if row is None else self._record(row)
 
-    def recover(self) -> tuple[list[str], list[str]]:
-        """At start-up: jobs a previous process left running run again (from the start), unless they were
-        running through ``MAX_ATTEMPTS`` starts, which fail. Returns (requeued ids, failed ids)."""
+    def beat(self, job_id: str) -> bool:
+        """Renew a running job's lease; False when it is no longer running (cancelled, removed)."""
+        with self._lock:
+            cur = self._db.execute(
+                "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND state = ?", (time.time(), job_id, RUNNING)
+            )
+        return cur.rowcount == 1
+
+    def recover(self, stale_before: float | None = None) -> tuple[list[str], list[str]]:
+        """Jobs left running by a server that stopped (every running one, or those whose lease is older
+        than ``stale_before``) run again from the start, unless they were running through
+        ``MAX_ATTEMPTS`` starts, which fail. Returns (requeued ids, failed ids)."""
+        stale = "state = ?" + ("" if stale_before is None else " AND heartbeat_at < ?")
+        args: tuple = (RUNNING,) if stale_before is None else (RUNNING, stale_before)
+        detail = f"the server stopped during each of {MAX_ATTEMPTS} runs"
         with self._lock:
             failed = [
                 r[0]
                 for r in self._db.execute(
                     "UPDATE jobs SET state = ?, finished_at = ?, error = 'crashed', detail = ? "
-                    "WHERE state = ? AND attempts >= ? RETURNING id",
-                    (
-                        FAILED,
-                        time.time(),
-                        f"the server stopped during each of {MAX_ATTEMPTS} runs",
-                        RUNNING,
-                        MAX_ATTEMPTS,
-                    ),
+                    f"WHERE {stale} AND attempts >= ? RETURNING id",
+                    (FAILED, time.time(), detail, *args, MAX_ATTEMPTS),
                 )
             ]
             requeued = [
                 r[0]
                 for r in self._db.execute(
-                    "UPDATE jobs SET state = ?, started_at = NULL, tiles_done = 0 WHERE state = ? RETURNING id",
-                    (QUEUED, RUNNING),
+                    f"UPDATE jobs SET state = ?, started_at = NULL, tiles_done = 0 WHERE {stale} RETURNING id",
+                    (QUEUED, *args),
                 )
             ]
         return requeued, failed
@@ -200,8 +217,8 @@ class JobStore:
         """Forget the job and delete its files."""
         with self._lock:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-        self.input_path(job_id).unlink(missing_ok=True)
-        self.result_path(job_id).unlink(missing_ok=True)
+        for path in (self.input_path(job_id), self.partial_path(job_id), self.result_path(job_id)):
+            path.unlink(missing_ok=True)  # a running job's partial result too: it stops at its next beat
 
     def close(self) -> None:
         with self._lock:
