@@ -22,6 +22,7 @@ falls on every server alike. Writes OUT/bench.md, OUT/bench.json and OUT/bench.p
     python scripts/bench_service.py --backends openvino --ladders fp32,int8 fp32 --policies auto --concurrency 4 16 \
         --seconds-per-level 40 --rounds 3
     python scripts/bench_service.py --random-weights --seconds-per-level 5 --concurrency 1 4   # smoke run
+    python scripts/bench_service.py --weights weights --scales 2 3 4 --backends openvino --policies auto   # every model
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from model.edsr import EDSR, EDSRConfig
 from model.rungs import Rung
 from model.weights import card_path, read_config, save_weights
 from service.hardware import cpu_info
-from service.settings import DEFAULT_WEIGHTS
+from service.settings import DEFAULT_WEIGHTS, shipped_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "baseline"  # the server of --baseline-root
@@ -100,6 +101,30 @@ class Level:
 def rung_key(r: httpx.Response) -> str:
     """The served rung's key, as the card names it (no X-Precision: a server from before int8, so fp32)."""
     return Rung(float(r.headers["x-width"]), r.headers.get("x-precision", "fp32")).key
+
+
+def served_key(r: httpx.Response) -> str:
+    """The rung with its model when the server names it: ``x2/1-int8``; a server before scales: ``1-int8``."""
+    scale = r.headers.get("x-scale", "").split(" ")[0]
+    noise = r.headers.get("x-noise", "none").split(";")[0]
+    model = "" if not scale else f"x{scale}" + ("" if noise == "none" else f"-{noise}") + "/"
+    return model + rung_key(r)
+
+
+def card_psnr(weights: Path) -> dict[str, float]:
+    """Set5 PSNR of every rung of the served models (a file, or a folder of them), keyed as ``served_key``."""
+    files = shipped_weights(weights) if weights.is_dir() else (weights,)
+    psnr = {}
+    for path in files:
+        card = json.loads(card_path(path).read_text()) if card_path(path).exists() else {}
+        noise = card.get("noise", "none")
+        model = f"x{read_config(path).scale}" + ("" if noise == "none" else f"-{noise}")
+        for key, row in card.get("metrics", {}).get("Set5", {}).items():
+            if key != "bicubic":
+                psnr[f"{model}/{key}"] = row["psnr"]
+                if path == files[0]:  # the default model (the clean x4 first): a single-scale run's rungs
+                    psnr[key] = row["psnr"]
+    return psnr
 
 
 def png(img: np.ndarray | Image.Image) -> bytes:
@@ -219,9 +244,10 @@ def run_level(client: httpx.Client, level: Level, inputs: list, psnr: dict[str, 
                     return
                 budget[0] -= 1
             data, pixels, _ = rng.choices(inputs, [w for *_, w in inputs])[0]
+            query = {"scale": f"{rng.choice(args.scales):g}"}
             start = time.monotonic()
             try:
-                r = client.post("/v1/upscale", content=data, headers={"content-type": "image/png"})
+                r = client.post("/v1/upscale", params=query, content=data, headers={"content-type": "image/png"})
             except httpx.TransportError:
                 with lock:
                     level.errors_other += 1
@@ -232,7 +258,7 @@ def run_level(client: httpx.Client, level: Level, inputs: list, psnr: dict[str, 
                     level.ok += 1
                     level.latencies_s.append(elapsed)
                     level.input_megapixels += pixels / 1e6
-                    key = rung_key(r)
+                    key = served_key(r) if len(args.scales) > 1 else rung_key(r)
                     level.rungs[key] = level.rungs.get(key, 0) + 1
                     level.psnr_sum += psnr.get(key, float("nan"))
                 elif r.status_code == 503:
@@ -426,7 +452,15 @@ def session(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    ap.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="a model file, or a folder of models")
+    ap.add_argument(
+        "--scales",
+        nargs="+",
+        type=float,
+        default=[4.0],
+        help="each request's scale, drawn uniformly (e.g. 2 3 4 with --weights weights); PSNR is then each "
+        "answer's own model's Set5 figure, so it compares servers, not scales",
+    )
     ap.add_argument("--random-weights", action="store_true", help="time a random EDSR-baseline (no trained file)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     ap.add_argument("--backends", nargs="+", default=["openvino", "torch"])
@@ -462,9 +496,8 @@ def main() -> None:
         if args.random_weights:
             weights = Path(tmp) / "random-edsr-baseline.safetensors"
             save_weights(EDSR(EDSRConfig()).eval(), weights, {"note": "random weights: timing only"})
-        card = json.loads(card_path(weights).read_text()) if card_path(weights).exists() else {}
-        psnr = {key: row["psnr"] for key, row in card.get("metrics", {}).get("Set5", {}).items() if key != "bicubic"}
-        narrowest = min(read_config(weights).widths)
+        psnr = card_psnr(weights)
+        narrowest = min(read_config(shipped_weights(weights)[0] if weights.is_dir() else weights).widths)
         policies = args.policies or ["auto", "fixed:1", f"fixed:{narrowest:g}"]
         inputs = photo_inputs(args.photos) if args.mix == "photo" else square_inputs()
         servers = [(b, ROOT, ladder) for b in args.backends for ladder in args.ladders]
@@ -484,7 +517,7 @@ def main() -> None:
         f"(torch: x {args.torch_threads} threads), max queue {args.max_queue}, "
         f"max lane price {'none' if args.max_lane_price is None else f'{args.max_lane_price:g} dB/s'}, "
         f"{args.seconds_per_level:g} s per level x {args.rounds} round(s), "
-        f"CPU {json.dumps(cpu_info())}, weights {Path(weights).name}"
+        f"CPU {json.dumps(cpu_info())}, weights {Path(weights).name}, scales {' '.join(f'{s:g}' for s in args.scales)}"
     )
     checks = verdict(rows, args.latency_target_s, run.doomed)
     markdown = to_markdown(rows, header, checks) + probes_markdown(run.idle, run.costs)
