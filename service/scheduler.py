@@ -33,7 +33,8 @@ from service.policy import AUTO, MAX_UTILIZATION, Ask, CostModel, Decision, deci
 T = TypeVar("T")
 
 RATE_WINDOW_S = 10.0  # arrivals this recent are the request sizes the lane price is set for
-MAX_JOB_SHARE_LOST = 0.9  # jobs plan on at least a tenth of the lane, however busy interactive requests keep it
+JOB_MIN_SHARE = 0.1  # a job waiting behind interactive requests still gets this share of the lane: it finishes
+MAX_JOB_SHARE_LOST = 1 - JOB_MIN_SHARE  # so jobs plan on that share, however busy interactive requests keep it
 
 
 class JobAborted(Exception):
@@ -233,15 +234,20 @@ class Scheduler:
 
     @contextlib.contextmanager
     def job_turn(
-        self, lane: Callable[[], AbstractContextManager[object]], check: Callable[[], None]
+        self, lane: Callable[[], AbstractContextManager[object]], check: Callable[[], None], last_tile_s: float = 0.0
     ) -> Iterator[float]:
         """Hold ``lane`` for one tile of a job once no interactive request is queued or running; yields the
         seconds it waited (interactive requests go first: a job yields the lane between its tiles).
-        ``check`` runs while it waits and may raise to give up (the job cancelled, the server stopping)."""
+
+        Not forever: after ``last_tile_s`` x (1 - JOB_MIN_SHARE) / JOB_MIN_SHARE (at least a second) it
+        takes the lane anyway, so under closed-loop interactive load a job still gets a tenth of the lane
+        and an interactive request waits for at most one of its tiles. ``check`` runs while it waits and
+        may raise to give up (the job cancelled, the server stopping)."""
         asked = time.monotonic()
+        give_up_at = asked + max(1.0, last_tile_s * (1 - JOB_MIN_SHARE) / JOB_MIN_SHARE)
         with self._lock:
-            while self._queued or self._running:
-                self._idle.wait(timeout=0.5)
+            while (self._queued or self._running) and time.monotonic() < give_up_at:
+                self._idle.wait(timeout=min(0.5, max(0.0, give_up_at - time.monotonic())))
                 check()
         with lane():
             yield time.monotonic() - asked

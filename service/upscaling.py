@@ -229,7 +229,7 @@ def _run_job(
     """A job's work on its own thread: streamed when it can be, otherwise (small images) in memory."""
     s, engine = svc.settings, svc.registry[req.key].engine
     rows, cols = engine.spans(req.probe.height, req.probe.width)
-    total, done, waited = len(rows) * len(cols), 0, 0.0
+    total, done, waited, last_tile_s = len(rows) * len(cols), 0, 0.0, 0.0
 
     def before_tile() -> None:
         nonlocal done
@@ -239,10 +239,12 @@ def _run_job(
 
     @contextlib.contextmanager
     def turn() -> Iterator[None]:
-        nonlocal waited
-        with svc.scheduler.job_turn(engine.backend.lane, job.check) as seconds:
+        nonlocal waited, last_tile_s
+        with svc.scheduler.job_turn(engine.backend.lane, job.check, last_tile_s) as seconds:
             waited += seconds
+            began = time.perf_counter()
             yield
+            last_tile_s = time.perf_counter() - began
 
     start = time.perf_counter()
     if req.streamed:

@@ -4,6 +4,11 @@ interactive requests leave, streamed to disk, recovered after a restart."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +24,7 @@ from service.policy import CostModel
 from service.registry import ModelKey, ServedRung
 from service.scheduler import Scheduler
 from tests.conftest import synthetic_image
-from tests.service.conftest import client_for, decode, encode, png_bytes, running_server, settings
+from tests.service.conftest import client_for, decode, encode, png_bytes, running_server, settings, wait_ready
 
 PNG = {"content-type": "image/png"}
 
@@ -191,3 +196,72 @@ def test_a_job_tile_waits_while_an_interactive_request_is_in_the_system() -> Non
     asyncio.run(main())
     scheduler.shutdown()
     assert order == ["interactive", "job tile"]
+
+
+def serve(weights: Path, jobs_dir: Path, log: Path) -> tuple[subprocess.Popen, str]:
+    """``csd-sr serve`` as its own process (so it can be killed with SIGKILL), tiles of 8: a slow job."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "CSD_SR_WEIGHTS": str(weights), "CSD_SR_JOBS_DIR": str(jobs_dir), "CSD_SR_PORT": str(port)}
+    env |= {"CSD_SR_TILE_SIZE": "8", "CSD_SR_LOG_LEVEL": "warning"}
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("csd-sr")), "serve"], env=env, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url)
+    return proc, url
+
+
+def test_a_job_survives_kill_9_with_the_same_bytes(tiny_weights: Path, tmp_path: Path) -> None:
+    img, rung = png_bytes(200, 200, seed=9), "?width=1&precision=fp32"  # the rung pinned: auto may choose anew
+    proc, url = serve(tiny_weights, tmp_path / "jobs", tmp_path / "serve.log")
+    try:
+        with client_for(url) as c:
+            job = submit(c, img, rung).json()["id"]
+            for _ in range(600):
+                if c.get(f"/v1/jobs/{job}").json()["progress"]["tiles_done"] > 50:
+                    break
+                time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)  # no shutdown of any kind
+        proc.wait(10)
+        assert JobStore(tmp_path / "jobs").get(job).state == "running"
+        proc, url = serve(tiny_weights, tmp_path / "jobs", tmp_path / "serve.log")
+        with client_for(url) as c:
+            assert wait_for(c, job)["state"] == "done"
+            resumed = c.get(f"/v1/jobs/{job}/result").content
+            again = wait_for(c, submit(c, img, rung).json()["id"])  # the same job, never interrupted
+            assert resumed == c.get(again["result"]).content
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_a_job_waiting_behind_interactive_requests_still_gets_its_share() -> None:
+    full = ServedRung(ModelKey(), 1.0)
+    cost = CostModel([full], alpha=0.0, ref_pixels=1)
+    cost.fit(full, [(1_000, 0.001), (2_000, 0.002)])
+    scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=4, timeout_s=60)
+    scheduler.ladders[ModelKey()] = Ladder((full,), {})
+    release = threading.Event()
+    order: list[str] = []
+
+    async def interactive() -> None:  # in the system for 5 s: far longer than the job may be held back
+        _, job = scheduler.admit(ModelKey(), 1_000, target_s=10)
+        await scheduler.run(job, lambda _: (release.wait(5), order.append("interactive")))
+
+    def job_tile() -> None:
+        with scheduler.job_turn(threading.Lock, lambda: None, last_tile_s=0.01):  # may wait max(1 s, 9 x 0.01 s)
+            order.append("job tile")
+        release.set()
+
+    async def main() -> None:
+        task = asyncio.ensure_future(interactive())
+        await asyncio.sleep(0.05)
+        await asyncio.to_thread(job_tile)
+        await task
+
+    asyncio.run(main())
+    scheduler.shutdown()
+    assert order == ["job tile", "interactive"]
