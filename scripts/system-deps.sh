@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the tests use: prometheus (+ promtool), docker.io (the engine), debootstrap (the
 # test base image) for the deployment tests; chromium for the web page's tests, which drive it through
-# Playwright (never Playwright's own browser download). Installs the missing ones when run as root;
-# otherwise says what is missing and leaves it to the tests to skip. Fast when everything is there.
+# Playwright (never Playwright's own browser download); redis-server for the jobs' Redis store (two
+# replicas sharing one). Installs the missing ones when run as root; otherwise says what is missing
+# and leaves it to the tests to skip. Fast when everything is there.
 set -euo pipefail
 
 declare -A package_of=([prometheus]=prometheus [promtool]=prometheus [dockerd]=docker.io [debootstrap]=debootstrap
-    [chromium]=chromium)
+    [chromium]=chromium [redis-server]=redis-server)
 missing=()
 for bin in "${!package_of[@]}"; do
     command -v "$bin" >/dev/null || missing+=("${package_of[$bin]}")

@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from service import errors, logs, openapi, pipeline
 from service.hardware import cpu_info
 from service.jobs.manager import JobManager
+from service.jobs.redis_store import RedisJobStore
 from service.jobs.store import JobStore
 from service.ladder import QUALITY_SET, build_ladder, expected_psnr
 from service.metrics import Metrics, width_label
@@ -108,7 +109,10 @@ def _build_state(settings: Settings) -> ServiceState:
         }
     )
     svc = ServiceState(settings, registry, scheduler, metrics)
-    svc.jobs = JobManager(svc, JobStore(settings.jobs_dir))
+    # with Redis, replicas share the jobs' state; their files stay in jobs_dir, which they share too (a volume)
+    redis_url = settings.redis_url
+    store = RedisJobStore(redis_url.get_secret_value(), settings.jobs_dir) if redis_url else JobStore(settings.jobs_dir)
+    svc.jobs = JobManager(svc, store)
     metrics.bind_jobs(svc.jobs.store)
     return svc
 

@@ -20,6 +20,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from service.jobs.redis_store import RedisJobStore
 from service.jobs.store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobStore
 from service.policy import EXCEEDS_TIMEOUT, OVERLOADED, QUEUE_FULL, REASONS, CostModel
 from service.registry import ModelKey, ServedRung
@@ -154,7 +155,7 @@ class Metrics:
             self.cost.labels(*labels).set_function(lambda r=rung: _field(cost, r, "s_per_megapixel"))
             self.cost_overhead.labels(*labels).set_function(lambda r=rung: _field(cost, r, "overhead_s"))
 
-    def bind_jobs(self, store: JobStore) -> None:
+    def bind_jobs(self, store: JobStore | RedisJobStore) -> None:
         self.jobs_queued.set_function(lambda: store.counts()[QUEUED])
         self.jobs_running.set_function(lambda: store.counts()[RUNNING])
 

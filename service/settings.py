@@ -103,6 +103,11 @@ class Settings(BaseSettings):
         description="disk the jobs' inputs and results may use; a job that would pass it is refused up front (507)",
     )
     max_jobs_queued: int = Field(1000, ge=1, description="jobs waiting to run; more get 503")
+    redis_url: SecretStr | None = Field(  # secret: a password in the URL stays out of logs and reprs
+        None,
+        description="when set, the jobs' state is in this Redis (e.g. redis://redis:6379/0), shared by replicas "
+        "that also share JOBS_DIR (inputs and results); unset: SQLite in JOBS_DIR, one server's own",
+    )
 
     api_key: SecretStr | None = Field(None, description="when set, /v1/* require it (Bearer or X-API-Key)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

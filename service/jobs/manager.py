@@ -22,6 +22,7 @@ from dataclasses import asdict
 
 from service import upscaling
 from service.errors import ApiError
+from service.jobs.redis_store import RedisJobStore
 from service.jobs.store import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, JobRecord, JobStore
 from service.policy import Decision
 from service.registry import ServedRung
@@ -32,6 +33,7 @@ from service.upscaling import JobRun, UpscaleOptions
 log = logging.getLogger("csd_sr.jobs")
 
 SWEEP_EVERY_S = 60.0
+STORE_RETRY_S = 2.0
 BEAT_S = 1.0  # a running job renews its lease (and sees a cancel) this often
 LEASE_S = 60.0  # in a shared store, a running job whose lease is this old belonged to a replica that died
 IDLE_POLL_S = 1.0  # a replica also finds jobs others queued (a shared store) within this
@@ -41,7 +43,7 @@ BYTES_PER_SAMPLE_BOUND = 1.01  # deflate's worst case over raw bytes, plus the f
 class JobManager:
     """Owns the jobs' store, their thread and the loop that runs them."""
 
-    def __init__(self, svc: ServiceState, store: JobStore) -> None:
+    def __init__(self, svc: ServiceState, store: JobStore | RedisJobStore) -> None:
         self.svc = svc
         self.store = store
         settings = svc.settings
@@ -143,14 +145,25 @@ class JobManager:
     # -- running (one job at a time, on the jobs' own thread) --
 
     async def run_forever(self) -> None:
-        """Run queued jobs until cancelled; jobs a previous process left running run again first."""
-        self._recover(None if not self.store.shared else time.time() - LEASE_S)  # a local store: all ours
+        """Run queued jobs until cancelled; jobs a previous process left running run again first.
+
+        A store that fails (Redis unreachable, a full disk) is logged and retried: the loop never ends
+        on it, and the interactive service is unaffected."""
+        recovered = False
         while True:
-            if time.monotonic() - self._last_sweep > min(SWEEP_EVERY_S, self.ttl_s / 2):
-                self.sweep()
-                if self.store.shared:  # another replica's jobs, if it died running them
-                    self._recover(time.time() - LEASE_S)
-            job = self.store.claim() if self.svc.ready else None
+            try:
+                if not recovered:
+                    self._recover(None if not self.store.shared else time.time() - LEASE_S)  # local: all ours
+                    recovered = True
+                if time.monotonic() - self._last_sweep > min(SWEEP_EVERY_S, self.ttl_s / 2):
+                    self.sweep()
+                    if self.store.shared:  # another replica's jobs, if it died running them
+                        self._recover(time.time() - LEASE_S)
+                job = self.store.claim() if self.svc.ready else None
+            except Exception:
+                log.exception("jobs store failed; retrying")
+                await asyncio.sleep(STORE_RETRY_S)
+                continue
             if job is None:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):

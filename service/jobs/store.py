@@ -69,8 +69,13 @@ class JobStore:
         self._db = sqlite3.connect(folder / "jobs.sqlite3", check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
+        self._db.row_factory = sqlite3.Row  # read by column name: an upgraded table has its new columns last
         columns = ", ".join(f"{name} {'TEXT PRIMARY KEY' if name == 'id' else ''}" for name in _COLUMNS)
         self._db.execute(f"CREATE TABLE IF NOT EXISTS jobs ({columns})")
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name in _COLUMNS:  # a database from an earlier version: its jobs keep running after the upgrade
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name}")
         self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS jobs_idem ON jobs (idempotency_key)")
         self._db.execute("CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, created_at)")
 
@@ -228,6 +233,5 @@ class JobStore:
         row = self._db.execute(sql, args).fetchone()
         return None if row is None else self._record(row)
 
-    def _record(self, row: tuple) -> JobRecord:
-        values = zip(_COLUMNS, row, strict=True)  # the table's columns, in the order it was created with
-        return JobRecord(**{k: json.loads(v) if k in _JSON and v is not None else v for k, v in values})
+    def _record(self, row: sqlite3.Row) -> JobRecord:
+        return JobRecord(**{k: json.loads(row[k]) if k in _JSON and row[k] is not None else row[k] for k in _COLUMNS})

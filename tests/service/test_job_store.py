@@ -68,3 +68,25 @@ def test_finishing_is_final_and_the_disk_account_follows(tmp_path: Path) -> None
     store.input_path("a").write_bytes(b"x")
     store.remove("a")
     assert store.get("a") is None and not store.input_path("a").exists()
+
+
+def test_a_database_of_an_earlier_version_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(tmp_path / "jobs.sqlite3")  # the first version's table: no heartbeat_at
+    columns = [c for c in JobRecord.__dataclass_fields__ if c != "heartbeat_at"]
+    db.execute(f"CREATE TABLE jobs ({', '.join(columns)})")
+    db.execute(
+        f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        [
+            {"id": "old", "created_at": 1.0, "options": "{}", "headers": "{}", "state": QUEUED}.get(c, 0)
+            for c in columns
+        ],
+    )
+    db.commit()
+    db.close()
+    store = JobStore(tmp_path)
+    assert store.get("old").state == QUEUED and store.claim().id == "old"
+    assert store.get("old").heartbeat_at is not None and store.beat("old")
+    store.add(record("new", 2.0))
+    assert store.counts()[QUEUED] == 1
