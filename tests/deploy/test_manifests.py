@@ -52,6 +52,12 @@ def test_compose_file_matches_the_compose_spec() -> None:
             assert not source.startswith(".") or (DOCKER_DIR / source).exists(), source
     build = compose["services"]["csd-sr"]["build"]
     assert (DOCKER_DIR / build["context"] / build["dockerfile"]).is_file()
+    replicas = load_yaml(DOCKER_DIR / "compose.replicas.yaml")  # the override for two replicas on one queue
+    jsonschema.validators.validator_for(schema)(schema).validate(replicas)
+    volumes = set(compose["volumes"]) | set(replicas["volumes"])
+    for service in replicas["services"].values():
+        assert {v.split(":")[0] for v in service.get("volumes", [])} <= volumes
+        assert not set(service.get("depends_on", [])) - set(compose["services"]) - set(replicas["services"])
 
 
 def test_kustomization_lists_every_manifest() -> None:
@@ -177,3 +183,27 @@ def test_dockerfile_contract() -> None:
     assert re.search(r"^EXPOSE 8000$", text, re.M)
     assert re.search(r'^CMD \["csd-sr", "serve"\]$', text, re.M)
     assert re.search(r"^COPY weights/ ", text, re.M)
+
+
+SHARED = K8S_DIR / "shared-jobs"
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_the_shared_jobs_overlay_validates_and_patches_what_the_base_has(version: str) -> None:
+    overlay = load_yaml(SHARED / "kustomization.yaml")
+    assert overlay["resources"][0] == "../"
+    for name in overlay["resources"][1:]:  # Redis and the shared volume
+        for doc in yaml.safe_load_all((SHARED / name).read_text()):
+            kubernetes_validate.validate(doc, version, strict=True)
+    base = {(r["kind"], r["metadata"]["name"]): r for r in k8s_resources()}
+    for patch in overlay["patches"]:
+        doc = load_yaml(SHARED / patch["path"])
+        assert (doc["kind"], doc["metadata"]["name"]) in base, patch  # a patch of nothing would apply silently
+    patch = load_yaml(SHARED / "deployment-patch.yaml")["spec"]["template"]["spec"]
+    deployment = by_kind("Deployment")["spec"]["template"]["spec"]
+    assert {c["name"] for c in patch["containers"]} <= {c["name"] for c in deployment["containers"]}
+    assert {v["name"] for v in patch["volumes"]} <= {v["name"] for v in deployment["volumes"]}
+    settings = {f"CSD_SR_{name.upper()}" for name in Settings.model_fields}
+    assert {e["name"] for c in patch["containers"] for e in c["env"]} <= settings
+    claims = {d["metadata"]["name"] for d in yaml.safe_load_all((SHARED / "jobs-pvc.yaml").read_text())}
+    assert {v["persistentVolumeClaim"]["claimName"] for v in patch["volumes"]} <= claims
