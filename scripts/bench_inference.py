@@ -1,13 +1,17 @@
-"""Inference speed: every backend x rung x thread count, beside OpenCV's x4 models and an fp32 matmul peak.
+"""Inference speed: every backend x rung x thread count, beside OpenCV's x4 models and a matmul peak per precision.
 
 All figures come from one run on one machine (the CPU model differs between
-machines: compare only inside a run). Per backend, rung (width, precision) and
-thread count: median ms per image through the service's engine (default tiles)
-for each input size, the useful GOP/s (2 x the model's MACs on the input, tile
-margins not counted), for fp32 rungs its share of the fp32 matmul peak measured
-at the same thread count, for int8 rungs the speed-up over fp32 at that width. OpenCV's
-dnn_superres FSRCNN / ESPCN / LapSRN (``--peers``) run on the same inputs.
-Writes OUT.md, OUT.json and OUT.png.
+machines: compare only inside a run; the CPU flags head the table). Per backend,
+rung (width, precision: fp32, int8, and bf16 where the CPU computes it natively)
+and thread count: median ms per image through the service's engine (default
+tiles) for each input size, the useful GOP/s (2 x the model's MACs on the input,
+tile margins not counted), its share of its own precision's matmul peak at the
+same thread count, and the speed-up over fp32 at that width. The peaks: one 3x3
+convolution of 256 channels on 64x64 (an implicit GEMM) compiled by OpenVINO as
+the rungs are (f32; bf16 by the precision hint; int8 with FakeQuantize on both
+operands, run as u8 x i8), and torch's 2048^3 fp32 matmul for the torch rows.
+OpenCV's dnn_superres FSRCNN / ESPCN / LapSRN (``--peers``) run on the same
+inputs. Writes OUT.md, OUT.json and OUT.png.
 
     python scripts/bench_inference.py --out bench/results/inference
 """
@@ -25,6 +29,7 @@ import numpy as np
 import torch
 
 from model.edsr import count_macs
+from model.openvino import cpu_config, native_bf16
 from model.rungs import Rung
 from model.weights import load_weights
 from service.backends import create_backend
@@ -47,11 +52,40 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 def matmul_peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """Best fp32 GEMM rate of torch (oneDNN/MKL) on ``threads`` threads: the machine's practical peak."""
+    """Best fp32 GEMM rate of torch (oneDNN/MKL) on ``threads`` threads: the torch rows' practical peak."""
     torch.set_num_threads(threads)
     a, b = torch.rand(n, n), torch.rand(n, n)
     best = min(median_ms(lambda: a @ b, 1) for _ in range(repeats))
     return 2 * n**3 / (best / 1000) / 1e9
+
+
+def openvino_peak_gops(threads: int, precision: str, channels: int = 256, side: int = 64, repeats: int = 5) -> float:
+    """Best rate of one 3x3 convolution (``channels`` in and out, ``side`` x ``side``: an implicit GEMM of
+    2 x 4.8 GOP) compiled by OpenVINO at ``precision`` on ``threads`` threads, the rungs' own kind of kernel.
+
+    Not a MatMul: at int8 the CPU plugin runs a MatMul as a FullyConnected whose kernel is slower than its
+    convolutions on AVX2 (58 against 110 GOP/s here), and rungs then ran at "169 %" of that peak.
+    """
+    import openvino as ov
+    from openvino import opset13 as ops
+
+    rng = np.random.default_rng(0)
+    x_in = ops.parameter([1, channels, side, side], ov.Type.f32)
+    a, w = x_in, ops.constant(rng.uniform(-1, 1, (channels, channels, 3, 3)).astype(np.float32))
+    if precision == "int8":  # the CPU plugin's low-precision pass runs FakeQuantize + Convolution as u8 x i8
+        lo, hi = ops.constant(np.float32(-1)), ops.constant(np.float32(1))
+        a, w = ops.fake_quantize(a, lo, hi, lo, hi, 256), ops.fake_quantize(w, lo, hi, lo, hi, 255)
+    model = ov.Model([ops.convolution(a, w, [1, 1], [1, 1], [1, 1], [1, 1])], [x_in])
+    request = ov.Core().compile_model(model, "CPU", cpu_config(threads, precision)).create_infer_request()
+    x = rng.uniform(-1, 1, (1, channels, side, side)).astype(np.float32)
+    best = min(median_ms(lambda: request.infer([x]), 1) for _ in range(repeats))
+    return 2 * 9 * channels**2 * side**2 / (best / 1000) / 1e9
+
+
+def peaks_for(threads: int, precisions: tuple[str, ...]) -> dict[str, float]:
+    """Peaks at ``threads``: torch's fp32 matmul (``torch``, for the torch rows) and OpenVINO's convolution
+    per precision."""
+    return {"torch": matmul_peak_gflops(threads)} | {p: openvino_peak_gops(threads, p) for p in precisions}
 
 
 def inputs(sizes: list[str]) -> dict[str, np.ndarray]:
@@ -63,7 +97,7 @@ def inputs(sizes: list[str]) -> dict[str, np.ndarray]:
     return out
 
 
-def bench_model(args, images: dict[str, np.ndarray], peaks: dict[int, float]) -> list[dict]:
+def bench_model(args, images: dict[str, np.ndarray], peaks: dict[int, dict[str, float]]) -> list[dict]:
     model, _ = load_weights(args.weights)
     defaults = Settings()
     rows = []
@@ -76,7 +110,7 @@ def bench_model(args, images: dict[str, np.ndarray], peaks: dict[int, float]) ->
                 workers=1,
                 torch_threads=threads,
                 weights=args.weights,
-                precisions=("fp32", "int8"),  # torch runs the fp32 rungs only
+                precisions=("fp32", "int8", "bf16") if name == "openvino" else ("fp32",),  # bf16: native only
             )
             backend.init_worker()
             engine = Engine(backend, model.cfg, defaults.tile_size, defaults.tile_overlap)
@@ -85,12 +119,13 @@ def bench_model(args, images: dict[str, np.ndarray], peaks: dict[int, float]) ->
                     repeats = args.repeats if img.size <= 128 * 128 * 3 else max(2, args.repeats // 3)
                     ms = median_ms(lambda e=engine, i=img, r=rung: e.run(i, r), repeats)
                     gflops = 2 * count_macs(model.cfg, rung.width, img.shape[:2]) / (ms / 1000) / 1e9
-                    rows.append(row(name, rung, threads, size, ms, gflops, peaks[threads]))
+                    peak = peaks[threads]["torch" if name == "torch" else rung.precision]
+                    rows.append(row(name, rung, threads, size, ms, gflops, peak))
                     print(rows[-1], flush=True)
     return rows
 
 
-def bench_peers(args, images: dict[str, np.ndarray], peaks: dict[int, float]) -> list[dict]:
+def bench_peers(args, images: dict[str, np.ndarray]) -> list[dict]:
     import cv2
 
     rows = []
@@ -103,12 +138,12 @@ def bench_peers(args, images: dict[str, np.ndarray], peaks: dict[int, float]) ->
             for size, img in images.items():
                 bgr = np.ascontiguousarray(img[..., ::-1].astype(np.uint8))
                 ms = median_ms(lambda s=sr, b=bgr: s.upsample(b), args.repeats)
-                rows.append(row(f"OpenCV {name}", None, threads, size, ms, None, peaks[threads]))
+                rows.append(row(f"OpenCV {name}", None, threads, size, ms, None, None))
                 print(rows[-1], flush=True)
     return rows
 
 
-def row(backend: str, rung: Rung | None, threads: int, size: str, ms: float, gflops, peak: float) -> dict:
+def row(backend: str, rung: Rung | None, threads: int, size: str, ms: float, gflops, peak: float | None) -> dict:
     return {
         "backend": backend,
         "rung": None if rung is None else rung.key,
@@ -116,7 +151,7 @@ def row(backend: str, rung: Rung | None, threads: int, size: str, ms: float, gfl
         "input": size,
         "ms": ms,
         "gflops": gflops,
-        "peak_share": None if rung is None or rung.precision != "fp32" else gflops / peak,
+        "peak_share": None if peak is None else gflops / peak,  # of its own precision's peak
     }
 
 
@@ -127,7 +162,7 @@ def to_markdown(rows: list[dict], sizes: list[str], header: str) -> str:
         "| backend | rung | threads | "
         + " | ".join(f"ms {s}" for s in sizes)
         + f" | GOP/s {sizes[-1]} | "
-        + " | ".join(f"% of fp32 peak {s}" for s in sizes)
+        + " | ".join(f"% of its precision's peak {s}" for s in sizes)
         + " | x fp32 (same width) |",
     ]
     lines.append("|---" * (5 + 2 * len(sizes)) + "|")
@@ -183,13 +218,16 @@ def main() -> None:
 
     header = f"CPU: {json.dumps(cpu_info())}; weights {args.weights.name}"
     print(header, flush=True)
-    peaks = {t: matmul_peak_gflops(t) for t in args.threads}
-    print(f"fp32 matmul peak (torch, 2048^3): {peaks}", flush=True)
+    precisions = ("fp32", "int8", "bf16") if native_bf16() else ("fp32", "int8")  # emulated bf16: no rung
+    peaks = {t: peaks_for(t, precisions) for t in args.threads}
+    print(f"peaks (GOP/s): {peaks}", flush=True)
     images = inputs(args.sizes)
     rows = bench_model(args, images, peaks)
     if args.peers.is_dir():
-        rows += bench_peers(args, images, peaks)
-    header += "; fp32 matmul peak " + ", ".join(f"{v:.0f} GFLOP/s on {t} thread(s)" for t, v in peaks.items())
+        rows += bench_peers(args, images)
+    header += "; peaks (GOP/s; OpenVINO 3x3 conv 256 ch 64x64, torch 2048^3 matmul) " + "; ".join(
+        f"{t} thread(s): " + ", ".join(f"{p} {v:.0f}" for p, v in by.items()) for t, by in peaks.items()
+    )
     markdown = to_markdown(rows, args.sizes, header)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(markdown)

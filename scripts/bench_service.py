@@ -23,6 +23,7 @@ falls on every server alike. Writes OUT/bench.md, OUT/bench.json and OUT/bench.p
         --seconds-per-level 40 --rounds 3
     python scripts/bench_service.py --random-weights --seconds-per-level 5 --concurrency 1 4   # smoke run
     python scripts/bench_service.py --weights weights --scales 2 3 4 --backends openvino --policies auto   # every model
+    python scripts/bench_service.py --backends openvino --ladders fp32,bf16,int8 fp32,int8 --policies auto  # bf16?
 """
 
 from __future__ import annotations
