@@ -109,7 +109,7 @@ class RealWorld:
         return out
 
 
-# The heavy level is for strongly compressed inputs (noise.choose_noise sends JPEG q <= 60 to it):
+# The heavy level (configs/x4-heavy.toml), an experiment that measured below "real" (docs/models.md):
 # every pair degraded, JPEG q 15-75, blur and noise more often and stronger.
 HEAVY = RealWorld(
     p_clean=0.0,
