@@ -61,7 +61,8 @@ def test_docs_use_the_vendored_swagger_ui_and_redoc_is_off(client: httpx.Client)
 
 def test_page_routes_are_not_in_the_api_contract(client: httpx.Client) -> None:
     paths = set(client.get("/openapi.json").json()["paths"])
-    assert paths == {"/v1/upscale", "/v1/model", "/v1/models", "/healthz", "/readyz", "/metrics"}
+    jobs = {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/result", "/v1/jobs/{job_id}/cancel"}
+    assert paths == {"/v1/upscale", "/v1/model", "/v1/models", "/healthz", "/readyz", "/metrics", *jobs}
 
 
 def metric(client: httpx.Client, name: str, **labels: str) -> float:
