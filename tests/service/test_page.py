@@ -29,7 +29,9 @@ from tests.service.conftest import client_for, encode, png_bytes, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 60_000  # generous: two shared cores, a browser and a model on them
-OPERATIONS = 6  # POST /v1/upscale, GET /v1/model, /v1/models, /healthz, /readyz, /metrics
+# POST /v1/upscale, GET /v1/model, /v1/models, /healthz, /readyz, /metrics; the jobs: POST /v1/jobs, GET
+# /v1/jobs/{id}, GET .../result, POST .../cancel, DELETE /v1/jobs/{id}
+OPERATIONS = 11
 # Waits go through locators, never page.wait_for_function: the page's CSP (no eval) would refuse its string.
 expect.set_options(timeout=TIMEOUT_MS)
 
