@@ -17,7 +17,7 @@ from service.jobs.manager import JobManager
 from service.jobs.store import DONE, FINISHED, JobRecord
 from service.routes.upscale import BODY_DOC, ERROR, RESPONSES, client_closed, read_image, upscale_options
 from service.state import get_state
-from service.upscaling import LIMIT_CODES, UpscaleOptions
+from service.upscaling import UpscaleOptions
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
 
@@ -134,10 +134,6 @@ async def submit(
     manager = _manager(request)
     try:
         data = await read_image(request, svc.settings.max_job_body_bytes)
-    except ApiError as exc:
-        if exc.code in LIMIT_CODES:
-            svc.metrics.rejections.labels(exc.code).inc()
-        raise
     except ClientDisconnect:
         return client_closed(request.state.log)
     job = manager.submit(data, options, deadline_s or svc.settings.job_deadline_s, idempotency_key)

@@ -154,10 +154,6 @@ async def upscale(
     with svc.metrics.inflight.track_inprogress():
         try:
             data = await read_image(request, svc.settings.max_body_bytes)
-        except ApiError as exc:
-            if exc.code in LIMIT_CODES:
-                svc.metrics.rejections.labels(exc.code).inc()
-            raise
         except ClientDisconnect:  # gone during the upload (the web page's Cancel): not a server error
             return client_closed(log)
         work = asyncio.ensure_future(upscaling.upscale(svc, data, opts, log, request.state.started))
@@ -182,7 +178,17 @@ async def _disconnected(request: Request) -> None:
 
 
 async def read_image(request: Request, limit: int) -> bytes:
-    """The image bytes from a multipart ``file`` part or the raw body; 413 past ``limit``, 415 for other bodies."""
+    """The image bytes from a multipart ``file`` part or the raw body; 413 past ``limit`` (counted as a
+    rejection), 415 for other bodies."""
+    try:
+        return await _read_image(request, limit)
+    except ApiError as exc:
+        if exc.code in LIMIT_CODES:
+            get_state(request).metrics.rejections.labels(exc.code).inc()
+        raise
+
+
+async def _read_image(request: Request, limit: int) -> bytes:
     media = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media == "multipart/form-data":
         return await _file_part(request.headers, await _read_body(request, limit))

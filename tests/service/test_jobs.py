@@ -164,12 +164,17 @@ def test_finished_jobs_expire(tiny_weights: Path, tmp_path: Path) -> None:
         assert not list(tmp_path.glob(f"{job['id']}.*"))
 
 
-def test_a_job_tile_waits_while_an_interactive_request_is_in_the_system() -> None:
+def one_rung_scheduler() -> Scheduler:
     full = ServedRung(ModelKey(), 1.0)
     cost = CostModel([full], alpha=0.0, ref_pixels=1)
     cost.fit(full, [(1_000, 0.001), (2_000, 0.002)])
     scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=4, timeout_s=60)
     scheduler.ladders[ModelKey()] = Ladder((full,), {})
+    return scheduler
+
+
+def test_a_job_tile_waits_while_an_interactive_request_is_in_the_system() -> None:
+    scheduler = one_rung_scheduler()
     release = threading.Event()
     order: list[str] = []
 
@@ -239,11 +244,7 @@ def test_a_job_survives_kill_9_with_the_same_bytes(tiny_weights: Path, tmp_path:
 
 
 def test_a_job_waiting_behind_interactive_requests_still_gets_its_share() -> None:
-    full = ServedRung(ModelKey(), 1.0)
-    cost = CostModel([full], alpha=0.0, ref_pixels=1)
-    cost.fit(full, [(1_000, 0.001), (2_000, 0.002)])
-    scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=4, timeout_s=60)
-    scheduler.ladders[ModelKey()] = Ladder((full,), {})
+    scheduler = one_rung_scheduler()
     release = threading.Event()
     order: list[str] = []
 
