@@ -139,7 +139,8 @@ def main(args: argparse.Namespace) -> None:
     """`csd-sr upscale --server`: the parsed flags of `csd-sr upscale`."""
     if args.out is None:
         sys.exit("csd-sr upscale --server: --out DIR is required")
-    params = {k: str(v) for k, v in (("scale", args.scale), ("noise", args.noise)) if v is not None}
+    asked = ("scale", args.scale), ("out_width", args.out_width), ("out_height", args.out_height), ("noise", args.noise)
+    params = {k: str(v) for k, v in asked if v is not None}
     if args.width is not None:
         params["width"] = f"{args.width:g}"
     if args.precision is not None:

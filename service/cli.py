@@ -44,6 +44,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", help="with --server: the server's API key")
     p.add_argument("--weights", help="a .safetensors file (default: the shipped model of --scale and --noise)")
     p.add_argument("--scale", type=float, help="scale: 2, 3 or 4 locally (default: 4); any in (1, 4] on a server")
+    p.add_argument("--out-width", type=int, help="with --server: a target width instead of --scale (aspect kept)")
+    p.add_argument("--out-height", type=int, help="with --server: a target height (with --out-width: fit both)")
     p.add_argument("--noise", default="auto", help="auto (from the input, as the service), none, or e.g. real")
     p.add_argument("--width", type=float, help="a width of the model's ladder (default: 1.0; server: its policy)")
     p.add_argument(
@@ -85,6 +87,8 @@ def _upscale(args: argparse.Namespace) -> None:
     if len(args.inputs) != 2:
         sys.exit("csd-sr upscale: locally it takes IN OUT (many files: --server URL IN... --out DIR)")
     args.input, args.output = args.inputs
+    if args.out_width is not None or args.out_height is not None:
+        sys.exit("csd-sr upscale: --out-width / --out-height need a server (--server URL); locally use --scale")
     scale = 4 if args.scale is None else args.scale
     if scale not in (2, 3, 4):
         sys.exit("csd-sr upscale: --scale must be 2, 3 or 4 locally (a server serves any factor in (1, 4])")

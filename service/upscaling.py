@@ -29,13 +29,17 @@ from service.settings import Settings
 from service.state import ServiceState
 
 LIMIT_CODES = ("body_too_large", "too_many_pixels")
+DEFAULT_SCALE = 4
 
 
 @dataclass(frozen=True)
 class UpscaleOptions:
     """What a client may ask of one upscale (the query parameters of ``/v1/upscale``)."""
 
-    scale: float = 4.0  # a native scale, or any factor in (1, max native]: the next native scale up + downscale
+    scale: float | None = None  # a native scale, or any factor in (1, max native]: the next native scale up
+    # + downscale; none: DEFAULT_SCALE, or the factor of the target size
+    out_width: int | None = None  # a target size (either or both): the largest of the input's aspect within it
+    out_height: int | None = None
     noise: str = AUTO
     width: str = "auto"
     precision: str = "auto"
@@ -306,16 +310,35 @@ def input_limit(max_pixels: int, native: int) -> int:
 
 def plan_size(w: int, h: int, opts: UpscaleOptions, scales: tuple[int, ...], limit: Callable[[int], int]) -> SizePlan:
     """The native scale and output size for a ``w`` x ``h`` input; 422/413 for what cannot be served."""
-    factor = opts.scale
-    size = (round(w * factor), round(h * factor))
+    factor, size = output_size(w, h, opts)
     top = max(scales)
     if not 1 < factor <= top + 1e-9:
-        raise ApiError(422, "invalid_option", f"the scale must lie in (1, {top}], got {factor:.4g} for {w}x{h}")
+        asked = (
+            f"{factor:.4g}"
+            if opts.out_width is None and opts.out_height is None
+            else f"{factor:.4g} (to {size[0]}x{size[1]})"
+        )
+        raise ApiError(422, "invalid_option", f"the scale must lie in (1, {top}], got {asked} for {w}x{h}")
     native = min(sc for sc in scales if sc >= factor - 1e-9)
     most = limit(native)
     if w * h > most:
         raise ApiError(413, "too_many_pixels", f"{w}x{h} = {w * h} pixels exceeds the x{native} limit of {most}")
     return SizePlan(native, factor, size, size == (w * native, h * native))
+
+
+def output_size(w: int, h: int, opts: UpscaleOptions) -> tuple[float, tuple[int, int]]:
+    """The factor and the output size asked: ``scale`` (default 4), or the largest size of the input's
+    aspect within ``out_width`` and/or ``out_height``; the side that binds is exactly the one asked."""
+    tw, th = opts.out_width, opts.out_height
+    if tw is None and th is None:
+        factor = DEFAULT_SCALE if opts.scale is None else opts.scale
+        return factor, (round(w * factor), round(h * factor))
+    if opts.scale is not None:
+        raise ApiError(422, "invalid_option", "ask for a scale or a target size (out_width, out_height), not both")
+    if tw is not None and (th is None or tw * h <= th * w):  # the width binds: tw / w <= th / h
+        return tw / w, (tw, max(1, round(h * tw / w)))
+    assert th is not None
+    return th / h, (max(1, round(w * th / h)), th)
 
 
 def _check_noise(svc: ServiceState, scale: int, noise: str) -> set[str]:

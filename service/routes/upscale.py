@@ -18,6 +18,8 @@ from service.errors import ApiError
 from service.state import get_state
 from service.upscaling import LIMIT_CODES, UpscaleOptions
 
+MAX_SIDE = 65_535  # a bound for the schema (a JPEG side's limit); the output is bounded by the pixel limits
+
 router = APIRouter(tags=["upscale"], dependencies=[Depends(require_api_key)])
 
 BODY_DOC = {
@@ -96,15 +98,28 @@ RESPONSES: dict = {
 
 def upscale_options(
     scale: Annotated[
-        float,
+        float | None,
         Query(
             gt=1,
             le=4,
-            description="scale factor: a native scale the server has a model for (2, 3, 4) runs that model; any "
-            "other factor in (1, 4] runs the next native scale up and an antialiased Lanczos downscale to exactly "
-            "round(width x factor) x round(height x factor)",
+            description="scale factor (default 4): a native scale the server has a model for (2, 3, 4) runs that "
+            "model; any other factor in (1, 4] runs the next native scale up and an antialiased Lanczos downscale "
+            "to exactly round(width x factor) x round(height x factor). Not with out_width / out_height",
         ),
-    ] = 4,
+    ] = None,
+    out_width: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_SIDE,
+            description="a target width instead of a scale: the output is this wide, its height keeps the aspect "
+            "(with out_height too: the largest size of the input's aspect within both); the factor it makes must "
+            "lie in (1, 4], served as a scale is",
+        ),
+    ] = None,
+    out_height: Annotated[
+        int | None, Query(ge=1, le=MAX_SIDE, description="a target height, as out_width (either or both)")
+    ] = None,
     noise: Annotated[
         str,
         Query(
@@ -131,7 +146,7 @@ def upscale_options(
     ] = None,
 ) -> UpscaleOptions:
     """The query parameters of ``/v1/upscale``, which ``POST /v1/jobs`` takes too."""
-    return UpscaleOptions(scale, noise, width, precision, min_width, fmt, quality)
+    return UpscaleOptions(scale, out_width, out_height, noise, width, precision, min_width, fmt, quality)
 
 
 @router.post(

@@ -44,6 +44,15 @@ def test_a_folder_through_the_server(tiny_weights: Path, tmp_path: Path, capsys:
         assert "2 of 3 already done (skipped)" in err and "1 of 1 failed" not in err and "1 of 3 failed" in err
 
 
+def test_a_target_size_goes_to_the_server(tiny_weights: Path, tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(png_bytes(20, 30, seed=1))  # 30 wide, 20 high
+    with running_server(settings(tiny_weights)) as url:
+        cli_main(
+            ["upscale", "--server", url, str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--out-height", "50"]
+        )
+    assert decode((tmp_path / "out" / "a.png").read_bytes()).size == (75, 50)
+
+
 def test_an_interrupted_batch_finishes_the_rest_without_redoing_any(tiny_weights: Path, tmp_path: Path) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()

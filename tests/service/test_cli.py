@@ -86,6 +86,8 @@ def test_upscale_command(tmp_path: Path, tiny_weights: Path, capsys: pytest.Capt
         cli_main(["upscale", str(src), str(tmp_path / "o.png"), "--weights", str(tiny_weights), "--precision", "int8"])
     with pytest.raises(SystemExit, match="suffix"):
         cli_main(["upscale", str(src), str(tmp_path / "o.gif"), "--weights", str(tiny_weights)])
+    with pytest.raises(SystemExit, match="need a server"):
+        cli_main(["upscale", str(src), str(tmp_path / "o.png"), "--weights", str(tiny_weights), "--out-width", "50"])
 
 
 def test_serve_command_runs_the_service(tiny_weights: Path) -> None:

@@ -76,11 +76,12 @@ def test_a_job_returns_what_upscale_returns_at_its_rung(c: httpx.Client, mode: s
 def test_inputs_over_the_interactive_limit_are_jobs(c: httpx.Client) -> None:
     big = png_bytes(500, 500)  # 250,000 pixels: over the test server's 200,000
     assert c.post("/v1/upscale", content=big, headers=PNG).status_code == 413
-    status = wait_for(c, submit(c, big, "?scale=4").json()["id"])
+    status = wait_for(c, submit(c, big, "?out_width=2000").json()["id"])  # x4 exactly, as a target size
     assert status["state"] == "done" and status["output"] == "2000x2000"
     assert decode(c.get(status["result"]).content).size == (2000, 2000)
-    refused = submit(c, big, "?format=jpeg")  # held whole in memory: only PNG at a native scale streams
-    assert refused.status_code == 413 and "served as PNG at a native scale" in refused.json()["detail"]
+    for held_whole in ("?format=jpeg", "?out_width=1000"):  # only PNG at a native scale streams
+        refused = submit(c, big, held_whole)
+        assert refused.status_code == 413 and "served as PNG at a native scale" in refused.json()["detail"]
 
 
 def test_bad_submissions_are_4xx_before_anything_is_queued(c: httpx.Client) -> None:

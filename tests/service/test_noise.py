@@ -142,6 +142,11 @@ def test_scale_picks_the_native_model(multi: httpx.Client) -> None:
         ({"scale": "1.5"}, (48, 36), "1.5 (x2 + lanczos)"),
         ({"scale": "3"}, (96, 72), "3 (x4 + lanczos)"),  # no x3 model here: the x4 one, downscaled
         ({"scale": "2.5"}, (80, 60), "2.5 (x4 + lanczos)"),
+        # a target size: the aspect kept, the side that binds exactly as asked
+        ({"out_width": "48"}, (48, 36), "1.5 (x2 + lanczos)"),
+        ({"out_height": "60"}, (80, 60), "2.5 (x4 + lanczos)"),
+        ({"out_width": "64", "out_height": "1000"}, (64, 48), "2"),  # x2 exactly: the native model's output
+        ({"out_width": "1000", "out_height": "50"}, (67, 50), "2.083 (x4 + lanczos)"),
     ],
 )
 def test_any_factor_returns_exactly_the_asked_size(multi: httpx.Client, params: dict, size: tuple, served: str) -> None:
@@ -173,6 +178,9 @@ def test_the_input_limit_follows_the_scale(multi: httpx.Client) -> None:
     [
         ({"scale": "4.5"}, "scale"),
         ({"scale": "1"}, "scale"),
+        ({"out_width": "32"}, "the scale must lie in (1, 4], got 1 (to 32x24) for 32x24"),
+        ({"out_height": "100"}, "got 4.167 (to 133x100)"),
+        ({"out_width": "48", "scale": "2"}, "a scale or a target size"),
         ({"noise": "heavy"}, "noise must be one of auto, none, real at scale 4"),
         ({"noise": "real", "scale": "2"}, "noise must be one of auto, none at scale 2"),
     ],
