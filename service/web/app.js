@@ -192,19 +192,35 @@ async function loadModels() {
   } catch {
     return;
   }
-  const scale = $("scale");
-  scale.replaceChildren(
-    ...state.models.scales.map((s) => new Option(`×${s}`, String(s), false, s === state.model.scale)),
+  // the native scales, and factors between them served by the next native model and a downscale
+  const natives = state.models.scales;
+  const factors = [...new Set([...natives, ...FRACTIONAL])].filter((f) => f <= Math.max(...natives));
+  $("scale").replaceChildren(
+    ...factors
+      .sort((a, b) => a - b)
+      .map((f) => {
+        const label = natives.includes(f) ? `×${f}` : `×${f} (×${nativeScale(f)} + downscale)`;
+        return new Option(label, String(f), false, f === state.model.scale);
+      }),
   );
   renderNoise();
 }
+
+// Factors offered besides the native scales (any in (1, 4] is served; these are the usual ones).
+const FRACTIONAL = [1.5, 2.5, 3];
 
 function chosenScale() {
   return Number($("scale").value) || state.model?.scale || 4;
 }
 
+// The native scale whose model serves a factor: the smallest at or above it.
+function nativeScale(factor) {
+  const natives = state.models?.scales ?? [state.model?.scale ?? 4];
+  return Math.min(...natives.filter((s) => s >= factor));
+}
+
 function renderNoise() {
-  const levels = state.models?.noise_levels[String(chosenScale())] ?? ["none"];
+  const levels = state.models?.noise_levels[String(nativeScale(chosenScale()))] ?? ["none"];
   const noise = $("noise");
   const kept = noise.value;
   noise.replaceChildren(
@@ -269,7 +285,8 @@ function workPixels(h, w) {
 function renderWidthCosts() {
   const model = state.model;
   // the costs of the chosen scale's model (each model's own measured seconds per megapixel)
-  const scaled = state.models?.models.find((m) => m.scale === chosenScale() && m.noise === "none");
+  const native = nativeScale(chosenScale());
+  const scaled = state.models?.models.find((m) => m.scale === native && m.noise === "none");
   const rows = (scaled ?? model).per_width;
   const full = rows[rows.length - 1];
   for (const row of rows) {
@@ -333,7 +350,7 @@ function asJob() {
   const model = state.model;
   if (!model || !state.file) return false;
   const pixels = state.input ? state.input.w * state.input.h : 0;
-  return state.file.size > model.max_body_bytes || pixels > interactiveLimit(chosenScale());
+  return state.file.size > model.max_body_bytes || pixels > interactiveLimit(nativeScale(chosenScale()));
 }
 
 // Why the server would refuse the chosen file, known before sending it; null when it may go.
@@ -344,12 +361,16 @@ function refusal() {
     return `${bytes(state.file.size)} is over this server's limit of ${bytes(model.max_job_body_bytes)} per image.`;
   }
   const scale = chosenScale();
-  if (state.input && state.input.w * state.input.h > jobLimit(scale)) {
+  const native = nativeScale(scale);
+  if (state.input && state.input.w * state.input.h > jobLimit(native)) {
     const { w, h } = state.input;
-    return `${w}×${h} = ${int(w * h)} pixels is over this server's limit of ${int(jobLimit(scale))} pixels at ×${scale}.`;
+    return `${w}×${h} = ${int(w * h)} pixels is over this server's limit of ${int(jobLimit(native))} pixels at ×${native}.`;
   }
   if (asJob() && $("format").value !== "png") {
     return "Images this large are upscaled as jobs, written as PNG while they run: choose PNG.";
+  }
+  if (asJob() && scale !== native) {
+    return `Images this large are upscaled as jobs, written as they run at a native scale: choose ×${native}.`;
   }
   return null;
 }
@@ -376,7 +397,7 @@ function renderFile() {
     if (state.model) {
       const { tile_size: tile, tile_overlap: margin } = state.model;
       const scale = chosenScale();
-      fact(facts, "Output", `${w * scale}×${h * scale}`);
+      fact(facts, "Output", `${Math.round(w * scale)}×${Math.round(h * scale)}`);
       const tiles = Math.ceil(w / tile) * Math.ceil(h / tile);
       fact(
         facts,
@@ -401,7 +422,7 @@ function renderFile() {
   } else if (asJob()) {
     warning.hidden = false;
     warning.textContent =
-      `Over the ${int(interactiveLimit(chosenScale()))} pixels of one request at ×${chosenScale()}: it runs as a ` +
+      `Over the ${int(interactiveLimit(nativeScale(chosenScale())))} pixels of one request at ×${chosenScale()}: it runs as a ` +
       "job, with its progress shown here (interactive requests go first).";
   }
   $("go").textContent = goLabel();
@@ -752,7 +773,8 @@ async function showResult(xhr, total) {
   $("res-output").textContent = `${size}${ext.toUpperCase()}, ${bytes(blob.size)}, ${header("X-Bit-Depth")}-bit`;
 
   const stem = (state.file.name || "pasted").replace(/\.[^.]*$/, "") || "image";
-  const name = `${stem}-x${header("X-Scale") || state.model.scale}.${ext}`;
+  const factor = (header("X-Scale") || String(state.model.scale)).split(" ")[0]; // "1.5 (x2 + lanczos)": 1.5
+  const name = `${stem}-x${factor}.${ext}`;
   const link = $("download");
   link.href = state.outputUrl;
   link.download = name;

@@ -453,7 +453,8 @@ def two_scales(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def test_the_scale_chosen_sets_the_output_size_and_reaches_the_server(open_page, two_scales: str) -> None:
     watched = open_page(two_scales)
     page = ready(watched)
-    expect(page.locator("#scale option")).to_have_count(2)  # from /v1/models
+    # from /v1/models: x2 and x4, and x1.5, x2.5, x3 served by them and a downscale
+    expect(page.locator("#scale option")).to_have_count(5)
     choose(page, "photo.png", png_bytes(24, 32), "image/png")
     expect(page.locator("#facts")).to_contain_text("128×96")
     page.select_option("#scale", "2")
@@ -464,4 +465,9 @@ def test_the_scale_chosen_sets_the_output_size_and_reaches_the_server(open_page,
     assert "scale=2" in response.url and response.headers["x-scale"] == "2"
     assert text(page, "#res-scale") == "×2"
     assert page.get_attribute("#download", "download") == "photo-x2.png"
+    page.select_option("#scale", "1.5")
+    expect(page.locator("#facts")).to_contain_text("48×36")
+    response = upscale(page)
+    assert "scale=1.5" in response.url and response.headers["x-scale"] == "1.5 (x2 + lanczos)"
+    assert page.get_attribute("#download", "download") == "photo-x1.5.png"
     watched.clean()
