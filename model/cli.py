@@ -98,7 +98,12 @@ def _quantize(args: argparse.Namespace) -> None:
     from model.weights import load_weights
 
     model, _ = load_weights(args.weights)
-    recipe = Recipe(max_drop_db=args.max_drop, calibration_patches=args.calibration_patches, seed=args.seed)
+    recipe = Recipe(
+        max_drop_db=args.max_drop,
+        activation_ranges=args.activation_ranges,
+        calibration_patches=args.calibration_patches,
+        seed=args.seed,
+    )
     widths = tuple(float(w) for w in args.widths) if args.widths else model.widths
     out = quantize(model, args.weights, args.data, recipe, widths)
     print(f"wrote {out}")
@@ -154,6 +159,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", nargs="+", required=True, help="training HR folders (calibration + validation)")
     p.add_argument("--widths", nargs="+", help="default: every width of the model")
     p.add_argument("--max-drop", type=float, default=0.05, help="Y-PSNR dB an int8 rung may lose on validation")
+    p.add_argument(
+        "--activation-ranges",
+        choices=["minmax", "mean_minmax", "histogram"],
+        default="minmax",
+        help="activation ranges: min/max over the patches (x4), or NNCF's histogram ranges (x2, x3: half the noise "
+        "int8 adds to smooth, high-PSNR images; docs/models.md#scales)",
+    )
     p.add_argument("--calibration-patches", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_quantize)
