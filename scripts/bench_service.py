@@ -73,6 +73,7 @@ class Level:
     latencies_s: list[float] = field(default_factory=list)
     rungs: dict[str, int] = field(default_factory=dict)  # rung key ("0.5", "0.5-int8") -> answers
     psnr_sum: float = 0.0
+    psnr_n: int = 0  # answers whose rung has a card figure (a factor served by a downscale has none)
 
     def summary(self) -> dict:
         lat = sorted(self.latencies_s)
@@ -94,9 +95,15 @@ class Level:
             "rejected_503": self.rejected_503,
             "errors_5xx": self.errors_5xx,
             "errors_other": self.errors_other,
-            "rung_mix": {k: self.rungs[k] / max(self.ok, 1) for k in sorted(self.rungs, key=Rung.parse)},
-            "mean_set5_psnr": self.psnr_sum / self.ok if self.ok else None,
+            "rung_mix": {k: self.rungs[k] / max(self.ok, 1) for k in sorted(self.rungs, key=_rung_order)},
+            "mean_set5_psnr": self.psnr_sum / self.psnr_n if self.psnr_n else None,
         }
+
+
+def _rung_order(key: str) -> tuple[str, Rung]:
+    """``x2/0.5-int8``: by model, then rung."""
+    model, _, rung = key.rpartition("/")
+    return model, Rung.parse(rung)
 
 
 def rung_key(r: httpx.Response) -> str:
@@ -105,8 +112,9 @@ def rung_key(r: httpx.Response) -> str:
 
 
 def served_key(r: httpx.Response) -> str:
-    """The rung with its model when the server names it: ``x2/1-int8``; a server before scales: ``1-int8``."""
-    scale = r.headers.get("x-scale", "").split(" ")[0]
+    """The rung with its model when the server names it: ``x2/1-int8``, ``x3 (x4 + lanczos)/1-int8`` for a factor
+    served by a downscale; a server before scales: ``1-int8``."""
+    scale = r.headers.get("x-scale", "")
     noise = r.headers.get("x-noise", "none").split(";")[0]
     model = "" if not scale else f"x{scale}" + ("" if noise == "none" else f"-{noise}") + "/"
     return model + rung_key(r)
@@ -261,7 +269,9 @@ def run_level(client: httpx.Client, level: Level, inputs: list, psnr: dict[str, 
                     level.input_megapixels += pixels / 1e6
                     key = served_key(r) if len(args.scales) > 1 else rung_key(r)
                     level.rungs[key] = level.rungs.get(key, 0) + 1
-                    level.psnr_sum += psnr.get(key, float("nan"))
+                    if key in psnr:
+                        level.psnr_sum += psnr[key]
+                        level.psnr_n += 1
                 elif r.status_code == 503:
                     level.rejected_503 += 1
                 elif r.status_code >= 500:
