@@ -313,11 +313,7 @@ def plan_size(w: int, h: int, opts: UpscaleOptions, scales: tuple[int, ...], lim
     factor, size = output_size(w, h, opts)
     top = max(scales)
     if not 1 < factor <= top + 1e-9:
-        asked = (
-            f"{factor:.4g}"
-            if opts.out_width is None and opts.out_height is None
-            else f"{factor:.4g} (to {size[0]}x{size[1]})"
-        )
+        asked = f"{factor:.4g} (to {size[0]}x{size[1]})"
         raise ApiError(422, "invalid_option", f"the scale must lie in (1, {top}], got {asked} for {w}x{h}")
     native = min(sc for sc in scales if sc >= factor - 1e-9)
     most = limit(native)

@@ -219,8 +219,13 @@ function nativeScale(factor) {
   return Math.min(...natives.filter((s) => s >= factor));
 }
 
+// The native scale serving the chosen factor: its model's noise levels, costs and limits apply.
+function chosenNative() {
+  return nativeScale(chosenScale());
+}
+
 function renderNoise() {
-  const levels = state.models?.noise_levels[String(nativeScale(chosenScale()))] ?? ["none"];
+  const levels = state.models?.noise_levels[String(chosenNative())] ?? ["none"];
   const noise = $("noise");
   const kept = noise.value;
   noise.replaceChildren(
@@ -285,7 +290,7 @@ function workPixels(h, w) {
 function renderWidthCosts() {
   const model = state.model;
   // the costs of the chosen scale's model (each model's own measured seconds per megapixel)
-  const native = nativeScale(chosenScale());
+  const native = chosenNative();
   const scaled = state.models?.models.find((m) => m.scale === native && m.noise === "none");
   const rows = (scaled ?? model).per_width;
   const full = rows[rows.length - 1];
@@ -350,7 +355,7 @@ function asJob() {
   const model = state.model;
   if (!model || !state.file) return false;
   const pixels = state.input ? state.input.w * state.input.h : 0;
-  return state.file.size > model.max_body_bytes || pixels > interactiveLimit(nativeScale(chosenScale()));
+  return state.file.size > model.max_body_bytes || pixels > interactiveLimit(chosenNative());
 }
 
 // Why the server would refuse the chosen file, known before sending it; null when it may go.
@@ -422,7 +427,7 @@ function renderFile() {
   } else if (asJob()) {
     warning.hidden = false;
     warning.textContent =
-      `Over the ${int(interactiveLimit(nativeScale(chosenScale())))} pixels of one request at ×${chosenScale()}: it runs as a ` +
+      `Over the ${int(interactiveLimit(chosenNative()))} pixels of one request at ×${chosenScale()}: it runs as a ` +
       "job, with its progress shown here (interactive requests go first).";
   }
   $("go").textContent = goLabel();

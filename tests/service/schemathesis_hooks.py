@@ -8,8 +8,7 @@ Images with alpha are left out: JPEG output of one is a 422 that depends on the 
 A target size (``out_width`` / ``out_height``) is valid for a given image only within 1-4x its size, and
 only without ``scale``: constraints between parameters and the body that OpenAPI cannot state, so
 ``before_call`` (every phase; ``map_case`` misses the coverage phase) moves a schema-valid target into the
-range of the image sent (tests/service/test_noise.py
-checks the 422s outside it).
+range of the image sent (tests/service/test_noise.py checks the 422s outside it).
 """
 
 from __future__ import annotations
