@@ -44,6 +44,9 @@ INPUT_MEDIA_TYPES = {
     "image/gif",
 }
 OUTPUT_MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+# The longest side each lossy output format can store (libwebp's limit; JPEG's 16-bit header fields).
+# PNG's, 2^31 - 1, is far beyond any output the pixel limits allow.
+MAX_OUTPUT_SIDE = {"jpeg": 65535, "webp": 16383}
 I16_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", *I16_MODES)
 BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)

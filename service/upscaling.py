@@ -208,6 +208,13 @@ def prepare(svc: ServiceState, data: bytes, opts: UpscaleOptions, limit: Callabl
     fmt = opts.fmt or ("webp" if probe.lossless_webp else "png")
     if fmt == "jpeg" and probe.has_alpha:
         raise ApiError(422, "invalid_option", "jpeg cannot carry the alpha channel; ask for png or webp")
+    if max(plan.out_size) > images.MAX_OUTPUT_SIDE.get(fmt, math.inf):  # a thin panorama, within the pixel limits
+        w, h = plan.out_size
+        raise ApiError(
+            422,
+            "invalid_option",
+            f"{fmt} stores at most {images.MAX_OUTPUT_SIDE[fmt]} pixels a side, and the output is {w}x{h}; ask for png",
+        )
     req = Prepared(probe, plan, noise, key, ask, fmt)
     interactive = input_limit(svc.settings.max_pixels, plan.native)
     if probe.pixels > interactive and not req.streamed:  # held whole in memory: the interactive limit holds

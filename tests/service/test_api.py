@@ -248,6 +248,15 @@ def test_422_jpeg_output_would_drop_alpha(client: httpx.Client) -> None:
     assert "alpha" in assert_error(r, 422, "invalid_option")["detail"]
 
 
+def test_422_webp_output_wider_than_webp_stores(client: httpx.Client) -> None:
+    # 4x4100 at x4 is 16400 px wide, well within the pixel limits: libwebp stores at most 16383 a side
+    thin = encode(np.ascontiguousarray(np.tile(synthetic_image(4, 41), (1, 100, 1))))
+    r = client.post("/v1/upscale", params={"format": "webp"}, content=thin, headers=PNG)
+    assert "16383" in assert_error(r, 422, "invalid_option")["detail"]
+    r = client.post("/v1/upscale", params={"format": "webp", "scale": 2}, content=thin, headers=PNG)
+    assert r.status_code == 200 and decode(r.content).size == (8200, 8)  # within the limit it is served
+
+
 def test_422_multipart_without_file_part(client: httpx.Client) -> None:
     r = client.post("/v1/upscale", data={"image": "nope"}, files={"other": ("x.png", png_bytes(), "image/png")})
     assert "'file'" in assert_error(r, 422, "invalid_option")["detail"]
