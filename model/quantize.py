@@ -181,7 +181,6 @@ def quantize(
         manifest = {"weights_sha256": sha, "rungs": {}}
     manifest |= {
         "weights": Path(weights).name,
-        "recipe": vars(recipe),
         "calibration": {"folders": [str(f) for f in train_folders], "images": len(calib_pairs)},
         "validation_images": [p.name for p in validation],
     }
@@ -190,7 +189,8 @@ def quantize(
         int8, report = quantize_width(model.dense(width), calibration, validation, recipe)
         file = f"{rung.key}.xml"
         ov.save_model(int8, out / file, compress_to_fp16=False)  # fp16 would alter the layers kept in fp32
-        manifest["rungs"][rung.key] = {"model": file, **report}
+        # the recipe per rung: a width may be requantized alone with its own (e.g. a tighter max_drop)
+        manifest["rungs"][rung.key] = {"model": file, "recipe": vars(recipe), **report}
         manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
         print(json.dumps({rung.key: report}), flush=True)
     return out
