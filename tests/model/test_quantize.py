@@ -86,6 +86,7 @@ def test_plain_ptq_keeps_only_the_named_convolutions_in_fp32(tmp_path: Path, fp3
     manifest = json.loads((quantize(model, weights, [train], recipe, (1.0,)) / MANIFEST).read_text())
     report = manifest["rungs"]["1-int8"]
     assert report["fp32_convolutions"] == kept and report["int8_convolutions"] == report["convolutions"] - len(kept)
+    assert report["recipe"]["fp32_convs"] == fp32_convs  # each rung records the recipe that made it
 
 
 def test_int8_rungs_of_other_weights_are_refused(quantized, tmp_path: Path) -> None:
