@@ -116,8 +116,15 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def _average(args: argparse.Namespace) -> None:
+    from model.weights import average_weights
+
+    average_weights(args.weights, args.out)
+    print(f"wrote {args.out}")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add ``train``, ``evaluate`` and ``export`` to a command's subcommands."""
+    """Add ``train``, ``evaluate``, ``quantize``, ``export`` and ``average`` to a command's subcommands."""
     p = sub.add_parser("train", help="train a width-switchable EDSR with CSD")
     p.add_argument("--config", help="TOML file; flags override its values")
     _add_config_flags(p)
@@ -174,6 +181,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="a run's last.pt")
     p.add_argument("--out", required=True, help="OUT.safetensors (card written to OUT.json)")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("average", help="the mean of weights files of one architecture (e.g. two training stages)")
+    p.add_argument("--weights", nargs="+", required=True, help="two or more .safetensors of the same architecture")
+    p.add_argument("--out", required=True, help="OUT.safetensors (card written to OUT.json)")
+    p.set_defaults(func=_average)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -88,6 +88,37 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     return model.to(device).eval(), card
 
 
+def average_weights(sources: list[str | Path], out: str | Path) -> None:
+    """Write the uniform mean of ``sources`` (same architecture; e.g. two stages of one fine-tuning run).
+
+    Checkpoints of one run, one fine-tuned from the other, lie in one basin, so their mean is often
+    better than either on inputs both were meant for (Wortsman et al. 2022, "model soups"). The
+    widths stay width-switchable: every slice is the mean of the same slices. The card is the last
+    source's (its training record) with the average recorded; metrics are left out: evaluate again.
+    """
+    import hashlib
+
+    models, cards = zip(*(load_weights(s) for s in sources), strict=True)
+    if len({m.cfg for m in models}) != 1:
+        raise ValueError("weights of different architectures cannot be averaged")
+    states = [m.state_dict() for m in models]
+    mean = {k: sum(st[k] for st in states) / len(states) for k in states[0]}
+    model = EDSR(models[0].cfg)
+    model.load_state_dict(mean)
+    card = {
+        k: v for k, v in cards[-1].items() if not k.startswith("metrics") and k not in ("architecture", "per_width")
+    }
+    card["weight_average"] = [
+        {
+            "file": Path(s).name,
+            "sha256": hashlib.sha256(Path(s).read_bytes()).hexdigest(),
+            "steps": c.get("training", {}).get("steps"),
+        }
+        for s, c in zip(sources, cards, strict=True)
+    ]
+    save_weights(model, out, card)
+
+
 def load_matching(model: EDSR, path: str | Path) -> list[str]:
     """Copy every same-named, same-shaped tensor (e.g. an x2 model into an x4 one); returns skipped names."""
     source = load_file(str(path), device="cpu")

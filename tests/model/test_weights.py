@@ -1,0 +1,56 @@
+"""The shipped weights format: averaging two weight files of one architecture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model.cli import main
+from model.weights import load_weights, save_weights
+from tests.model.test_edsr import tiny
+
+
+def test_average_is_the_tensor_mean_and_records_its_sources(tmp_path: Path) -> None:
+    a, b = tiny(), tiny()
+    torch.manual_seed(1)
+    for p in b.parameters():
+        p.data.normal_()
+    save_weights(a, tmp_path / "a.safetensors", {"training": {"steps": 900}, "metrics": {"Set5": {}}})
+    save_weights(b, tmp_path / "b.safetensors", {"training": {"steps": 2700}, "noise": "real"})
+    main(
+        [
+            "average",
+            "--weights",
+            str(tmp_path / "a.safetensors"),
+            str(tmp_path / "b.safetensors"),
+            "--out",
+            str(tmp_path / "m.safetensors"),
+        ]
+    )
+    mean, card = load_weights(tmp_path / "m.safetensors")
+    for name, t in mean.state_dict().items():
+        torch.testing.assert_close(t, (a.state_dict()[name] + b.state_dict()[name]) / 2)
+    assert [s["file"] for s in card["weight_average"]] == ["a.safetensors", "b.safetensors"]
+    assert [s["steps"] for s in card["weight_average"]] == [900, 2700] and len(
+        card["weight_average"][0]["sha256"]
+    ) == 64
+    assert card["noise"] == "real" and card["training"]["steps"] == 2700  # the last source's record
+    assert "metrics" not in card  # measured on other weights: evaluate the mean again
+
+
+def test_average_refuses_different_architectures(tmp_path: Path) -> None:
+    save_weights(tiny(scale=4), tmp_path / "x4.safetensors")
+    save_weights(tiny(scale=2), tmp_path / "x2.safetensors")
+    with pytest.raises(ValueError, match="architectures"):
+        main(
+            [
+                "average",
+                "--weights",
+                str(tmp_path / "x4.safetensors"),
+                str(tmp_path / "x2.safetensors"),
+                "--out",
+                str(tmp_path / "m.safetensors"),
+            ]
+        )
