@@ -32,8 +32,8 @@ def test_one_command_joins_model_and_service() -> None:
     def subcommands(parser) -> set[str]:
         return set(next(a for a in parser._actions if a.dest == "command").choices)
 
-    assert subcommands(build_parser()) == {"train", "evaluate", "export", "quantize", "serve", "upscale"}
-    assert subcommands(model_parser()) == {"train", "evaluate", "export", "quantize"}
+    assert subcommands(build_parser()) == {"train", "evaluate", "export", "quantize", "average", "serve", "upscale"}
+    assert subcommands(model_parser()) == {"train", "evaluate", "export", "quantize", "average"}
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"csd-sr": "csd_sr.cli:main"}
     help_text = subprocess.run(
