@@ -12,7 +12,6 @@ weights are never served (``int8_models`` refuses them).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from collections.abc import Collection
@@ -27,6 +26,7 @@ from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
 from model.edsr import EDSR
 from model.rungs import Precision, Rung
+from model.weights import file_sha256
 
 MANIFEST = "manifest.json"
 
@@ -85,10 +85,6 @@ def int8_dir(weights: str | Path) -> Path:
     """Where the int8 rungs of ``weights`` live: ``weights/csd-edsr-x4.int8/`` for ``csd-edsr-x4.safetensors``."""
     weights = Path(weights)
     return weights.with_name(weights.stem + ".int8")
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def int8_models(weights: str | Path, widths: tuple[float, ...]) -> tuple[dict[Rung, ov.Model], str | None]:

@@ -46,8 +46,9 @@ import openvino as ov
 from model.data import Pair, load_pairs, to_tensor
 from model.edsr import EDSR
 from model.evaluate import compiled_forward, score, super_resolve
-from model.openvino import MANIFEST, cpu_config, file_sha256, int8_dir, to_openvino
+from model.openvino import MANIFEST, cpu_config, int8_dir, to_openvino
 from model.rungs import Rung
+from model.weights import file_sha256
 
 
 @dataclass(frozen=True)

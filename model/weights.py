@@ -5,6 +5,7 @@ Loading reads tensors and JSON only; nothing is ever unpickled.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,6 +14,10 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from model.edsr import EDSR, EDSRConfig, count_macs, count_params
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def card_path(weights: str | Path) -> Path:
@@ -96,8 +101,6 @@ def average_weights(sources: list[str | Path], out: str | Path) -> None:
     widths stay width-switchable: every slice is the mean of the same slices. The card is the last
     source's (its training record) with the average recorded; metrics are left out: evaluate again.
     """
-    import hashlib
-
     models, cards = zip(*(load_weights(s) for s in sources), strict=True)
     if len({m.cfg for m in models}) != 1:
         raise ValueError("weights of different architectures cannot be averaged")
@@ -111,7 +114,7 @@ def average_weights(sources: list[str | Path], out: str | Path) -> None:
     card["weight_average"] = [
         {
             "file": Path(s).name,
-            "sha256": hashlib.sha256(Path(s).read_bytes()).hexdigest(),
+            "sha256": file_sha256(s),
             "steps": c.get("training", {}).get("steps"),
         }
         for s, c in zip(sources, cards, strict=True)

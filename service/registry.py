@@ -10,13 +10,12 @@ read from the file's architecture, the noise level from its card (``"noise"``, d
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from model.rungs import Rung
-from model.weights import load_weights
+from model.weights import file_sha256, load_weights
 from service.engine import Engine, build_engine
 from service.noise import NONE
 from service.settings import Settings
@@ -131,7 +130,7 @@ def build_registry(settings: Settings) -> Registry:
             )
         model, card = load_weights(path)
         engine = build_engine(model, settings, path, lane)
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        sha = file_sha256(path)
         key = ModelKey(model.cfg.scale, str(card.get("noise", NONE)))
         models.append(ServedModel(key, path, card, sha, engine))
     return Registry(models)

@@ -21,9 +21,9 @@ import uvicorn
 from PIL import Image
 
 from model.edsr import EDSR, EDSRConfig
-from model.openvino import MANIFEST, file_sha256, int8_dir, to_openvino
+from model.openvino import MANIFEST, int8_dir, to_openvino
 from model.rungs import Rung
-from model.weights import save_weights
+from model.weights import file_sha256, save_weights
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import synthetic_image
