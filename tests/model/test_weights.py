@@ -12,6 +12,12 @@ from model.weights import load_weights, save_weights
 from tests.model.test_edsr import tiny
 
 
+def average(tmp_path: Path, *names: str) -> None:
+    """``csd-sr average`` of ``tmp_path/<name>.safetensors`` into ``tmp_path/m.safetensors``."""
+    sources = [str(tmp_path / f"{n}.safetensors") for n in names]
+    main(["average", "--weights", *sources, "--out", str(tmp_path / "m.safetensors")])
+
+
 def test_average_is_the_tensor_mean_and_records_its_sources(tmp_path: Path) -> None:
     a, b = tiny(), tiny()
     torch.manual_seed(1)
@@ -19,16 +25,7 @@ def test_average_is_the_tensor_mean_and_records_its_sources(tmp_path: Path) -> N
         p.data.normal_()
     save_weights(a, tmp_path / "a.safetensors", {"training": {"steps": 900}, "metrics": {"Set5": {}}})
     save_weights(b, tmp_path / "b.safetensors", {"training": {"steps": 2700}, "noise": "real"})
-    main(
-        [
-            "average",
-            "--weights",
-            str(tmp_path / "a.safetensors"),
-            str(tmp_path / "b.safetensors"),
-            "--out",
-            str(tmp_path / "m.safetensors"),
-        ]
-    )
+    average(tmp_path, "a", "b")
     mean, card = load_weights(tmp_path / "m.safetensors")
     for name, t in mean.state_dict().items():
         torch.testing.assert_close(t, (a.state_dict()[name] + b.state_dict()[name]) / 2)
@@ -44,13 +41,4 @@ def test_average_refuses_different_architectures(tmp_path: Path) -> None:
     save_weights(tiny(scale=4), tmp_path / "x4.safetensors")
     save_weights(tiny(scale=2), tmp_path / "x2.safetensors")
     with pytest.raises(ValueError, match="architectures"):
-        main(
-            [
-                "average",
-                "--weights",
-                str(tmp_path / "x4.safetensors"),
-                str(tmp_path / "x2.safetensors"),
-                "--out",
-                str(tmp_path / "m.safetensors"),
-            ]
-        )
+        average(tmp_path, "x4", "x2")
