@@ -121,4 +121,9 @@ HEAVY = RealWorld(
     jpeg_quality=(15, 75),
 )
 
-TRAINING_RECIPES: dict[str, RealWorld | None] = {"none": None, "real": RealWorld(), "heavy": HEAVY}
+# The JPEG level (configs/x4-jpeg.toml): compression alone, the artifact of web images and phone
+# shares, without the blur and noise whose inversion (sharpening) also sharpens block edges.
+# Quality 25-90 covers what ``noise=auto`` sends it (q below service.noise.CLEAN_JPEG_QUALITY).
+JPEG_ONLY = RealWorld(p_clean=0.1, p_blur=0.0, p_noise=0.0, p_jpeg=1.0, jpeg_quality=(25, 90))
+
+TRAINING_RECIPES: dict[str, RealWorld | None] = {"none": None, "real": RealWorld(), "heavy": HEAVY, "jpeg": JPEG_ONLY}

@@ -1,13 +1,17 @@
 """Noise levels: which model a request is served by, decided from the file itself for ``noise=auto``.
 
-A noise level names a model trained for one kind of input (``none``: clean bicubic LR; ``real``:
-JPEG q 30-95, blur and sensor noise, ``model.degradations.RealWorld``). ``auto``:
+A noise level names a model trained for one kind of input (``none``: clean bicubic LR; ``jpeg``:
+JPEG q 25-90 alone, ``model.degradations.JPEG_ONLY``; ``real``: JPEG q 30-95, blur and sensor
+noise, ``model.degradations.RealWorld``). ``auto``, first served level of:
 
 - JPEG: the quality estimated from the file's quantization tables (the IJG quality whose scaled
   standard tables are nearest; encoders with their own tables get their nearest equivalent). At or
   above ``CLEAN_JPEG_QUALITY`` the compression is too light to matter and ``none`` serves it, below
-  it ``real``: the threshold is where the two models' Set5/Set14 PSNR cross (docs/models.md).
-- lossy WebP: ``real`` (its quantizer is not exposed, and lossy WebP is a web image).
+  it ``jpeg``, then ``real``: the threshold is where the models' Set5/Set14 PSNR cross
+  (bench/results/noise-auto.md). The file does not say whether a camera also blurred or noised
+  it (block statistics of blurred-noisy and clean JPEGs overlap from one photo to the next), so
+  a user who knows it asks ``noise=real``.
+- lossy WebP: ``real``, then ``jpeg`` (its quantizer is not exposed, and lossy WebP is a web image).
 - lossless formats (PNG, lossless WebP, BMP, TIFF, GIF): ``none``.
 
 The estimate also picks the card entry ``X-Expected-PSNR`` reports: the evaluated JPEG
@@ -25,13 +29,13 @@ from PIL import Image
 
 from service.images import Probe
 
-NONE, REAL, AUTO = "none", "real", "auto"
+NONE, JPEG, REAL, AUTO = "none", "jpeg", "real", "auto"
 # none and real cross between q 85 (real +0.15 dB) and q 90 (none +0.09): bench/results/noise-auto.md
 CLEAN_JPEG_QUALITY = 88
 # The card degradations a JPEG input maps to, by quality (100: as good as lossless).
 EVALUATED_JPEG = {50: "jpeg50", 75: "jpeg75", 90: "jpeg90", 100: "clean"}
 # The degradation a level is meant for: its card's Set5 figures there rank the level's rungs (its ladder).
-LADDER_DEGRADATION = {NONE: "clean", REAL: "jpeg75"}
+LADDER_DEGRADATION = {NONE: "clean", JPEG: "jpeg50", REAL: "jpeg75"}
 
 
 @cache
@@ -95,16 +99,17 @@ def choose_noise(
         return NoiseChoice(asked, "asked", degradation)
     if image_format == "JPEG":
         if jpeg_quality is None:
-            level, why = REAL, "jpeg, quality unknown"
+            wanted, why = (JPEG, REAL), "jpeg, quality unknown"
         elif jpeg_quality >= CLEAN_JPEG_QUALITY:
-            level, why = NONE, f"jpeg q~{jpeg_quality} >= {CLEAN_JPEG_QUALITY}"
+            wanted, why = (NONE,), f"jpeg q~{jpeg_quality} >= {CLEAN_JPEG_QUALITY}"
         else:
-            level, why = REAL, f"jpeg q~{jpeg_quality} < {CLEAN_JPEG_QUALITY}"
+            wanted, why = (JPEG, REAL), f"jpeg q~{jpeg_quality} < {CLEAN_JPEG_QUALITY}"
     elif not lossless:
-        level, why = REAL, f"lossy {image_format.lower()}"
+        wanted, why = (REAL, JPEG), f"lossy {image_format.lower()}"
     else:
-        level, why = NONE, f"lossless {image_format.lower() or 'image'}"
-    if level not in levels:  # a server without that model serves one it has
+        wanted, why = (NONE,), f"lossless {image_format.lower() or 'image'}"
+    served = [lv for lv in wanted if lv in levels]
+    if not served:  # a server without those models serves one it has
         fallback = NONE if NONE in levels else min(levels)
-        return NoiseChoice(fallback, f"{why}; no {level} model served", degradation)
-    return NoiseChoice(level, why, degradation)
+        return NoiseChoice(fallback, f"{why}; no {wanted[0]} model served", degradation)
+    return NoiseChoice(served[0], why, degradation)

@@ -83,7 +83,11 @@ function duration(s) {
   return s < 1 ? `${Math.max(1, Math.round(s * 1000))} ms` : seconds(s);
 }
 
-const NOISE_LABELS = { none: "none (clean model)", real: "real (JPEG, blur, sensor noise)" };
+const NOISE_LABELS = {
+  none: "none (clean model)",
+  jpeg: "jpeg (compression artifacts)",
+  real: "real (JPEG, blur, sensor noise)",
+};
 const widthLabel = (w) => String(w); // 0.25 -> "0.25", 1 -> "1": as X-Width writes it
 
 function fact(list, term, value) {

@@ -15,7 +15,7 @@ from PIL import Image, ImageFilter
 
 from model.cli import main as cli_main
 from model.data import Pair, PatchSampler, degrade_pairs, downscale, load_pairs, to_image, to_tensor
-from model.degradations import EVAL_DEGRADATIONS, TRAINING_RECIPES, RealWorld, degrade, image_seed, jpeg
+from model.degradations import _KERNELS, EVAL_DEGRADATIONS, TRAINING_RECIPES, RealWorld, degrade, image_seed, jpeg
 from model.edsr import EDSR, EDSRConfig
 from model.evaluate import evaluate_sets
 from model.rungs import Rung
@@ -130,6 +130,19 @@ def test_shipped_recipes() -> None:
     assert TRAINING_RECIPES["none"] is None
     assert TRAINING_RECIPES["real"] == RealWorld()
     assert RealWorld().jpeg_quality == (30, 95) and RealWorld().p_clean == 0.2
+
+
+def test_the_jpeg_recipe_only_compresses(patch) -> None:
+    """Every ``jpeg`` pair is the clean LR, or a JPEG of q 25-90 of it or of another kernel's downscale."""
+    lr, hr = patch
+    recipe = TRAINING_RECIPES["jpeg"]
+    sources = [lr, *(np.array(Image.fromarray(hr).resize(lr.shape[1::-1], k)) for k in _KERNELS)]
+    candidates = [lr] + [jpeg(src, q) for src in sources for q in range(25, 91)]
+    g = torch.Generator().manual_seed(0)
+    outs = [recipe(lr, hr, g) for _ in range(60)]
+    for out in outs:
+        assert any(np.array_equal(out, c) for c in candidates)
+    assert 0 < np.mean([np.array_equal(out, lr) for out in outs]) < 0.4  # p_clean 0.1
 
 
 def test_recipe_draws_only_from_the_generator(patch) -> None:

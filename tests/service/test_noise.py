@@ -14,7 +14,7 @@ from PIL import Image
 
 from model.edsr import EDSR, EDSRConfig
 from model.weights import save_weights
-from service.noise import CLEAN_JPEG_QUALITY, NONE, REAL, choose_noise, estimate_jpeg_quality
+from service.noise import CLEAN_JPEG_QUALITY, JPEG, NONE, REAL, choose_noise, estimate_jpeg_quality
 from tests.conftest import synthetic_image
 from tests.service.conftest import CARD, TINY, client_for, decode, encode, running_server, settings
 
@@ -55,7 +55,7 @@ def test_auto_picks_the_level_from_the_file() -> None:
     # the asked level wins; a server without the real model serves the one it has, and says so
     assert choose_noise(NONE, "JPEG", False, 40, levels).level == NONE
     only_clean = choose_noise("auto", "JPEG", False, 40, {NONE})
-    assert only_clean.level == NONE and "no real model" in only_clean.reason
+    assert only_clean.level == NONE and "no jpeg model" in only_clean.reason
     # the card entry X-Expected-PSNR is read at: the evaluated JPEG quality nearest the file's
     qualities = (30, 62, 63, 80, 83, 95, 96)
     assert [choose_noise("auto", "JPEG", False, q, levels).degradation for q in qualities] == [
@@ -67,6 +67,19 @@ def test_auto_picks_the_level_from_the_file() -> None:
         "jpeg90",
         "clean",  # nearer lossless than q 90
     ]
+
+
+def test_auto_prefers_the_jpeg_level_for_jpegs_and_the_real_level_for_lossy_webp() -> None:
+    levels = {NONE, JPEG, REAL}
+    assert choose_noise("auto", "JPEG", False, 75, levels).level == JPEG
+    assert choose_noise("auto", "JPEG", False, None, levels).level == JPEG
+    assert choose_noise("auto", "JPEG", False, CLEAN_JPEG_QUALITY, levels).level == NONE
+    assert choose_noise("auto", "WEBP", False, None, levels).level == REAL
+    assert choose_noise("auto", "PNG", True, None, levels).level == NONE
+    # each falls back to the other artifact model when only that one is served
+    assert choose_noise("auto", "WEBP", False, None, {NONE, JPEG}).level == JPEG
+    assert choose_noise("auto", "JPEG", False, 60, {NONE, REAL}).level == REAL
+    assert choose_noise(REAL, "JPEG", False, 60, levels).reason == "asked"
 
 
 REAL_CARD = {
