@@ -92,13 +92,17 @@ REAL_CARD = {
 }
 
 
+JPEG_CARD = {**REAL_CARD, "noise": JPEG}
+
+
 @pytest.fixture(scope="module")
-def three_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One server with x4 (clean), x4-real and x2 (clean) tiny models."""
+def four_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server with x4 (clean), x4-jpeg, x4-real and x2 (clean) tiny models."""
     folder = tmp_path_factory.mktemp("models")
     files = []
     for name, cfg, card in [
         ("csd-edsr-x4", TINY, CARD),
+        ("csd-edsr-x4-jpeg", TINY, JPEG_CARD),
         ("csd-edsr-x4-real", TINY, REAL_CARD),
         ("csd-edsr-x2", EDSRConfig(scale=2, n_resblocks=2, n_feats=16), CARD),
     ]:
@@ -110,8 +114,8 @@ def three_models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def multi(three_models: str) -> Iterator[httpx.Client]:
-    with client_for(three_models) as c:
+def multi(four_models: str) -> Iterator[httpx.Client]:
+    with client_for(four_models) as c:
         yield c
 
 
@@ -119,7 +123,7 @@ def post(client: httpx.Client, data: bytes, media: str, **params: str) -> httpx.
     return client.post("/v1/upscale", params=params, content=data, headers={"Content-Type": media})
 
 
-def test_auto_serves_jpegs_with_the_real_model_and_lossless_files_with_the_clean_one(multi: httpx.Client) -> None:
+def test_auto_serves_jpegs_with_the_jpeg_model_and_lossless_files_with_the_clean_one(multi: httpx.Client) -> None:
     png = post(multi, encode(synthetic_image(24, 32)), "image/png")
     assert png.status_code == 200, png.text
     assert png.headers["x-noise"] == "none; lossless png" and png.headers["x-scale"] == "4"
@@ -128,25 +132,27 @@ def test_auto_serves_jpegs_with_the_real_model_and_lossless_files_with_the_clean
 
     jpeg = post(multi, jpeg_file(60), "image/jpeg")
     assert jpeg.status_code == 200, jpeg.text
-    assert jpeg.headers["x-noise"] == f"real; jpeg q~60 < {CLEAN_JPEG_QUALITY}"
+    assert jpeg.headers["x-noise"] == f"jpeg; jpeg q~60 < {CLEAN_JPEG_QUALITY}"
     width = jpeg.headers["x-width"]
-    expected = REAL_CARD["metrics_degraded"]["jpeg50"]["Set5"][width]["psnr"]
+    expected = JPEG_CARD["metrics_degraded"]["jpeg50"]["Set5"][width]["psnr"]
     assert jpeg.headers["x-expected-psnr"] == f"jpeg50: Set5={expected:.2f}"
 
     light = post(multi, jpeg_file(98), "image/jpeg")
     assert light.headers["x-noise"] == f"none; jpeg q~98 >= {CLEAN_JPEG_QUALITY}"
     asked = post(multi, jpeg_file(60), "image/jpeg", noise="none")
     assert asked.headers["x-noise"] == "none; asked"
+    camera = post(multi, jpeg_file(60), "image/jpeg", noise="real")  # a client that knows its photos are noisy
+    assert camera.status_code == 200 and camera.headers["x-noise"] == "real; asked"
 
 
 def test_scale_picks_the_native_model(multi: httpx.Client) -> None:
     r = post(multi, encode(synthetic_image(24, 32)), "image/png", scale="2")
     assert r.status_code == 200, r.text
     assert r.headers["x-scale"] == "2" and decode(r.content).size == (64, 48)
-    # the x2 model has no real level: a JPEG is served by the clean one, and the reason says so
+    # the x2 model has no artifact level: a JPEG is served by the clean one, and the reason says so
     jpeg = post(multi, jpeg_file(60), "image/jpeg", scale="2")
     assert jpeg.status_code == 200 and jpeg.headers["x-noise"].startswith("none; jpeg q~60")
-    assert "no real model served" in jpeg.headers["x-noise"]
+    assert "no jpeg model served" in jpeg.headers["x-noise"]
 
 
 @pytest.mark.parametrize(
@@ -194,7 +200,7 @@ def test_the_input_limit_follows_the_scale(multi: httpx.Client) -> None:
         ({"out_width": "32"}, "the scale must lie in (1, 4], got 1 (to 32x24) for 32x24"),
         ({"out_height": "100"}, "got 4.167 (to 133x100)"),
         ({"out_width": "48", "scale": "2"}, "a scale or a target size"),
-        ({"noise": "heavy"}, "noise must be one of auto, none, real at scale 4"),
+        ({"noise": "heavy"}, "noise must be one of auto, jpeg, none, real at scale 4"),
         ({"noise": "real", "scale": "2"}, "noise must be one of auto, none at scale 2"),
     ],
 )
@@ -207,9 +213,9 @@ def test_a_scale_or_level_not_served_is_a_422(multi: httpx.Client, params: dict,
 def test_models_lists_every_model_and_metrics_label_them(multi: httpx.Client) -> None:
     info = multi.get("/v1/models").json()
     assert info["default"] == "x4" and info["scales"] == [2, 4]
-    assert info["noise_levels"] == {"2": ["none"], "4": ["none", "real"]}
+    assert info["noise_levels"] == {"2": ["none"], "4": ["jpeg", "none", "real"]}
     by_name = {m["name"]: m for m in info["models"]}
-    assert set(by_name) == {"x4", "x4-real", "x2"}
+    assert set(by_name) == {"x4", "x4-jpeg", "x4-real", "x2"}
     assert by_name["x2"]["scale"] == 2 and by_name["x4-real"]["noise"] == REAL
     # each model has its own ladder, ranked by its own card (the real model's at jpeg75)
     assert by_name["x4-real"]["ladder"] == ["1", "0.5", "0.25"]
@@ -222,7 +228,7 @@ def test_models_lists_every_model_and_metrics_label_them(multi: httpx.Client) ->
     metrics = multi.get("/metrics").text
     line = next(x for x in metrics.splitlines() if x.startswith("csd_sr_inference_duration_seconds_count{"))
     assert 'scale="' in line and 'noise="' in line
-    real = [x for x in metrics.splitlines() if x.startswith("csd_sr_width_decisions_total{") and 'noise="real"' in x]
-    assert real and sum(float(x.rsplit(" ", 1)[1]) for x in real) >= 1
+    jpeg = [x for x in metrics.splitlines() if x.startswith("csd_sr_width_decisions_total{") and 'noise="jpeg"' in x]
+    assert jpeg and sum(float(x.rsplit(" ", 1)[1]) for x in jpeg) >= 1
     served = {x.split("{")[1].split("}")[0] for x in metrics.splitlines() if x.startswith("csd_sr_cost_seconds")}
     assert any('scale="2"' in labels for labels in served)
