@@ -49,8 +49,8 @@ class TrainConfig(BaseModel):
     val_dir: str | None = str(SHARED_DATA / "Set5/HR")
     patch_size: int = 192
     batch_size: int = 16
-    # LR synthesis: "none" = clean bicubic pairs; "real" / "heavy" / "jpeg" = model.degradations recipes
-    degradation: Literal["none", "real", "heavy", "jpeg"] = "none"
+    # LR synthesis: "none" = clean bicubic pairs, else a model.degradations recipe (its names, one list)
+    degradation: Literal[tuple(TRAINING_RECIPES)] = "none"
     val_degradation: str = "clean"  # one of model.degradations.EVAL_DEGRADATIONS, applied to val_dir
     # objective (student_widths None = every width below 1.0; [] = teacher alone)
     student_widths: tuple[float, ...] | None = None

@@ -30,7 +30,7 @@ from PIL import Image
 from service.images import Probe
 
 NONE, JPEG, REAL, AUTO = "none", "jpeg", "real", "auto"
-# none and real cross between q 85 (real +0.15 dB) and q 90 (none +0.09): bench/results/noise-auto.md
+# none and the artifact levels cross between q 85 (jpeg +0.24 dB) and q 90 (none +0.03): bench/results/noise-auto.md
 CLEAN_JPEG_QUALITY = 88
 # The card degradations a JPEG input maps to, by quality (100: as good as lossless).
 EVALUATED_JPEG = {50: "jpeg50", 75: "jpeg75", 90: "jpeg90", 100: "clean"}
@@ -108,8 +108,8 @@ def choose_noise(
         wanted, why = (REAL, JPEG), f"lossy {image_format.lower()}"
     else:
         wanted, why = (NONE,), f"lossless {image_format.lower() or 'image'}"
-    served = [lv for lv in wanted if lv in levels]
-    if not served:  # a server without those models serves one it has
+    level = next((lv for lv in wanted if lv in levels), None)
+    if level is None:  # a server without those models serves one it has
         fallback = NONE if NONE in levels else min(levels)
         return NoiseChoice(fallback, f"{why}; no {wanted[0]} model served", degradation)
-    return NoiseChoice(served[0], why, degradation)
+    return NoiseChoice(level, why, degradation)
