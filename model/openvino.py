@@ -81,6 +81,13 @@ def native_bf16(core: ov.Core | None = None) -> bool:
     return "BF16" in (core or ov.Core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
+def cpu_description(core: ov.Core | None = None) -> str:
+    """The CPU as OpenVINO names it, with its optimization capabilities: bf16 figures depend on both."""
+    core = core or ov.Core()
+    caps = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return f"{core.get_property('CPU', 'FULL_DEVICE_NAME')} ({caps})"
+
+
 def int8_dir(weights: str | Path) -> Path:
     """Where the int8 rungs of ``weights`` live: ``weights/csd-edsr-x4.int8/`` for ``csd-edsr-x4.safetensors``."""
     weights = Path(weights)
