@@ -100,8 +100,9 @@ def _name_bf16_cpu(rows: dict[str, dict]) -> None:
     if bf16:
         from model.openvino import cpu_description
 
+        cpu = cpu_description()
         for row in bf16:
-            row["cpu"] = cpu_description()
+            row["cpu"] = cpu
 
 
 def _quantize(args: argparse.Namespace) -> None:

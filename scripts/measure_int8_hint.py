@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
+from model.edsr import EDSR
 from model.evaluate import compiled_forward, evaluate_sets
 from model.openvino import cpu_config, int8_models, native_bf16
+from model.rungs import Rung
 from model.weights import load_weights
 from service.hardware import cpu_info
 
@@ -35,6 +37,11 @@ def tile_ms(compiled: ov.CompiledModel, side: int = 268, repeats: int = 7) -> fl
         compiled([x])
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
+
+
+def set_psnr(model: EDSR, data: Path, rung: Rung, compiled: ov.CompiledModel) -> float:
+    rows = evaluate_sets(model, [data], {rung: compiled_forward(compiled)}, timing=False)[data.parent.name]["rows"]
+    return rows[rung.key]["psnr"]
 
 
 def main() -> None:
@@ -59,12 +66,7 @@ def main() -> None:
         for rung, ir in sorted(irs.items()):
             configs = {h: cpu_config(args.threads) | {"INFERENCE_PRECISION_HINT": h} for h in HINTS}
             compiled = {h: core.compile_model(ir, "CPU", config) for h, config in configs.items()}
-            psnr = {
-                h: evaluate_sets(model, [args.data], {rung: compiled_forward(c)}, timing=False)[args.data.parent.name][
-                    "rows"
-                ][rung.key]["psnr"]
-                for h, c in compiled.items()
-            }
+            psnr = {h: set_psnr(model, args.data, rung, c) for h, c in compiled.items()}
             ms = {h: tile_ms(c) for h, c in compiled.items()}
             lines.append(
                 f"| {weights.stem} | {rung.key} | {psnr['f32']:.3f} | {psnr['bf16']:.3f} | {ms['f32']:.1f} | "

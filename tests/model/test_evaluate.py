@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from model.cli import main as cli_main
 from model.edsr import EDSR, EDSRConfig
 from model.evaluate import super_resolve
+from model.openvino import cpu_description, native_bf16
 from model.weights import save_weights
 from tests.conftest import synthetic_image, write_png
 
@@ -41,3 +42,21 @@ def test_evaluate_cli_writes_tables_and_updates_card(tmp_path, capsys) -> None:
     assert 5 < rows["bicubic"]["psnr"] < 60
     card = json.loads(weights.with_suffix(".json").read_text())
     assert card["metrics"]["Tiny"]["1"]["psnr"] == rows["1"]["psnr"]
+
+
+def test_openvino_evaluation_names_the_cpu_of_its_bf16_rows(tmp_path) -> None:
+    folder = tmp_path / "Tiny" / "HR"
+    folder.mkdir(parents=True)
+    write_png(folder / "0.png", synthetic_image(40, 36))
+    weights = tmp_path / "m.safetensors"
+    save_weights(EDSR(EDSRConfig(n_resblocks=1, n_feats=8)), weights)
+    args = ["evaluate", "--backend", "openvino", "--precisions", "fp32", "bf16", "--no-timing", "--update-card"]
+    cli_main([*args, "--weights", str(weights), "--data", str(folder)])
+    rows = json.loads(weights.with_suffix(".json").read_text())["metrics"]["Tiny"]
+    bf16 = {k: row for k, row in rows.items() if k.endswith("-bf16")}
+    if native_bf16():  # bf16 figures differ between CPUs (AMX, AVX512-BF16): each row says which computed it
+        assert set(bf16) == {"0.25-bf16", "0.5-bf16", "1-bf16"}
+        assert all(row["cpu"] == cpu_description() and "BF16" in row["cpu"] for row in bf16.values())
+    else:
+        assert not bf16
+    assert not any("cpu" in row for k, row in rows.items() if k not in bf16)
