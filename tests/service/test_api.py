@@ -123,9 +123,7 @@ def test_model_info(client: httpx.Client, tiny_weights: Path) -> None:
     runtime = info["runtime"]
     assert runtime["backend"] == "openvino" and runtime["precision"] == "f32" and runtime["threads"] >= 1
     assert runtime["cpu"]["cpus"] >= 1 and isinstance(runtime["cpu"]["features"], list)
-    # the default precisions ask for bf16 and int8: what is missing here, and why, is said
-    assert "int8 rungs: no " in runtime["missing"]
-    assert ("bf16 rungs left out" in runtime["missing"]) != native_bf16()
+    assert "int8 rungs: no " in runtime["missing"]  # int8 asked for, no files: what is missing, and why, is said
     for row in info["per_width"]:
         assert row["params"] == count_params(TINY, row["width"])
         assert row["macs_per_lr_megapixel"] > 0
@@ -445,3 +443,17 @@ def test_min_width_is_a_floor_for_the_policy(ladder_url: str) -> None:
         # with an explicit width the floor does not apply: the client chose
         r = c.post("/v1/upscale", params={"min_width": "1", "width": "0.25"}, content=data, headers=PNG)
         assert served_as(r) == ("0.25", "fp32", "forced")
+
+
+def test_bf16_rungs_are_served_exactly_where_the_cpu_has_bf16(tiny_weights: Path) -> None:
+    with running_server(settings(tiny_weights, precisions="fp32,bf16,int8")) as url, client_for(url) as client:
+        info = client.get("/v1/model").json()
+        bf16 = [r["key"] for r in info["rungs"] if r["precision"] == "bf16"]
+        resp = client.post("/v1/upscale", params={"precision": "bf16"}, content=png_bytes(), headers=PNG)
+        if native_bf16():
+            assert bf16 == ["0.25-bf16", "0.5-bf16", "1-bf16"]
+            assert "bf16 rungs left out" not in (info["runtime"]["missing"] or "")
+            assert resp.status_code == 200 and resp.headers["x-precision"] == "bf16", resp.text
+        else:  # left out, the reason said, and asking for bf16 is a clear 422
+            assert not bf16 and "bf16 rungs left out" in info["runtime"]["missing"]
+            assert resp.status_code == 422 and resp.json()["error"], resp.text
