@@ -81,7 +81,6 @@ def _evaluate(args: argparse.Namespace) -> None:
         run = evaluate_sets(model, args.data, forwards, args.self_ensemble, not args.no_timing, degradation)
         for name, res in run.items():
             res |= {"backend": args.backend, "threads": threads}
-            _name_bf16_cpu(res["rows"])
             results[name if degradation == "clean" else f"{name}/{degradation}"] = res
     print(to_markdown(results))
     if args.out:
@@ -92,17 +91,6 @@ def _evaluate(args: argparse.Namespace) -> None:
         path = card_path(weights)
         card = merge_metrics(json.loads(path.read_text()), results.values(), args.self_ensemble)
         path.write_text(json.dumps(card, indent=2) + "\n")
-
-
-def _name_bf16_cpu(rows: dict[str, dict]) -> None:
-    """bf16 rows record the CPU that computed them: bf16 kernels (AMX, AVX512-BF16) differ between CPUs."""
-    bf16 = [row for key, row in rows.items() if key.endswith("-bf16")]
-    if bf16:
-        from model.openvino import cpu_description
-
-        cpu = cpu_description()
-        for row in bf16:
-            row["cpu"] = cpu
 
 
 def _quantize(args: argparse.Namespace) -> None:

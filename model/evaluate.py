@@ -129,6 +129,8 @@ def evaluate_sets(
     ``degradation`` (``model.degradations``) is applied to each LR; bicubic upscales the same degraded LR.
     """
     cfg = model.cfg
+    # bf16 rows record the CPU that computed them: bf16 kernels (AMX, AVX512-BF16) differ between CPUs
+    bf16_cpu = {"cpu": _cpu_description()} if any(r.precision == "bf16" for r in forwards) else {}
     results: dict[str, dict] = {}
     for folder in folders:
         pairs = degrade_pairs(load_pairs(folder, cfg.scale), degradation)
@@ -142,6 +144,7 @@ def evaluate_sets(
                 "params": count_params(cfg, rung.width),
                 "gmacs_per_image": float(macs / 1e9),
                 **({"ms_per_image": time_forward(forward, pairs)} if timing else {}),
+                **(bf16_cpu if rung.precision == "bf16" else {}),
             }
         results[name] = {
             "set": name,
@@ -152,6 +155,12 @@ def evaluate_sets(
             "rows": rows,
         }
     return results
+
+
+def _cpu_description() -> str:
+    from model.openvino import cpu_description  # bf16 rungs are OpenVINO's: only then is it imported
+
+    return cpu_description()
 
 
 def to_markdown(results: dict[str, dict]) -> str:

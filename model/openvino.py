@@ -75,17 +75,21 @@ def cpu_config(threads: int, precision: Precision = "fp32") -> dict[str, object]
     }
 
 
+def capabilities(core: ov.Core | None = None) -> list[str]:
+    """What OpenVINO's CPU plugin says this CPU computes well (``BF16``, ``INT8``, ``FP32``, ...)."""
+    return list((core or ov.Core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
 def native_bf16(core: ov.Core | None = None) -> bool:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): OpenVINO lists BF16 among its
     optimization capabilities. Elsewhere bf16 is emulated, slower than fp32, and its rungs are left out."""
-    return "BF16" in (core or ov.Core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "BF16" in capabilities(core)
 
 
 def cpu_description(core: ov.Core | None = None) -> str:
     """The CPU as OpenVINO names it, with its optimization capabilities: bf16 figures depend on both."""
     core = core or ov.Core()
-    caps = ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    return f"{core.get_property('CPU', 'FULL_DEVICE_NAME')} ({caps})"
+    return f"{core.get_property('CPU', 'FULL_DEVICE_NAME')} ({', '.join(capabilities(core))})"
 
 
 def int8_dir(weights: str | Path) -> Path:
@@ -131,7 +135,7 @@ def rung_models(
         if native_bf16():
             models |= {Rung(w, "bf16"): g for w, g in graphs.items()}
         else:
-            caps = ", ".join(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+            caps = ", ".join(capabilities())
             notes.append(f"bf16 rungs left out: this CPU computes bf16 only emulated (OpenVINO capabilities: {caps})")
     if "int8" in precisions:
         int8, missing = int8_models(weights, model.widths) if weights else ({}, "no weights path given")

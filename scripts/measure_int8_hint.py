@@ -54,6 +54,7 @@ def main() -> None:
     if not native_bf16():
         raise SystemExit("this CPU has no native bf16: nothing to compare")
     core = ov.Core()
+    configs = {h: cpu_config(args.threads) | {"INFERENCE_PRECISION_HINT": h} for h in HINTS}
     lines = [
         "| model | rung | Set5 f32 layers | Set5 bf16 layers | ms/tile f32 layers | ms/tile bf16 layers | speed-up |",
         "|---|---|---|---|---|---|---|",
@@ -64,7 +65,6 @@ def main() -> None:
         if missing:
             print(missing)
         for rung, ir in sorted(irs.items()):
-            configs = {h: cpu_config(args.threads) | {"INFERENCE_PRECISION_HINT": h} for h in HINTS}
             compiled = {h: core.compile_model(ir, "CPU", config) for h, config in configs.items()}
             psnr = {h: set_psnr(model, args.data, rung, c) for h, c in compiled.items()}
             ms = {h: tile_ms(c) for h, c in compiled.items()}

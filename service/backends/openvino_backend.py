@@ -16,7 +16,7 @@ import threading
 import numpy as np
 import openvino as ov
 
-from model.openvino import cpu_config
+from model.openvino import capabilities, cpu_config
 from model.rungs import Rung
 
 
@@ -67,7 +67,7 @@ class OpenVINOBackend:
             "backend": self.name,
             "version": ov.get_version(),
             "device": self.core.get_property("CPU", "FULL_DEVICE_NAME"),
-            "capabilities": list(self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")),
+            "capabilities": capabilities(self.core),
             "threads": compiled.get_property("INFERENCE_NUM_THREADS"),
             "streams": compiled.get_property("NUM_STREAMS"),
             "precision": self.precision,
