@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from model.cli import main as cli_main
 from model.degradations import TRAINING_RECIPES
-from model.train import TrainConfig, Trainer, lr_factor, native_bf16
+from model.train import TrainConfig, Trainer, auto_bf16, bf16_speedup, lr_factor, native_bf16
 from model.weights import load_weights
 from tests.conftest import synthetic_image, write_png
 
@@ -114,6 +114,20 @@ def test_lr_schedules() -> None:
     assert lr_factor(cosine, 0) == 1.0 and lr_factor(cosine, 100) == pytest.approx(0.01)
 
 
+def test_auto_bf16_times_bf16_only_where_the_cpu_has_it() -> None:
+    cpu = torch.device("cpu")
+    bf16, why = auto_bf16(cpu)
+    if not native_bf16(cpu):
+        assert not bf16 and "emulated" in why
+        return
+    speedup = bf16_speedup(torch.get_num_threads())
+    assert speedup > 0 and bf16 is (speedup >= 1.1) and f"{speedup:.2f}x" in why
+    rng = torch.get_rng_state()
+    bf16_speedup.cache_clear()
+    bf16_speedup(1)
+    assert torch.equal(torch.get_rng_state(), rng)  # timing does not move the seeded stream
+
+
 def test_cli_train_with_toml_and_flag_overrides(data_dir, tmp_path) -> None:
     config = tmp_path / "run.toml"
     config.write_text(
@@ -125,7 +139,7 @@ def test_cli_train_with_toml_and_flag_overrides(data_dir, tmp_path) -> None:
     assert state["step"] == 2
     config_ran = json.loads(state["config"])
     assert config_ran["student_widths"] == [0.5]
-    assert config_ran["bf16"] is native_bf16(torch.device("cpu"))  # "auto" is resolved before it is recorded
+    assert config_ran["bf16"] is auto_bf16(torch.device("cpu"))[0]  # "auto" is resolved before it is recorded
     cli_main(["export", "--checkpoint", str(tmp_path / "run" / "last.pt"), "--out", str(tmp_path / "m.safetensors")])
     model, card = load_weights(tmp_path / "m.safetensors")
     assert model.cfg.n_feats == 8 and card["training"]["steps"] == 2
