@@ -131,7 +131,7 @@ class PatchSampler:
         self.pairs = [p for p in pairs if min(p.lr.shape[:2]) >= self.lr_patch]
         if not self.pairs:
             raise ValueError(f"no training image is at least {patch_size} px on each side")
-        self.pairs = [Pair(p.name, _rgb(p.lr), _rgb(p.hr)) for p in self.pairs]
+        self.pairs = [Pair(p.name, as_rgb(p.lr), as_rgb(p.hr)) for p in self.pairs]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -157,7 +157,8 @@ class PatchSampler:
         return torch.stack(lrs).float(), torch.stack(hrs).float()
 
 
-def _rgb(img: np.ndarray) -> np.ndarray:
+def as_rgb(img: np.ndarray) -> np.ndarray:
+    """HxWx3: a grayscale HxW image repeated over three channels, RGB as it is."""
     return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
 
 

@@ -59,6 +59,23 @@ def degrade(lr: np.ndarray, degradation: str, seed: int = 0) -> np.ndarray:
     raise ValueError(f"unknown degradation {degradation!r}: expected one of {EVAL_DEGRADATIONS} or jpegQ")
 
 
+def degraded_file(lr: np.ndarray, degradation: str, seed: int = 0) -> bytes:
+    """``degrade(lr, degradation, seed)`` as the file a user sends: decoding it gives exactly that.
+
+    JPEG degradations (and ``camera``, which ends in JPEG q 80) are the JPEG file; ``clean`` is a PNG.
+    """
+    buf = io.BytesIO()
+    if degradation == "clean":
+        Image.fromarray(lr).save(buf, format="PNG")
+    elif degradation == "camera":
+        blurred = gaussian_blur(lr, 0.8)
+        noisy = add_noise(blurred, np.random.default_rng(seed).normal(0.0, 4.0, blurred.shape))
+        Image.fromarray(noisy).save(buf, format="JPEG", quality=80)
+    else:
+        Image.fromarray(lr).save(buf, format="JPEG", quality=int(degradation[4:]))
+    return buf.getvalue()
+
+
 # Pillow kernels a camera or a web pipeline may have downscaled with (bicubic is the clean one).
 _KERNELS = (Image.Resampling.BILINEAR, Image.Resampling.BOX, Image.Resampling.LANCZOS)
 

@@ -6,7 +6,8 @@ python scripts/measure_noise_auto.py --data ../shared/data/Set5/HR ../shared/dat
 
 Each HR is bicubic-downscaled x4 (the evaluation protocol), the LR saved as a real JPEG file of
 quality q (Pillow), decoded, and upscaled by each model at full width (fp32, OpenVINO). ``auto``
-reads the file's quantization tables exactly as the service does (``service.noise``). Y-PSNR with
+reads the file (its quantization tables, and its detail where the blur check applies) exactly as the
+service does (``service.noise.choose_for_probe``). Y-PSNR with
 the standard shave; means over all images.
 """
 
@@ -21,14 +22,15 @@ import numpy as np
 import openvino as ov
 from PIL import Image
 
-from model.data import downscale, list_images, load_image, mod_crop, upscale
-from model.degradations import add_noise, degrade, gaussian_blur, image_seed
+from model.data import as_rgb, downscale, list_images, load_image, mod_crop, upscale
+from model.degradations import degraded_file, image_seed
 from model.metrics import psnr_y
 from model.openvino import cpu_config, rung_models
 from model.rungs import Rung
 from model.weights import load_weights
 from service.hardware import cpu_info
-from service.noise import choose_noise, estimate_jpeg_quality
+from service.images import probe
+from service.noise import choose_for_probe
 
 QUALITIES = tuple(range(30, 100, 5))
 
@@ -56,20 +58,18 @@ def main() -> None:
         compiled = core.compile_model(models[Rung(1.0)], "CPU", cpu_config(args.threads))
         forwards[level] = lambda x, c=compiled: c(x)[0]
     levels = set(forwards)
-    hrs = [(p.stem, mod_crop(_rgb(load_image(p)), scale)) for folder in args.data for p in list_images(folder)]
+    hrs = [(p.stem, mod_crop(as_rgb(load_image(p)), scale)) for folder in args.data for p in list_images(folder)]
 
     rows = []
     for name in ["clean", *(f"jpeg{q}" for q in QUALITIES), "camera"]:
         scores = {k: [] for k in ["bicubic", *sorted(levels), "auto", "best"]}
         picks = []
         for stem, hr in hrs:
-            data = _file(downscale(hr, scale), name, image_seed(stem))
+            data = degraded_file(downscale(hr, scale), name, image_seed(stem))
             with Image.open(io.BytesIO(data)) as img:
-                quality = estimate_jpeg_quality(getattr(img, "quantization", None))
-                fmt = img.format
                 decoded = np.array(img.convert("RGB"))
             per_level = {lv: psnr_y(_run(fwd, decoded), hr, scale) for lv, fwd in forwards.items()}
-            choice = choose_noise("auto", fmt, fmt != "JPEG", quality, levels)
+            choice = choose_for_probe("auto", probe(data, decoded.shape[0] * decoded.shape[1]), levels)
             scores["bicubic"].append(psnr_y(upscale(decoded, scale), hr, scale))
             for lv, v in per_level.items():
                 scores[lv].append(v)
@@ -92,30 +92,6 @@ def main() -> None:
             json.dumps({"header": header, "rows": rows, "summary": summary}, indent=2)
         )
         args.out.with_suffix(".md").write_text(_markdown(rows, levels, header, summary))
-
-
-def _rgb(img: np.ndarray) -> np.ndarray:
-    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
-
-
-def _file(lr: np.ndarray, name: str, seed: int) -> bytes:
-    """The degraded LR as the file a user sends: decoding it gives ``degrade(lr, name, seed)`` exactly.
-
-    JPEG degradations (and ``camera``, which ends in JPEG q 80) are the JPEG file; ``clean`` is a PNG.
-    """
-    buf = io.BytesIO()
-    if name == "clean":
-        Image.fromarray(lr).save(buf, format="PNG")
-    elif name == "camera":
-        blurred = gaussian_blur(lr, 0.8)
-        noisy = add_noise(blurred, np.random.default_rng(seed).normal(0.0, 4.0, blurred.shape))
-        Image.fromarray(noisy).save(buf, format="JPEG", quality=80)
-    else:
-        Image.fromarray(lr).save(buf, format="JPEG", quality=int(name[4:]))
-    data = buf.getvalue()
-    with Image.open(io.BytesIO(data)) as img:  # the file is the degradation the card measures
-        assert np.array_equal(np.array(img.convert("RGB")), degrade(lr, name, seed))
-    return data
 
 
 def _run(forward, lr: np.ndarray) -> np.ndarray:

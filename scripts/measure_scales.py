@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.data import list_images, load_image, to_image, to_tensor
+from model.data import as_rgb, list_images, load_image, to_image, to_tensor
 from model.metrics import psnr_y
 from model.weights import load_weights
 from service.hardware import cpu_info
@@ -45,7 +45,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     paths = args.weights or [WEIGHTS_DIR / f"csd-edsr-x{scale}.safetensors" for scale in (2, 3, 4)]
     models = {m.cfg.scale: m for m in (load_weights(p)[0] for p in paths if p.exists())}
-    hrs = [_rgb(load_image(p)) for folder in args.data for p in list_images(folder)]
+    hrs = [as_rgb(load_image(p)) for folder in args.data for p in list_images(folder)]
     rows = []
     for f, native, width in (
         (f, n, w) for f in args.factors for n in sorted(s for s in models if s >= f) for w in args.widths
@@ -99,10 +99,6 @@ def _lr_hr_sides(side: int, f: float) -> tuple[int, int]:
     while abs(lr * f - round(lr * f)) > 1e-6:
         lr -= 1
     return lr, round(lr * f)
-
-
-def _rgb(img: np.ndarray) -> np.ndarray:
-    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
@@ -65,6 +65,7 @@ class Probe:
     has_alpha: bool
     lossless_webp: bool
     reduced_16bit: bool
+    data: bytes = field(repr=False, default=b"")  # the file (a reference, not a copy)
 
     @property
     def pixels(self) -> int:
@@ -116,6 +117,7 @@ def probe(data: bytes, max_pixels: int) -> Probe:
         has_alpha=img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or transparency,
         lossless_webp=img.format == "WEBP" and _is_lossless_webp(data),
         reduced_16bit=_pillow_reduces_16bit(img, data),
+        data=data,
     )
 
 

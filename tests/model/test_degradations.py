@@ -15,7 +15,16 @@ from PIL import Image, ImageFilter
 
 from model.cli import main as cli_main
 from model.data import Pair, PatchSampler, degrade_pairs, downscale, load_pairs, to_image, to_tensor
-from model.degradations import _KERNELS, EVAL_DEGRADATIONS, TRAINING_RECIPES, RealWorld, degrade, image_seed, jpeg
+from model.degradations import (
+    _KERNELS,
+    EVAL_DEGRADATIONS,
+    TRAINING_RECIPES,
+    RealWorld,
+    degrade,
+    degraded_file,
+    image_seed,
+    jpeg,
+)
 from model.edsr import EDSR, EDSRConfig
 from model.evaluate import evaluate_sets
 from model.rungs import Rung
@@ -115,6 +124,14 @@ def test_every_listed_degradation_runs_on_rgb_and_grayscale(patch) -> None:
             assert out.shape == img.shape and out.dtype == np.uint8, (name, img.ndim)
     np.testing.assert_array_equal(jpeg(gray, 60), pillow_jpeg(gray, 60))
     assert jpeg(gray, 60).ndim == 2
+
+
+def test_the_degraded_file_decodes_to_the_degradation(patch) -> None:
+    lr, _ = patch
+    for name in EVAL_DEGRADATIONS:
+        with Image.open(io.BytesIO(degraded_file(lr, name, seed=3))) as img:
+            assert img.format == ("PNG" if name == "clean" else "JPEG")
+            np.testing.assert_array_equal(np.array(img.convert("RGB")), degrade(lr, name, seed=3), err_msg=name)
 
 
 def test_image_seed_is_stable_across_processes() -> None:

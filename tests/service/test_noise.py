@@ -12,9 +12,22 @@ import pytest
 import torch
 from PIL import Image
 
+from model.degradations import degraded_file, gaussian_blur
 from model.edsr import EDSR, EDSRConfig
 from model.weights import save_weights
-from service.noise import CLEAN_JPEG_QUALITY, JPEG, NONE, REAL, choose_noise, estimate_jpeg_quality
+from service.images import probe
+from service.noise import (
+    BLURRED_DETAIL_RATIO,
+    CLEAN_JPEG_QUALITY,
+    JPEG,
+    NONE,
+    REAL,
+    choose_for_probe,
+    choose_noise,
+    detail_ratio,
+    estimate_jpeg_quality,
+    jpeg_detail_ratio,
+)
 from tests.conftest import synthetic_image
 from tests.service.conftest import CARD, TINY, client_for, decode, encode, running_server, settings
 
@@ -82,12 +95,38 @@ def test_auto_prefers_the_jpeg_level_for_jpegs_and_the_real_level_for_lossy_webp
     assert choose_noise(REAL, "JPEG", False, 60, levels).reason == "asked"
 
 
+def test_a_jpeg_blurred_before_compression_goes_to_the_real_level() -> None:
+    sharp = synthetic_image(96, 96, seed=1)
+    camera, clean = degraded_file(sharp, "camera", seed=1), degraded_file(sharp, "jpeg80")  # both q 80
+    assert jpeg_detail_ratio(camera) < BLURRED_DETAIL_RATIO < jpeg_detail_ratio(clean)
+    levels = {NONE, JPEG, REAL}
+    chosen = choose_for_probe("auto", probe(camera, 1 << 20), levels)
+    assert chosen.level == REAL and chosen.degradation == "camera"
+    assert chosen.reason.startswith("jpeg q~80, blurred: detail 0.")
+    assert choose_for_probe("auto", probe(clean, 1 << 20), levels).level == JPEG
+    assert choose_for_probe(REAL, probe(camera, 1 << 20), levels).degradation == "camera"  # asked: same card entry
+    # below q 70 compression alone flattens the finest scale as much: the check does not apply
+    blurred_q60 = encode(gaussian_blur(sharp, 0.8), "JPEG", quality=60)
+    assert jpeg_detail_ratio(blurred_q60) < BLURRED_DETAIL_RATIO
+    assert choose_for_probe("auto", probe(blurred_q60, 1 << 20), levels).level == JPEG
+    # nor from the clean threshold up; and without a real model the jpeg one serves a blurred file
+    assert choose_noise("auto", "JPEG", False, CLEAN_JPEG_QUALITY, levels, detail=0.2).level == NONE
+    assert choose_noise("auto", "JPEG", False, 80, {NONE, JPEG}, detail=0.2).level == JPEG
+
+
+def test_detail_ratio_needs_a_few_pixels_and_survives_a_corrupt_file() -> None:
+    assert detail_ratio(np.zeros((15, 200), np.uint8)) is None
+    assert detail_ratio(np.full((64, 64), 128, np.uint8)) is None  # flat: no detail at either scale
+    assert jpeg_detail_ratio(jpeg_file(80)[:200]) is None  # truncated: the pipeline's decode reports it
+
+
 REAL_CARD = {
     "noise": REAL,
     "metrics": {"Set5": {"1": {"psnr": 31.0}, "0.5": {"psnr": 30.6}, "0.25": {"psnr": 30.0}}},
     "metrics_degraded": {
         "jpeg50": {"Set5": {"1": {"psnr": 27.5}, "0.5": {"psnr": 27.3}, "0.25": {"psnr": 27.1}}},
         "jpeg75": {"Set5": {"1": {"psnr": 28.9}, "0.5": {"psnr": 28.6}, "0.25": {"psnr": 28.2}}},
+        "camera": {"Set5": {"1": {"psnr": 25.6}, "0.5": {"psnr": 25.5}, "0.25": {"psnr": 25.3}}},
     },
 }
 
@@ -143,6 +182,12 @@ def test_auto_serves_jpegs_with_the_jpeg_model_and_lossless_files_with_the_clean
     assert asked.headers["x-noise"] == "none; asked"
     camera = post(multi, jpeg_file(60), "image/jpeg", noise="real")  # a client that knows its photos are noisy
     assert camera.status_code == 200 and camera.headers["x-noise"] == "real; asked"
+
+    blurred = post(multi, degraded_file(synthetic_image(48, 64, seed=2), "camera", seed=2), "image/jpeg")
+    assert blurred.status_code == 200, blurred.text
+    assert blurred.headers["x-noise"].startswith("real; jpeg q~80, blurred: detail 0.")
+    expected = REAL_CARD["metrics_degraded"]["camera"]["Set5"][blurred.headers["x-width"]]["psnr"]
+    assert blurred.headers["x-expected-psnr"] == f"camera: Set5={expected:.2f}"
 
 
 def test_scale_picks_the_native_model(multi: httpx.Client) -> None:
