@@ -24,11 +24,16 @@ from PIL import Image, ImageFilter
 EVAL_DEGRADATIONS = ("clean", "jpeg90", "jpeg75", "jpeg50", "camera")
 
 
-def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
-    """A JPEG round trip through Pillow (default 4:2:0 subsampling)."""
+def jpeg_bytes(img: np.ndarray, quality: int) -> bytes:
+    """``img`` as a Pillow JPEG file (default 4:2:0 subsampling)."""
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
-    with Image.open(buf) as out:
+    return buf.getvalue()
+
+
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """A JPEG round trip through Pillow."""
+    with Image.open(io.BytesIO(jpeg_bytes(img, quality))) as out:
         return np.array(out.convert(Image.fromarray(img).mode))
 
 
@@ -46,17 +51,19 @@ def image_seed(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def degrade(lr: np.ndarray, degradation: str, seed: int = 0) -> np.ndarray:
-    """One of ``EVAL_DEGRADATIONS`` applied to a clean uint8 LR image."""
-    if degradation == "clean":
-        return lr
+def _compressed(lr: np.ndarray, degradation: str, seed: int) -> tuple[np.ndarray, int]:
+    """What a lossy ``degradation`` hands the JPEG encoder, and at which quality."""
     if degradation.startswith("jpeg") and degradation[4:].isdigit():
-        return jpeg(lr, int(degradation[4:]))
+        return lr, int(degradation[4:])
     if degradation == "camera":
         blurred = gaussian_blur(lr, 0.8)
-        noisy = add_noise(blurred, np.random.default_rng(seed).normal(0.0, 4.0, blurred.shape))
-        return jpeg(noisy, 80)
+        return add_noise(blurred, np.random.default_rng(seed).normal(0.0, 4.0, blurred.shape)), 80
     raise ValueError(f"unknown degradation {degradation!r}: expected one of {EVAL_DEGRADATIONS} or jpegQ")
+
+
+def degrade(lr: np.ndarray, degradation: str, seed: int = 0) -> np.ndarray:
+    """One of ``EVAL_DEGRADATIONS`` applied to a clean uint8 LR image."""
+    return lr if degradation == "clean" else jpeg(*_compressed(lr, degradation, seed))
 
 
 def degraded_file(lr: np.ndarray, degradation: str, seed: int = 0) -> bytes:
@@ -64,15 +71,10 @@ def degraded_file(lr: np.ndarray, degradation: str, seed: int = 0) -> bytes:
 
     JPEG degradations (and ``camera``, which ends in JPEG q 80) are the JPEG file; ``clean`` is a PNG.
     """
+    if degradation != "clean":
+        return jpeg_bytes(*_compressed(lr, degradation, seed))
     buf = io.BytesIO()
-    if degradation == "clean":
-        Image.fromarray(lr).save(buf, format="PNG")
-    elif degradation == "camera":
-        blurred = gaussian_blur(lr, 0.8)
-        noisy = add_noise(blurred, np.random.default_rng(seed).normal(0.0, 4.0, blurred.shape))
-        Image.fromarray(noisy).save(buf, format="JPEG", quality=80)
-    else:
-        Image.fromarray(lr).save(buf, format="JPEG", quality=int(degradation[4:]))
+    Image.fromarray(lr).save(buf, format="PNG")
     return buf.getvalue()
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from model.data import as_rgb, downscale, list_images, load_image, mod_crop
 from model.degradations import degraded_file, image_seed
 from service.hardware import cpu_info
-from service.noise import BLUR_CHECK_QUALITY, BLURRED_DETAIL_RATIO, jpeg_detail_ratio
+from service.noise import BLUR_CHECK_QUALITY, BLURRED_DETAIL_RATIO, CLEAN_JPEG_QUALITY, jpeg_detail_ratio
 
 INPUTS = ("jpeg30", "jpeg50", "jpeg60", "jpeg70", "jpeg75", "jpeg80", "jpeg85", "camera")
 THRESHOLDS = (0.35, BLURRED_DETAIL_RATIO, 0.39, 0.41)
@@ -46,7 +46,8 @@ def main() -> None:
         print(folder, json.dumps({k: round(v[f"below_{BLURRED_DETAIL_RATIO}"], 3) for k, v in sets[folder].items()}))
 
     header = (
-        f"CPU: {json.dumps(cpu_info())}; x4 bicubic LRs; the service calls a JPEG of q {BLUR_CHECK_QUALITY}-87 "
+        f"CPU: {json.dumps(cpu_info())}; x4 bicubic LRs; the service calls a JPEG of q "
+        f"{BLUR_CHECK_QUALITY}-{CLEAN_JPEG_QUALITY - 1} "
         f"blurred below {BLURRED_DETAIL_RATIO}"
     )
     if args.out:

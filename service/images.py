@@ -65,7 +65,7 @@ class Probe:
     has_alpha: bool
     lossless_webp: bool
     reduced_16bit: bool
-    data: bytes = field(repr=False, default=b"")  # the file (a reference, not a copy)
+    data: bytes = field(repr=False)  # the file (a reference, not a copy)
 
     @property
     def pixels(self) -> int:

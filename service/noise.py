@@ -102,11 +102,15 @@ def jpeg_detail_ratio(data: bytes) -> float | None:
         return None
 
 
+def blur_checked(jpeg_quality: int | None) -> bool:
+    """Whether the blur check applies to a JPEG of this quality (below it compression hides blur, from
+    ``CLEAN_JPEG_QUALITY`` the clean model serves it anyway)."""
+    return jpeg_quality is not None and BLUR_CHECK_QUALITY <= jpeg_quality < CLEAN_JPEG_QUALITY
+
+
 def blurred(jpeg_quality: int | None, detail: float | None) -> bool:
     """Whether a JPEG of this quality and ``detail_ratio`` was blurred before it was compressed."""
-    if jpeg_quality is None or detail is None:
-        return False
-    return BLUR_CHECK_QUALITY <= jpeg_quality < CLEAN_JPEG_QUALITY and detail < BLURRED_DETAIL_RATIO
+    return blur_checked(jpeg_quality) and detail is not None and detail < BLURRED_DETAIL_RATIO
 
 
 @dataclass(frozen=True)
@@ -124,9 +128,9 @@ class NoiseChoice:
 
 def expected_degradation(image_format: str, jpeg_quality: int | None, detail: float | None = None) -> str:
     """The evaluated degradation (``model.degradations.EVAL_DEGRADATIONS``) nearest what the file is."""
-    if image_format == "JPEG" and blurred(jpeg_quality, detail):
-        return "camera"
     if image_format == "JPEG":
+        if blurred(jpeg_quality, detail):
+            return "camera"
         q = 75 if jpeg_quality is None else jpeg_quality
         return EVALUATED_JPEG[min(EVALUATED_JPEG, key=lambda k: abs(k - q))]
     return "clean"
@@ -137,8 +141,7 @@ def choose_for_probe(asked: str, probe: Probe, levels: set[str]) -> NoiseChoice:
     where the blur check applies, its ``detail_ratio`` (the one decode before the pipeline's)."""
     lossless = probe.format != "JPEG" and (probe.format != "WEBP" or probe.lossless_webp)
     quality = estimate_jpeg_quality(getattr(probe.image, "quantization", None))
-    checked = probe.format == "JPEG" and quality is not None and BLUR_CHECK_QUALITY <= quality < CLEAN_JPEG_QUALITY
-    detail = jpeg_detail_ratio(probe.data) if checked else None
+    detail = jpeg_detail_ratio(probe.data) if probe.format == "JPEG" and blur_checked(quality) else None
     return choose_noise(asked, probe.format, lossless, quality, levels, detail)
 
 
