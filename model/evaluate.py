@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.data import Pair, degrade_pairs, load_pairs, to_image, to_tensor, upscale
+from model.data import Pair, degrade_pairs, load_pairs, resize_lanczos, to_image, to_tensor, upscale
 from model.edsr import EDSR, count_macs, count_params
 from model.metrics import psnr_y, ssim_y
 from model.rungs import Precision, Rung
@@ -34,13 +34,19 @@ def _invert(x: torch.Tensor, t: bool, h: bool, w: bool) -> torch.Tensor:
 
 
 @torch.no_grad()
-def super_resolve(forward: Forward, lr: np.ndarray, self_ensemble: bool = False) -> np.ndarray:
-    """uint8 LR -> uint8 SR through ``forward`` (a 0..255 float network)."""
+def super_resolve(
+    forward: Forward, lr: np.ndarray, self_ensemble: bool = False, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """uint8 LR -> uint8 SR through ``forward`` (a 0..255 float network); ``size`` (width, height), below the
+    network's output: its float output brought there by ``resize_lanczos``, as the service serves a lower scale."""
     x = to_tensor(lr)
-    if not self_ensemble:
-        return to_image(forward(x))
-    out = sum(_invert(forward(_apply(x, *tf)), *tf) for tf in _DIHEDRAL)
-    return to_image(out / len(_DIHEDRAL))
+    if self_ensemble:
+        out = sum(_invert(forward(_apply(x, *tf)), *tf) for tf in _DIHEDRAL) / len(_DIHEDRAL)
+    else:
+        out = forward(x)
+    if size is not None and size != (out.shape[3], out.shape[2]):
+        out = torch.from_numpy(resize_lanczos(out[0].permute(1, 2, 0).numpy(), size)).permute(2, 0, 1)[None]
+    return to_image(out)
 
 
 def score(sr: np.ndarray, hr: np.ndarray, shave: int) -> dict[str, float]:
@@ -123,21 +129,28 @@ def evaluate_sets(
     self_ensemble: bool = False,
     timing: bool = True,
     degradation: str = "clean",
+    scale: int | None = None,
 ) -> dict[str, dict]:
     """Full table: per set, bicubic and every rung of ``forwards`` (PSNR, SSIM, params, GMACs, ms per image).
 
     ``degradation`` (``model.degradations``) is applied to each LR; bicubic upscales the same degraded LR.
+    ``scale`` below the model's: LR at that scale, the model's output Lanczos-downscaled to the HR (the
+    service's path when it serves a scale with a larger model).
     """
     cfg = model.cfg
+    scale = scale or cfg.scale
+    if scale > cfg.scale:
+        raise ValueError(f"a x{cfg.scale} model cannot serve x{scale}")
     # bf16 rows record the CPU that computed them: bf16 kernels (AMX, AVX512-BF16) differ between CPUs
     bf16_cpu = {"cpu": _cpu_description()} if any(r.precision == "bf16" for r in forwards) else {}
     results: dict[str, dict] = {}
     for folder in folders:
-        pairs = degrade_pairs(load_pairs(folder, cfg.scale), degradation)
+        pairs = degrade_pairs(load_pairs(folder, scale), degradation)
         name = Path(folder).parent.name if Path(folder).name.upper() == "HR" else Path(folder).name
-        rows = {"bicubic": bicubic_scores(pairs, cfg.scale)}
+        rows = {"bicubic": bicubic_scores(pairs, scale)}
         for rung, forward in forwards.items():
-            scores = _mean([score(super_resolve(forward, p.lr, self_ensemble), p.hr, cfg.scale) for p in pairs])
+            srs = [super_resolve(forward, p.lr, self_ensemble, (p.hr.shape[1], p.hr.shape[0])) for p in pairs]
+            scores = _mean([score(sr, p.hr, scale) for sr, p in zip(srs, pairs, strict=True)])
             macs = np.mean([count_macs(cfg, rung.width, p.lr.shape[:2]) for p in pairs])
             rows[rung.key] = {
                 **scores,
@@ -149,7 +162,8 @@ def evaluate_sets(
         results[name] = {
             "set": name,
             "images": len(pairs),
-            "scale": cfg.scale,
+            "scale": scale,
+            "model_scale": cfg.scale,
             "degradation": degradation,
             "self_ensemble": self_ensemble,
             "rows": rows,
@@ -169,8 +183,10 @@ def to_markdown(results: dict[str, dict]) -> str:
         suffix = " (x8 self-ensemble)" if res["self_ensemble"] else ""
         degradation = res.get("degradation", "clean")
         lr = "" if degradation == "clean" else f", LR {degradation}"
+        model_scale = res.get("model_scale", res["scale"])
+        via = "" if model_scale == res["scale"] else f" (x{model_scale} model + Lanczos)"
         lines += [
-            f"### {name} x{res['scale']}{lr}{suffix}, {res['images']} images",
+            f"### {name} x{res['scale']}{via}{lr}{suffix}, {res['images']} images",
             "",
             "| rung | PSNR (dB) | SSIM | params | GMACs/image | ms/image |",
             "|---|---|---|---|---|---|",

@@ -54,10 +54,15 @@ def merge_metrics(card: dict, results: Iterable[dict], self_ensemble: bool = Fal
     """``card`` with evaluation results merged in, row by row (rungs not evaluated keep their figures).
 
     Clean figures go to ``card["metrics"][set][rung]`` (the ladder's), degraded ones to
-    ``card["metrics_degraded"][degradation][set][rung]``.
+    ``card["metrics_degraded"][degradation][set][rung]``; figures at a scale below the model's (its
+    output Lanczos-downscaled) to the same tables in ``card["at_scale"][scale]``.
     """
     for res in results:
         degradation = res.get("degradation", "clean")
+        if res["scale"] != res.get("model_scale", res["scale"]):  # served below the model's scale
+            at_scale = card.setdefault("at_scale", {}).setdefault(str(res["scale"]), {})
+            merge_metrics(at_scale, [{**res, "model_scale": res["scale"]}], self_ensemble)
+            continue
         if degradation == "clean":
             tables = card.setdefault("metrics_self_ensemble" if self_ensemble else "metrics", {})
         else:

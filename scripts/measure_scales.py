@@ -9,7 +9,7 @@ For a factor f the HR is cropped so that its 1/f is whole (the standard mod-crop
 of 3 for 1.5, 5 for 2.5) and bicubic-downscaled by f (antialiased, MATLAB-style kernel); the model
 is the shipped clean model (or each of ``--weights``) of each native scale >= f (fp32, PyTorch, each of
 ``--widths``), its output
-brought to the HR size by the service's own downscale (``service.images.downscale``, Lanczos):
+brought to the HR size by the service's own downscale (``model.data.resize_lanczos``):
 the path ``/v1/upscale?scale=f`` runs. Y-PSNR against the HR, ceil(f) pixels shaved. Each row
 says which native scale served it, so x2 via x4 + downscale sits beside the x2 model itself.
 """
@@ -25,11 +25,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.data import as_rgb, list_images, load_image, to_image, to_tensor
+from model.data import as_rgb, list_images, load_image, resize_lanczos, to_image, to_tensor
 from model.metrics import psnr_y
 from model.weights import load_weights
 from service.hardware import cpu_info
-from service.images import downscale
 from service.settings import WEIGHTS_DIR
 
 
@@ -60,7 +59,7 @@ def main() -> None:
             with torch.inference_mode():
                 out = net(to_tensor(lr))[0].permute(1, 2, 0).numpy()
             if size != (out.shape[1], out.shape[0]):
-                out = downscale(out, size)
+                out = resize_lanczos(out, size)
             sr_img = to_image(torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1)[None])
             bic_img = np.array(Image.fromarray(lr).resize(size, Image.Resampling.BICUBIC))
             shave = math.ceil(f)

@@ -136,9 +136,11 @@ async def _warm_up(svc: ServiceState) -> None:
     for m in svc.registry:
         reference = pipeline.reference_work_pixels(m.engine)
         degradation = LADDER_DEGRADATION.get(m.key.noise, "clean")
+        route = svc.registry.route(m.key)  # its rungs, and a larger model's that serve its scale
         svc.scheduler.ladders[m.key] = build_ladder(
-            {r: expected_psnr(m.card, r, (QUALITY_SET,), degradation).get(QUALITY_SET) for r in m.rungs},
-            {r: cost.predict(r, reference) for r in m.rungs},
+            {r: expected_psnr(card, r, (QUALITY_SET,), degradation).get(QUALITY_SET) for r, card in route.items()},
+            {r: cost.predict(r, reference) for r in route},
+            native=m.key,
         )
     svc.ready = True
     svc.metrics.ready.set(1)
@@ -154,8 +156,12 @@ async def _warm_up(svc: ServiceState) -> None:
                 "policy": s.policy,
                 "latency_target_s": s.latency_target_s,
                 "cost": costs,
-                "ladder": {k.name: [r.key for r in lad.rungs] for k, lad in svc.scheduler.ladders.items()},
-                "dropped": {r.id: why for lad in svc.scheduler.ladders.values() for r, why in lad.dropped.items()},
+                "ladder": {k.name: [r.name_for(k) for r in lad.rungs] for k, lad in svc.scheduler.ladders.items()},
+                "dropped": {
+                    f"{k.name}: {r.name_for(k)}": why
+                    for k, lad in svc.scheduler.ladders.items()
+                    for r, why in lad.dropped.items()
+                },
             }
         },
     )

@@ -150,17 +150,6 @@ def upscale_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(alpha.astype(np.float32)).resize(size, Image.Resampling.BICUBIC))
 
 
-def downscale(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Antialiased Lanczos-3 resize of a float HxWx3 image to ``size`` = (width, height), in float.
-
-    Serves a factor between the native scales: the model's output at the next native scale up, then
-    this (Real-ESRGAN's ``--outscale`` does the same with OpenCV's Lanczos). Lanczos keeps more of the
-    model's detail than bicubic at the same antialiasing; its slight overshoot is clamped at encoding.
-    """
-    planes = [Image.fromarray(np.ascontiguousarray(rgb[..., c], dtype=np.float32)) for c in range(rgb.shape[2])]
-    return np.stack([np.asarray(p.resize(size, Image.Resampling.LANCZOS)) for p in planes], axis=2)
-
-
 def encode(
     rgb: np.ndarray,
     alpha: np.ndarray | None,

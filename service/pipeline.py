@@ -13,6 +13,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image
 
+from model.data import resize_lanczos
 from model.rungs import Rung
 from service import images
 from service.engine import Engine
@@ -54,7 +55,7 @@ def process(
     """Decode, upscale at ``rung`` (alpha by bicubic), encode as ``fmt``; ``on_lane``: see ``Engine.run``.
 
     ``out_size`` (width, height, of the file as stored): smaller than the native scale's output, reached
-    by an antialiased downscale (``images.downscale``); default: the native scale.
+    by an antialiased downscale (``model.data.resize_lanczos``); default: the native scale.
     """
     decoded = images.decode(probe)
     waited = 0.0
@@ -73,7 +74,7 @@ def process(
     if out_size and (decoded.rgb.shape[1], decoded.rgb.shape[0]) != (probe.width, probe.height):
         size = out_size[::-1]  # EXIF orientation turned the image: the asked size turns with it
     if size != native:
-        rgb = images.downscale(rgb, size)
+        rgb = resize_lanczos(rgb, size)
     alpha = None if decoded.alpha is None else images.upscale_alpha(decoded.alpha, size)
     body, bit_depth = images.encode(rgb, alpha, decoded, fmt, quality, png_compress_level, ENCODE_THREADS)
     h, w = rgb.shape[:2]

@@ -4,6 +4,11 @@ Routes, policy and engine get a ``ModelKey`` from here and nothing else about a 
 scale and noise levels exist, which file and card belong to a key, and which rungs it runs.
 All engines share one inference lane (one lock), so the scheduler plans one queue for all models.
 
+A request's ladder may span models: a model of a larger scale and the same noise level whose card
+holds figures at the request's scale (``card["at_scale"]``, from ``csd-sr evaluate --scale``) serves it
+too, its output Lanczos-downscaled, each rung priced by its own model's cost (``route``): x3 at full
+width by the x3 model, at 0.25 by the x4 model and a downscale, where those measure best.
+
 Shipped files follow one name, ``weights/csd-edsr-x{scale}[-{noise}].safetensors``; the scale is
 read from the file's architecture, the noise level from its card (``"noise"``, default ``none``).
 """
@@ -62,6 +67,10 @@ class ServedRung:
     def __str__(self) -> str:
         return self.id
 
+    def name_for(self, model: ModelKey) -> str:
+        """How ``model``'s ladder names this rung: ``0.5-int8`` for its own, ``x4/0.5-int8`` for another's."""
+        return self.key if self.model == model else self.id
+
     @classmethod
     def of(cls, model: ModelKey, rung: Rung | None) -> ServedRung | None:
         """``rung`` of ``model`` (``None`` stays ``None``): e.g. a ``fixed:<rung>`` policy for one request."""
@@ -109,13 +118,30 @@ class Registry:
     def scales(self) -> tuple[int, ...]:
         return tuple(sorted({k.scale for k in self.models}))
 
-    def noise_levels(self, scale: int) -> set[str]:
-        return {k.noise for k in self.models if k.scale == scale}
+    def noise_levels(self, factor: float) -> set[str]:
+        """The noise levels served at ``factor``: those of every model of that scale or larger."""
+        return {k.noise for k in self.models if k.scale >= factor - 1e-9}
 
-    def resolve(self, scale: int, noise: str) -> ModelKey | None:
-        """The model for a native ``scale`` and a concrete noise level; ``None`` when not served."""
-        key = ModelKey(scale, noise)
-        return key if key in self.models else None
+    def resolve(self, factor: float, noise: str) -> ModelKey | None:
+        """The model for ``factor`` at a concrete noise level: the smallest scale >= ``factor`` that serves
+        the level (a JPEG at x3 goes to x4-jpeg when there is no x3-jpeg); ``None`` when none does."""
+        keys = [k for k in self.models if k.noise == noise and k.scale >= factor - 1e-9]
+        return min(keys, default=None)
+
+    def route(self, key: ModelKey) -> dict[ServedRung, dict]:
+        """Every rung that may serve ``key``'s requests, with the card holding its figures at ``key.scale``:
+        ``key``'s own rungs (its card), then those of each larger model of the same noise level whose card
+        has an ``at_scale`` entry for ``key.scale`` (that entry)."""
+        out: dict[ServedRung, dict] = {r: self.models[key].card for r in self.models[key].rungs}
+        for m in self:
+            at_scale = (m.card.get("at_scale") or {}).get(str(key.scale))
+            if m.key.noise == key.noise and m.key.scale > key.scale and at_scale:
+                out |= dict.fromkeys(m.rungs, at_scale)
+        return out
+
+    def card(self, key: ModelKey, rung: ServedRung) -> dict:
+        """The figures of ``rung`` serving ``key``'s requests (``route``)."""
+        return self.route(key)[rung]
 
 
 def build_registry(settings: Settings) -> Registry:

@@ -8,8 +8,9 @@ cores (OpenVINO) two workers overlap one request's codec work with another's
 tiles, but the tiles themselves take turns.
 
 Several models (``service.registry``) share the queue and the lane: each request
-names its model, is priced by that model's measured costs and chooses among that
-model's ladder, while the lane price weighs the recent requests of every model.
+names its model and chooses among that model's ladder (which may hold rungs of a
+larger model, ``Registry.route``), each rung priced by its own model's measured
+costs, while the lane price weighs the recent requests of every model.
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ class Scheduler:
         """The model's ladder (empty before warm-up)."""
         return self.ladders.get(model, EMPTY_LADDER)
 
+    def _options(self, model: Hashable, pixels: int, others: bool) -> tuple[Ladder, dict[Rung, float]]:
+        """``model``'s ladder (its own rungs alone unless ``others``) and each rung's predicted seconds."""
+        ladder = self.ladder(model) if others else self.ladder(model).native(model)
+        candidates = set(ladder.candidates)
+        rungs = (r for r in self.cost.rungs if r.model == model or r in candidates)
+        return ladder, {r: self.cost.predict(r, pixels) for r in rungs}
+
     def load(self) -> Load:
         with self._lock:
             return Load(len(self._queued), len(self._running), self._wait_locked(time.monotonic()))
@@ -128,13 +136,14 @@ class Scheduler:
         ask: Ask = AUTO,
         fixed: Rung | None = None,
         enqueue: bool = True,
+        others: bool = True,
     ) -> tuple[Decision, Job | None]:
-        """Decide a rung of ``model`` for ``pixels`` of work and enqueue it, or reject (job ``None``).
+        """Decide a rung of ``model``'s ladder for ``pixels`` of work and enqueue it, or reject (job ``None``).
 
         ``fixed``: a rung of ``model``. ``enqueue=False`` only reports the decision (the current policy state).
+        ``others=False``: only ``model``'s own rungs (the input is too large for a larger model's).
         """
-        work = {r: self.cost.predict(r, pixels) for r in self.cost.rungs if r.model == model}
-        ladder = self.ladder(model)
+        ladder, work = self._options(model, pixels, others)
         with self._lock:
             now = time.monotonic()
             if enqueue:
@@ -202,13 +211,22 @@ class Scheduler:
     # Jobs (service.jobs) run beside the interactive queue, on the lane interactive requests leave free.
 
     def choose_for_job(
-        self, model: Hashable, pixels: int, *, target_s: float, timeout_s: float, ask: Ask = AUTO, fixed: Rung | None
+        self,
+        model: Hashable,
+        pixels: int,
+        *,
+        target_s: float,
+        timeout_s: float,
+        ask: Ask = AUTO,
+        fixed: Rung | None,
+        others: bool = True,
     ) -> tuple[Decision, float]:
-        """The best rung of ``model`` that finishes ``pixels`` of work within ``target_s`` (what is left of
-        the job's deadline) on the share of the lane interactive requests leave it; and that share."""
+        """The best rung of ``model``'s ladder (``others``: see ``admit``) that finishes ``pixels`` of work within
+        ``target_s`` (what is left of the job's deadline) on the share of the lane interactive requests leave
+        it; and that share."""
         share = 1.0 - self.interactive_utilization()
-        work = {r: self.cost.predict(r, pixels) / share for r in self.cost.rungs if r.model == model}
-        ladder = self.ladder(model)
+        ladder, alone = self._options(model, pixels, others)
+        work = {r: seconds / share for r, seconds in alone.items()}
         decision = decide(
             work,
             ladder=ladder.rungs,

@@ -67,11 +67,12 @@ class Prepared:
     key: ModelKey
     ask: Ask
     fmt: str
+    others: bool  # whether a larger model may serve it (its rungs on the ladder, its output downscaled)
 
     @property
     def streamed(self) -> bool:
         """Whether a job writes the output as it goes (PNG at a native scale), never holding it whole."""
-        return self.fmt == "png" and self.plan.exact_native
+        return streamed(self.fmt, self.plan)
 
 
 @dataclass
@@ -101,20 +102,26 @@ async def upscale(
     if not svc.ready:
         m.rejections.labels("not_ready").inc()
         raise ApiError(503, "not_ready", svc.warmup_error or "warming up", {"Retry-After": "2"})
-    req = prepare(svc, data, opts, job_limits(s) if job else interactive_limits(s))
+    req = prepare(svc, data, opts, job=job is not None)
     probe, key = req.probe, req.key
-    model = svc.registry[key]
     log.update(input=f"{probe.width}x{probe.height}", input_format=probe.format, bytes_in=len(data))
     log.update(model=key.name, noise=req.noise.header)
     if probe.reduced_16bit:
         log["input_bits"] = 16  # decoded at 8 bits per channel (see service.images)
-    work_pixels = model.engine.work_pixels(probe.height, probe.width)
-    out_size = None if req.plan.exact_native else req.plan.out_size
+    # LR pixels with tile margins: the same for every model a request's ladder holds (one tile size, and
+    # the receptive radius is the body's)
+    work_pixels = svc.registry[key].engine.work_pixels(probe.height, probe.width)
     fixed = ServedRung.of(key, s.fixed_rung)
     if job is None:
         target_s = opts.deadline_ms / 1000 if opts.deadline_ms else s.latency_target_s
         decision, queued = svc.scheduler.admit(
-            key, work_pixels, target_s=target_s, from_deadline=opts.deadline_ms is not None, ask=req.ask, fixed=fixed
+            key,
+            work_pixels,
+            target_s=target_s,
+            from_deadline=opts.deadline_ms is not None,
+            ask=req.ask,
+            fixed=fixed,
+            others=req.others,
         )
         log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
         if queued is None:
@@ -122,11 +129,12 @@ async def upscale(
             raise refusal(decision, s, target_s)
         rung = queued.rung
         m.decisions.labels(*rung_labels(rung), decision.reason).inc()
+        engine, out_size = svc.registry[rung.model].engine, req.plan.resize_to(rung.model.scale)
         try:
             out = await svc.scheduler.run(
                 queued,
                 lambda j: pipeline.process(
-                    model.engine,
+                    engine,
                     probe,
                     j.rung.rung,
                     req.fmt,
@@ -147,7 +155,13 @@ async def upscale(
         m.queue_wait.observe(queue_wait_s)
     else:
         decision, _ = svc.scheduler.choose_for_job(
-            key, work_pixels, target_s=job.deadline_s, timeout_s=s.job_timeout_s, ask=req.ask, fixed=fixed
+            key,
+            work_pixels,
+            target_s=job.deadline_s,
+            timeout_s=s.job_timeout_s,
+            ask=req.ask,
+            fixed=fixed,
+            others=req.others,
         )
         if decision.rung is None:  # only a rung alone past the job timeout is refused
             raise refusal(decision, s, job.deadline_s)
@@ -155,7 +169,7 @@ async def upscale(
         job.started(decision, rung, decision.predicted_s)
         log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
         out = await asyncio.get_running_loop().run_in_executor(
-            job.executor, _run_job, svc, req, rung, job, opts, out_size, work_pixels
+            job.executor, _run_job, svc, req, rung, job, opts, work_pixels
         )
         queue_wait_s = 0.0
     labels = rung_labels(rung)
@@ -165,10 +179,11 @@ async def upscale(
         m.inference.labels(*labels).observe(out.inference_s)
         m.request_duration.labels(*labels).observe(time.perf_counter() - started)
     wait_ms, infer_ms = round(1000 * queue_wait_s, 1), round(1000 * out.inference_s, 1)
-    log.update(width=rung.width, precision=rung.precision, output=f"{out.out_width}x{out.out_height}")
+    log.update(model=rung.model.name, width=rung.width, precision=rung.precision)
+    log.update(output=f"{out.out_width}x{out.out_height}")
     log.update(format=req.fmt, bytes_out=len(out.body), queue_wait_ms=wait_ms, inference_ms=infer_ms)
     headers = {
-        "X-Scale": req.plan.header,
+        "X-Scale": req.plan.header(rung.model.scale),
         "X-Noise": req.noise.header,
         "X-Width": labels[2],
         "X-Precision": rung.precision,
@@ -177,35 +192,40 @@ async def upscale(
         "X-Inference-Ms": str(infer_ms),
         "X-Bit-Depth": str(out.bit_depth),
     }
-    psnr = _expected(model.card, rung, req.noise)
+    psnr = _expected(svc.registry.card(key, rung), rung, req.noise)
     if psnr:
         headers["X-Expected-PSNR"] = psnr
     return Upscaled(out.body, out.media_type, headers)
 
 
-def prepare(svc: ServiceState, data: bytes, opts: UpscaleOptions, limit: Callable[[int], int]) -> Prepared:
-    """Check a request against the served models and ``limit`` (input pixels allowed at a native scale):
-    4xx ``ApiError`` for anything refused, before any pixel is decoded (a job is refused at submission)."""
-    m = svc.metrics
-    scales = svc.registry.scales
+def prepare(svc: ServiceState, data: bytes, opts: UpscaleOptions, job: bool) -> Prepared:
+    """Check a request (``job``: a job's) against the served models and the input pixels allowed at each
+    native scale: 4xx ``ApiError`` for anything refused, before any pixel is decoded (a job is refused at
+    submission)."""
+    m, reg = svc.metrics, svc.registry
+    limit = job_limits(svc.settings) if job else interactive_limits(svc.settings)
     try:
         # the largest input any scale allows; the plan checks the one of the scale it serves
-        probe = images.probe(data, max(map(limit, scales)))
-        plan = plan_size(probe.width, probe.height, opts, scales, limit)
+        probe = images.probe(data, max(map(limit, reg.scales)))
+        factor, size = output_size(probe.width, probe.height, opts, max(reg.scales))
+        levels = _check_noise(svc, factor, opts.noise)
+        noise = choose_for_probe(opts.noise, probe, levels)
+        key = reg.resolve(factor, noise.level)
+        assert key is not None  # choose_for_probe picks among the levels served at this factor
+        plan = plan_size(probe.width, probe.height, factor, size, key.scale, limit)
     except ApiError as exc:
         if exc.code in LIMIT_CODES:
             m.rejections.labels(exc.code).inc()
         raise
-    levels = _check_noise(svc, plan.native, opts.noise)
-    noise = choose_for_probe(opts.noise, probe, levels)
-    key = svc.registry.resolve(plan.native, noise.level)
-    assert key is not None  # choose_noise picks among the served levels
-    ask = _parse_ask(svc, key, opts)
+    fmt = opts.fmt or ("webp" if probe.lossless_webp else "png")
+    # a larger model's output is 16/9 (x4 for x3) the pixels of the model's own: only inputs within the
+    # largest scale's limit may take it, and a streamed job writes the native output as it goes
+    others = not (job and streamed(fmt, plan)) and probe.pixels <= limit(max(reg.scales))
+    ask = _parse_ask(svc, key, opts, others)
     # `quality` with format=png is accepted and ignored, as it always was when the output is PNG by default:
     # PNG is lossless, there is nothing for it to set. It used to be a 422, which the spec cannot express
     # (OpenAPI parameters are independent schemas, so no "quality only with jpeg/webp"): a request valid by
     # the spec was refused, and generated clients could not know it (found by tests/service/test_contract.py).
-    fmt = opts.fmt or ("webp" if probe.lossless_webp else "png")
     if fmt == "jpeg" and probe.has_alpha:
         raise ApiError(422, "invalid_option", "jpeg cannot carry the alpha channel; ask for png or webp")
     if max(plan.out_size) > images.MAX_OUTPUT_SIDE.get(fmt, math.inf):  # a thin panorama, within the pixel limits
@@ -215,15 +235,15 @@ def prepare(svc: ServiceState, data: bytes, opts: UpscaleOptions, limit: Callabl
             "invalid_option",
             f"{fmt} stores at most {images.MAX_OUTPUT_SIDE[fmt]} pixels a side, and the output is {w}x{h}; ask for png",
         )
-    req = Prepared(probe, plan, noise, key, ask, fmt)
+    req = Prepared(probe, plan, noise, key, ask, fmt, others)
     interactive = input_limit(svc.settings.max_pixels, plan.native)
     if probe.pixels > interactive and not req.streamed:  # held whole in memory: the interactive limit holds
         raise ApiError(
             413,
             "too_many_pixels",
             f"{probe.width}x{probe.height} is over the x{plan.native} interactive limit of {interactive} pixels: "
-            f"larger images are served as PNG at a native scale ({', '.join(map(str, scales))}), "
-            f"not {fmt} at {plan.header}",
+            f"larger images are served as PNG at a native scale ({', '.join(map(str, reg.scales))}), "
+            f"not {fmt} at {plan.header(plan.native)}",
         )
     return req
 
@@ -234,11 +254,10 @@ def _run_job(
     rung: ServedRung,
     job: JobRun,
     opts: UpscaleOptions,
-    out_size: tuple[int, int] | None,
     work_pixels: int,
 ) -> pipeline.Output:
     """A job's work on its own thread: streamed when it can be, otherwise (small images) in memory."""
-    s, engine = svc.settings, svc.registry[req.key].engine
+    s, engine, out_size = svc.settings, svc.registry[rung.model].engine, req.plan.resize_to(rung.model.scale)
     rows, cols = engine.spans(req.probe.height, req.probe.width)
     total, done, waited, last_tile_s = len(rows) * len(cols), 0, 0.0, 0.0
 
@@ -292,10 +311,19 @@ class SizePlan:
     out_size: tuple[int, int]  # (width, height)
     exact_native: bool  # the native model's own output, no downscale
 
-    @property
-    def header(self) -> str:
-        """``X-Scale``: ``4``, or ``1.5 (x2 + lanczos)`` for a factor served by a downscale."""
-        return str(self.native) if self.exact_native else f"{self.factor:.4g} (x{self.native} + lanczos)"
+    def resize_to(self, scale: int) -> tuple[int, int] | None:
+        """The size a x``scale`` model's output is downscaled to; ``None``: it is the answer."""
+        return None if self.exact_native and scale == self.native else self.out_size
+
+    def header(self, scale: int) -> str:
+        """``X-Scale`` when a x``scale`` model serves it: ``4``, or ``1.5 (x2 + lanczos)`` for a factor
+        served by a downscale, ``3 (x4 + lanczos)`` for x3 served by the x4 model's rung."""
+        return f"{self.factor:.4g} (x{scale} + lanczos)" if self.resize_to(scale) else str(self.native)
+
+
+def streamed(fmt: str, plan: SizePlan) -> bool:
+    """Whether a job writes the output as it goes (PNG at a native scale), never holding it whole."""
+    return fmt == "png" and plan.exact_native
 
 
 def interactive_limits(s: Settings) -> Callable[[int], int]:
@@ -315,23 +343,29 @@ def input_limit(max_pixels: int, native: int) -> int:
     return max_pixels * 16 // (native * native)
 
 
-def plan_size(w: int, h: int, opts: UpscaleOptions, scales: tuple[int, ...], limit: Callable[[int], int]) -> SizePlan:
-    """The native scale and output size for a ``w`` x ``h`` input; 422/413 for what cannot be served."""
-    factor, size = output_size(w, h, opts)
-    top = max(scales)
-    if not 1 < factor <= top + 1e-9:
-        asked = f"{factor:.4g} (to {size[0]}x{size[1]})"
-        raise ApiError(422, "invalid_option", f"the scale must lie in (1, {top}], got {asked} for {w}x{h}")
-    native = min(sc for sc in scales if sc >= factor - 1e-9)
+def plan_size(
+    w: int, h: int, factor: float, size: tuple[int, int], native: int, limit: Callable[[int], int]
+) -> SizePlan:
+    """How the model of scale ``native`` serves ``factor`` (to ``size``) for a ``w`` x ``h`` input; 413 when
+    the input is over that scale's ``limit``."""
     most = limit(native)
     if w * h > most:
         raise ApiError(413, "too_many_pixels", f"{w}x{h} = {w * h} pixels exceeds the x{native} limit of {most}")
     return SizePlan(native, factor, size, size == (w * native, h * native))
 
 
-def output_size(w: int, h: int, opts: UpscaleOptions) -> tuple[float, tuple[int, int]]:
+def output_size(w: int, h: int, opts: UpscaleOptions, top: int) -> tuple[float, tuple[int, int]]:
     """The factor and the output size asked: ``scale`` (default 4), or the largest size of the input's
-    aspect within ``out_width`` and/or ``out_height``; the side that binds is exactly the one asked."""
+    aspect within ``out_width`` and/or ``out_height``; the side that binds is exactly the one asked.
+    422 for a factor outside (1, ``top``], the largest native scale."""
+    factor, size = _asked_size(w, h, opts)
+    if not 1 < factor <= top + 1e-9:
+        asked = f"{factor:.4g} (to {size[0]}x{size[1]})"
+        raise ApiError(422, "invalid_option", f"the scale must lie in (1, {top}], got {asked} for {w}x{h}")
+    return factor, size
+
+
+def _asked_size(w: int, h: int, opts: UpscaleOptions) -> tuple[float, tuple[int, int]]:
     tw, th = opts.out_width, opts.out_height
     if tw is None and th is None:
         factor = DEFAULT_SCALE if opts.scale is None else opts.scale
@@ -344,12 +378,12 @@ def output_size(w: int, h: int, opts: UpscaleOptions) -> tuple[float, tuple[int,
     return th / h, (max(1, round(w * th / h)), th)
 
 
-def _check_noise(svc: ServiceState, scale: int, noise: str) -> set[str]:
-    """The noise levels served at ``scale``; 422 for a level the server does not serve there."""
-    levels = svc.registry.noise_levels(scale)
+def _check_noise(svc: ServiceState, factor: float, noise: str) -> set[str]:
+    """The noise levels served at ``factor``; 422 for a level the server does not serve there."""
+    levels = svc.registry.noise_levels(factor)
     if noise != AUTO and noise not in levels:
         choices = ", ".join(["auto", *sorted(levels)])
-        raise ApiError(422, "invalid_option", f"noise must be one of {choices} at scale {scale}, got {noise!r}")
+        raise ApiError(422, "invalid_option", f"noise must be one of {choices} at scale {factor:g}, got {noise!r}")
     return levels
 
 
@@ -374,15 +408,17 @@ def refusal(decision: Decision, s: Settings, target_s: float) -> ApiError:
     return ApiError(503, "overloaded", detail, {"Retry-After": str(decision.retry_after_s)})
 
 
-def _parse_ask(svc: ServiceState, key: ModelKey, opts: UpscaleOptions) -> Ask:
-    """The client's choice, checked against the model's ladder: a 422 naming the ladder when nothing matches."""
+def _parse_ask(svc: ServiceState, key: ModelKey, opts: UpscaleOptions, others: bool) -> Ask:
+    """The client's choice, checked against the model's ladder (``others``: with the larger models' rungs it
+    holds): a 422 naming the ladder when nothing matches."""
     widths = svc.registry[key].engine.widths
     ask = Ask(
         None if opts.width == "auto" else _parse_width("width", opts.width, widths),
         None if opts.precision == "auto" else opts.precision,
         None if opts.min_width is None else _parse_width("min_width", opts.min_width, widths),
     )
-    ladder, fixed = svc.scheduler.ladder(key).rungs, svc.settings.fixed_rung
+    route = svc.scheduler.ladder(key)
+    ladder, fixed = (route if others else route.native(key)).rungs, svc.settings.fixed_rung
     if allowed(ladder, ask, ServedRung.of(key, fixed)):
         return ask
     asked = f"width={opts.width}, precision={opts.precision}"
@@ -390,7 +426,8 @@ def _parse_ask(svc: ServiceState, key: ModelKey, opts: UpscaleOptions) -> Ask:
     if ask.width is None and fixed is not None:
         detail = f"this server serves {fixed.key} to width=auto (policy {svc.settings.policy}), not {asked}"
     else:
-        detail = f"no rung on the {key.name} ladder matches {asked}; the ladder: {', '.join(r.key for r in ladder)}"
+        names = ", ".join(r.name_for(key) for r in ladder)
+        detail = f"no rung on the {key.name} ladder matches {asked}; the ladder: {names}"
     raise ApiError(422, "invalid_option", detail)
 
 

@@ -66,7 +66,7 @@ class JobManager:
             existing = self.store.get_by_key(idempotency_key)
             if existing is not None:
                 return self._same_submission(existing, fingerprint)
-        req = upscaling.prepare(svc, data, opts, upscaling.job_limits(s))
+        req = upscaling.prepare(svc, data, opts, job=True)
         counts = self.store.counts()
         if counts[QUEUED] >= s.max_jobs_queued:
             raise ApiError(503, "queue_full", f"{counts[QUEUED]} jobs queued (the limit)", {"Retry-After": "60"})
@@ -266,6 +266,7 @@ class JobManager:
             timeout_s=svc.settings.job_timeout_s,
             ask=req.ask,
             fixed=fixed,
+            others=req.others,
         )
         if decision.rung is None:
             raise upscaling.refusal(decision, svc.settings, job.options["deadline_s"])

@@ -75,7 +75,8 @@ class ModelInfo(BaseModel):
     weights_sha256: str
     scale: int
     widths: list[float]
-    ladder: list[str]  # the rungs auto serves, best expected quality first (empty before warm-up)
+    ladder: list[str]  # the rungs auto serves, best expected quality first (empty before warm-up); a larger
+    # model's rung that serves this scale by a downscale is named with it, e.g. x4/0.25
     tile_size: int
     tile_overlap: int
     runtime: dict[str, object]  # backend, version, threads, precision in use; the CPU and its features
@@ -93,7 +94,7 @@ class ModelInfo(BaseModel):
 class ModelsInfo(BaseModel):
     default: str  # the model of a request without scale and noise (noise=auto picks by the file)
     scales: list[int]
-    noise_levels: dict[str, list[str]]  # per scale
+    noise_levels: dict[str, list[str]]  # per scale: its models' and the larger ones' (served with a downscale)
     models: list[ModelInfo]
 
 
@@ -168,7 +169,7 @@ def _info(svc: ServiceState, m: ServedModel) -> ModelInfo:
         weights_sha256=m.sha256,
         scale=m.engine.scale,
         widths=list(m.engine.widths),
-        ladder=[r.key for r in ladder.rungs],
+        ladder=[r.name_for(m.key) for r in ladder.rungs],
         tile_size=m.engine.tile_size,
         tile_overlap=m.engine.margin,
         runtime={**m.engine.backend.describe(), "cpu": cpu_info()},

@@ -29,6 +29,7 @@ from service.policy import (
     predicted_wait,
     retry_after,
 )
+from service.registry import ModelKey, ServedRung
 
 Q, H, F = Rung(0.25), Rung(0.5), Rung(1.0)  # the fp32 rungs: quarter, half, full width
 Q8, H8, F8 = Rung(0.25, "int8"), Rung(0.5, "int8"), Rung(1.0, "int8")
@@ -299,3 +300,21 @@ def test_rungs_without_quality_are_dropped_and_a_card_without_any_ranks_fp32_by_
     assert ladder.rungs == (F, H) and "no Set5 PSNR" in ladder.dropped[F8]
     unscored = build_ladder({F: None, F8: None, H: None, Q: None}, {F: 1.5, F8: 0.8, H: 0.4, Q: 0.1})
     assert unscored.rungs == (F, H, Q) and set(unscored.dropped) == {F8}
+
+
+def test_a_ladder_spanning_two_models_keeps_the_own_models_ladder_whole() -> None:
+    # x3 requests: the x3 model's rungs, and the x4 model's with a downscale (better at narrow widths here,
+    # and dearer: a larger upsampler). Set5 x3 figures of the shipped files, costs in their proportion.
+    x3, x4 = ModelKey(3), ModelKey()
+    own = {ServedRung(x3, 1.0): 33.64, ServedRung(x3, 0.5): 33.36, ServedRung(x3, 0.25): 32.76}
+    other = {ServedRung(x4, 1.0): 33.57, ServedRung(x4, 0.5): 33.39, ServedRung(x4, 0.25): 32.85}
+    cost = {r: {1.0: 1.5, 0.5: 0.4, 0.25: 0.1}[r.width] * (1.25 if r.model == x4 else 1) for r in {**own, **other}}
+    ladder = build_ladder({**own, **other}, cost, native=x3)
+    assert [str(r) for r in ladder.rungs] == ["x3/1", "x4/0.5", "x3/0.5", "x4/0.25", "x3/0.25"]
+    assert ladder.dropped[ServedRung(x4, 1.0)].startswith("slower than x3/1 ")  # worse and dearer
+    assert ladder.native(x3).rungs == build_ladder(own, cost).rungs == tuple(own)
+    # another model's rung never drops one of the request's own (a large input may not take it)
+    cheap = {r: c / 10 if r.model == x4 else c for r, c in cost.items()}
+    cheaper = build_ladder({**own, **other}, cheap, native=x3)
+    assert set(cheaper.native(x3).rungs) == set(own)
+    assert ServedRung(x3, 0.5) in cheaper.rungs and "x4/" in "".join(map(str, cheaper.rungs))
