@@ -26,6 +26,10 @@ from service.registry import ServedModel
 # The larger is a default tile: the slope of small inputs underestimates real photos.
 WARMUP_SIDES = (64, 256)
 WARMUP_REPEATS = 3
+# ...but stops repeating a size once its runs took this long: a full-width rung's 256-px run takes 3-4 s
+# on a 2-core AVX2 CPU, where timer noise is nothing and its first run only ~4 % slower (measured), and
+# three of them for every slow rung of five models kept /readyz past 60 s (71 s; 30 rungs)
+WARMUP_SECONDS_PER_SIZE = 2.0
 REFERENCE_SIDE = WARMUP_SIDES[-1]  # the input rungs are compared on (the ladder, /v1/model's decision)
 REFERENCE_PIXELS = REFERENCE_SIDE**2
 ENCODE_THREADS = available_cpus()  # PNG deflate strips in parallel: a lone request's encode uses every core
@@ -133,14 +137,15 @@ def synthetic_png(side: int, seed: int = 0) -> bytes:
 
 
 def warm_up(model: ServedModel, cost: CostModel, png_compress_level: int) -> None:
-    """Time the full worker path at every rung of ``model`` and two sizes; fit the cost model (median of repeats)."""
+    """Time the full worker path at every rung of ``model`` and two sizes; fit the cost model (median of the
+    repeats, fewer for a slow rung: ``WARMUP_SECONDS_PER_SIZE``)."""
     inputs = {side: synthetic_png(side) for side in WARMUP_SIDES}
     engine = model.engine
     for rung in model.rungs:
         samples = []
         for side, data in inputs.items():
-            times = []
-            for _ in range(WARMUP_REPEATS):
+            times: list[float] = []
+            while len(times) < WARMUP_REPEATS and sum(times) < WARMUP_SECONDS_PER_SIZE:
                 start = time.perf_counter()
                 process(engine, images.probe(data, side * side), rung.rung, "png", None, png_compress_level)
                 times.append(time.perf_counter() - start)
