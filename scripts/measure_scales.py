@@ -3,7 +3,7 @@
 python scripts/measure_scales.py --data ../shared/data/Set5/HR --factors 1.5 2 2.5 3 4 \
     --out bench/results/scales
 python scripts/measure_scales.py --data ../shared/data/Set5/HR --factors 3 --widths 0.25 0.5 1 \
-    --weights weights/csd-edsr-x4.safetensors weights/staging/csd-edsr-x3.safetensors --out bench/results/scales-x3
+    --weights weights/csd-edsr-x4.safetensors weights/csd-edsr-x3.safetensors --out bench/results/scales-x3
 
 For a factor f the HR is cropped so that its 1/f is whole (the standard mod-crop: to a multiple
 of 3 for 1.5, 5 for 2.5) and bicubic-downscaled by f (antialiased, MATLAB-style kernel); the model
