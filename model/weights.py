@@ -59,9 +59,10 @@ def merge_metrics(card: dict, results: Iterable[dict], self_ensemble: bool = Fal
     """
     for res in results:
         degradation = res.get("degradation", "clean")
-        if res["scale"] != res.get("model_scale", res["scale"]):  # served below the model's scale
-            at_scale = card.setdefault("at_scale", {}).setdefault(str(res["scale"]), {})
-            merge_metrics(at_scale, [{**res, "model_scale": res["scale"]}], self_ensemble)
+        scale = res.get("scale")
+        if scale is not None and scale != res.get("model_scale", scale):  # served below the model's scale
+            at_scale = card.setdefault("at_scale", {}).setdefault(str(scale), {})
+            merge_metrics(at_scale, [{**res, "model_scale": scale}], self_ensemble)
             continue
         if degradation == "clean":
             tables = card.setdefault("metrics_self_ensemble" if self_ensemble else "metrics", {})
