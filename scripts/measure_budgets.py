@@ -71,10 +71,9 @@ def main() -> None:
             report["after_photo_mix"] = rss_mb(proc.pid)
             big = photo_png(photos[0], 1024)
             for m in models:
-                for rung in (r for r in m["ladder"] if "/" not in r):  # x4/0.25 on x3's: measured with x4
-                    width, _, precision = rung.partition("-")
-                    params = {"scale": m["scale"], "noise": m["noise"], "width": width}
-                    params["precision"] = precision or "fp32"
+                for rung in (r for r in m["rungs"] if r["in_ladder"]):  # its own (x4/0.25 on x3's: with x4)
+                    params = {"scale": m["scale"], "noise": m["noise"], "width": rung["width"]}
+                    params["precision"] = rung["precision"]
                     r = c.post("/v1/upscale", params=params, content=big, headers=_png())
                     r.raise_for_status()
             report["after_1024_every_rung"] = rss_mb(proc.pid)

@@ -103,6 +103,8 @@ class Registry:
             self.models[m.key] = m
         clean_x4 = ModelKey()
         self.default = clean_x4 if clean_x4 in self.models else min(self.models)
+        # fixed once the engines exist: every response reads its rung's figures from here
+        self._routes = {key: self._route(key) for key in self.models}
 
     def __getitem__(self, key: ModelKey) -> ServedModel:
         return self.models[key]
@@ -132,16 +134,19 @@ class Registry:
         """Every rung that may serve ``key``'s requests, with the card holding its figures at ``key.scale``:
         ``key``'s own rungs (its card), then those of each larger model of the same noise level whose card
         has an ``at_scale`` entry for ``key.scale`` (that entry)."""
+        return self._routes[key]
+
+    def card(self, key: ModelKey, rung: ServedRung) -> dict:
+        """The figures of ``rung`` serving ``key``'s requests (``route``)."""
+        return self._routes[key][rung]
+
+    def _route(self, key: ModelKey) -> dict[ServedRung, dict]:
         out: dict[ServedRung, dict] = {r: self.models[key].card for r in self.models[key].rungs}
         for m in self:
             at_scale = (m.card.get("at_scale") or {}).get(str(key.scale))
             if m.key.noise == key.noise and m.key.scale > key.scale and at_scale:
                 out |= dict.fromkeys(m.rungs, at_scale)
         return out
-
-    def card(self, key: ModelKey, rung: ServedRung) -> dict:
-        """The figures of ``rung`` serving ``key``'s requests (``route``)."""
-        return self.route(key)[rung]
 
 
 def build_registry(settings: Settings) -> Registry:
