@@ -42,7 +42,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["png", "jpeg", "webp"], help="with --server: output format (default: png)")
     p.add_argument("--deadline-s", type=float, help="with --server: each job's deadline (default: the server's)")
     p.add_argument("--api-key", help="with --server: the server's API key")
-    p.add_argument("--weights", help="a .safetensors file (default: the shipped model of --scale and --noise)")
+    p.add_argument(
+        "--weights",
+        help="comma-separated .safetensors files to pick the model of --scale and --noise from, as the service "
+        "does (default: every shipped model)",
+    )
     p.add_argument("--scale", type=float, help="scale: 2, 3 or 4 locally (default: 4); any in (1, 4] on a server")
     p.add_argument("--out-width", type=int, help="with --server: a target width instead of --scale (aspect kept)")
     p.add_argument("--out-height", type=int, help="with --server: a target height (with --out-width: fit both)")
@@ -118,30 +122,35 @@ def _upscale(args: argparse.Namespace) -> None:
         if rung not in engine.rungs:
             sys.exit(f"csd-sr upscale: no {rung.key} rung; this backend runs {[r.key for r in engine.rungs]}")
         engine.backend.init_worker()
-        out = pipeline.process(engine, probe, rung, fmt, args.quality, settings.png_compress_level)
+        # a larger model's output (a JPEG at x2 by x4-jpeg) is Lanczos-downscaled to the asked scale, as served
+        size = None if model.cfg.scale == args.scale else (probe.width * args.scale, probe.height * args.scale)
+        out = pipeline.process(engine, probe, rung, fmt, args.quality, settings.png_compress_level, out_size=size)
     except ApiError as exc:
         sys.exit(f"csd-sr upscale: {exc.detail}")
     Path(args.output).write_bytes(out.body)
     elapsed = time.perf_counter() - start
     print(
         f"wrote {args.output}: {probe.width}x{probe.height} -> {out.out_width}x{out.out_height}, "
-        f"model {path.name} (noise {noise}), rung {rung.key}, {elapsed:.2f} s"
+        f"model {path.name}{'' if size is None else ' + lanczos'} (noise {noise}), rung {rung.key}, {elapsed:.2f} s"
     )
 
 
 def _pick_model(files: tuple[Path, ...], probe, scale: int, noise: str) -> tuple[Path, str]:
-    """The file of the model for ``scale`` and ``noise`` (``auto``: as the service decides, from the input)."""
+    """The file of the model for ``scale`` and ``noise`` (``auto``: as the service decides, from the input),
+    by the service's rule: the smallest scale >= ``scale`` serving the level (``service.registry.resolve``),
+    so a JPEG at x2 goes to x4-jpeg, downscaled, when there is no x2-jpeg model."""
     from model.weights import card_path, read_config
     from service.noise import choose_for_probe
+    from service.registry import ModelKey, noise_levels, resolve
 
     models = {}
     for path in files:
         card = json.loads(card_path(path).read_text()) if card_path(path).exists() else {}
-        models.setdefault(read_config(path).scale, {})[str(card.get("noise", "none"))] = path
-    if scale not in models:
-        sys.exit(f"csd-sr upscale: no x{scale} model among {', '.join(p.name for p in files)}")
-    levels = set(models[scale])
+        models[ModelKey(read_config(path).scale, str(card.get("noise", "none")))] = path
+    levels = noise_levels(models, scale)
+    if not levels:
+        sys.exit(f"csd-sr upscale: no model of x{scale} or more among {', '.join(p.name for p in files)}")
     if noise != "auto" and noise not in levels:
         sys.exit(f"csd-sr upscale: --noise must be auto or one of {sorted(levels)} at x{scale}")
     choice = choose_for_probe(noise, probe, levels)
-    return models[scale][choice.level], choice.header
+    return models[resolve(models, scale, choice.level)], choice.header

@@ -16,6 +16,7 @@ read from the file's architecture, the noise level from its card (``"noise"``, d
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,17 @@ class ModelKey:
     def name(self) -> str:
         """``x4``, ``x4-real``, ``x2``: the shipped file's stem without ``csd-edsr-``."""
         return f"x{self.scale}" if self.noise == NONE else f"x{self.scale}-{self.noise}"
+
+
+def noise_levels(keys: Iterable[ModelKey], factor: float) -> set[str]:
+    """The noise levels ``keys`` serve at ``factor``: those of every model of that scale or larger."""
+    return {k.noise for k in keys if k.scale >= factor - 1e-9}
+
+
+def resolve(keys: Iterable[ModelKey], factor: float, noise: str) -> ModelKey | None:
+    """The model of ``keys`` for ``factor`` at a concrete noise level: the smallest scale >= ``factor`` that
+    serves the level (a JPEG at x3 goes to x4-jpeg when there is no x3-jpeg); ``None`` when none does."""
+    return min((k for k in keys if k.noise == noise and k.scale >= factor - 1e-9), default=None)
 
 
 @dataclass(frozen=True, order=True)
@@ -122,13 +134,11 @@ class Registry:
 
     def noise_levels(self, factor: float) -> set[str]:
         """The noise levels served at ``factor``: those of every model of that scale or larger."""
-        return {k.noise for k in self.models if k.scale >= factor - 1e-9}
+        return noise_levels(self.models, factor)
 
     def resolve(self, factor: float, noise: str) -> ModelKey | None:
-        """The model for ``factor`` at a concrete noise level: the smallest scale >= ``factor`` that serves
-        the level (a JPEG at x3 goes to x4-jpeg when there is no x3-jpeg); ``None`` when none does."""
-        keys = [k for k in self.models if k.noise == noise and k.scale >= factor - 1e-9]
-        return min(keys, default=None)
+        """The model for ``factor`` at a concrete noise level (``resolve``)."""
+        return resolve(self.models, factor, noise)
 
     def route(self, key: ModelKey) -> dict[ServedRung, dict]:
         """Every rung that may serve ``key``'s requests, with the card holding its figures at ``key.scale``:
@@ -136,9 +146,13 @@ class Registry:
         has an ``at_scale`` entry for ``key.scale`` (that entry)."""
         return self._routes[key]
 
-    def card(self, key: ModelKey, rung: ServedRung) -> dict:
-        """The figures of ``rung`` serving ``key``'s requests (``route``)."""
-        return self._routes[key][rung]
+    def figures(self, rung: ServedRung, factor: float) -> dict:
+        """The card of ``rung``'s figures for an output ``factor``: its model's card at the smallest scale
+        measured that reaches ``factor`` (the model's own, or an ``at_scale`` entry below it), so a JPEG at x2
+        served by x4-jpeg reads x4-jpeg's figures at x2, and 2.5x by an x4 rung its figures at x3."""
+        card = self.models[rung.model].card
+        measured = {int(s): c for s, c in (card.get("at_scale") or {}).items()} | {rung.model.scale: card}
+        return measured[min(s for s in measured if s >= factor - 1e-9)]
 
     def _route(self, key: ModelKey) -> dict[ServedRung, dict]:
         out: dict[ServedRung, dict] = {r: self.models[key].card for r in self.models[key].rungs}

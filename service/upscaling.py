@@ -192,7 +192,7 @@ async def upscale(
         "X-Inference-Ms": str(infer_ms),
         "X-Bit-Depth": str(out.bit_depth),
     }
-    psnr = _expected(svc.registry.card(key, rung), rung, req.noise)
+    psnr = _expected(svc.registry.figures(rung, req.plan.factor), rung, req.noise)
     if psnr:
         headers["X-Expected-PSNR"] = psnr
     return Upscaled(out.body, out.media_type, headers)

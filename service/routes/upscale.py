@@ -60,7 +60,8 @@ RESPONSES: dict = {
             "X-Expected-PSNR": {
                 "description": "the model card's PSNR (dB) of the rung used, per eval set, e.g. "
                 "'Set5=31.29; Set14=27.96'; for a JPEG input at the card's nearest JPEG degradation, e.g. "
-                "'jpeg75: Set5=28.90; Set14=26.31' (absent when the card has none)",
+                "'jpeg75: Set5=28.90; Set14=26.31'; a factor served by a larger model, downscaled, reads its "
+                "figures at the smallest scale measured that reaches the factor (absent when the card has none)",
                 "schema": {"type": "string"},
             },
             "X-Queue-Wait-Ms": {

@@ -16,11 +16,13 @@ from pydantic import ValidationError
 
 from csd_sr.cli import build_parser
 from csd_sr.cli import main as cli_main
+from model.edsr import EDSR, EDSRConfig
 from model.rungs import Rung
+from model.weights import save_weights
 from service.app import create_app
 from service.settings import Settings
 from tests.conftest import synthetic_image, write_png
-from tests.service.conftest import client_for, png_bytes, wait_ready
+from tests.service.conftest import CARD, client_for, png_bytes, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,6 +90,35 @@ def test_upscale_command(tmp_path: Path, tiny_weights: Path, capsys: pytest.Capt
         cli_main(["upscale", str(src), str(tmp_path / "o.gif"), "--weights", str(tiny_weights)])
     with pytest.raises(SystemExit, match="need a server"):
         cli_main(["upscale", str(src), str(tmp_path / "o.png"), "--weights", str(tiny_weights), "--out-width", "50"])
+
+
+def test_upscale_command_picks_the_model_as_the_service_does(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    files = []
+    for name, scale, card in [("x4", 4, CARD), ("x4-jpeg", 4, {**CARD, "noise": "jpeg"}), ("x2", 2, CARD)]:
+        files.append(tmp_path / f"csd-edsr-{name}.safetensors")
+        save_weights(EDSR(EDSRConfig(scale=scale, n_resblocks=2, n_feats=16)), files[-1], card)
+    weights = ",".join(map(str, files))
+    png = write_png(tmp_path / "in.png", synthetic_image(20, 30))
+    jpeg = tmp_path / "in.jpg"
+    Image.open(png).save(jpeg, quality=50)
+
+    def upscale(src: Path, *flags: str) -> tuple[str, tuple[int, int]]:
+        out = tmp_path / "out.png"
+        cli_main(["upscale", str(src), str(out), "--weights", weights, "--backend", "torch", *flags])
+        with Image.open(out) as img:
+            return capsys.readouterr().out, img.size
+
+    said, size = upscale(png, "--scale", "2")
+    assert "model csd-edsr-x2.safetensors (noise none; lossless png)" in said and size == (60, 40)
+    # no x2 model for JPEG artifacts: x4-jpeg's output, downscaled to the asked size (the service's route)
+    said, size = upscale(jpeg, "--scale", "2")
+    assert "model csd-edsr-x4-jpeg.safetensors + lanczos (noise jpeg; jpeg q~50" in said and size == (60, 40)
+    said, size = upscale(jpeg)
+    assert "model csd-edsr-x4-jpeg.safetensors (noise jpeg;" in said and size == (120, 80)
+    with pytest.raises(SystemExit, match=r"--noise must be auto or one of \['jpeg', 'none'\] at x2"):
+        upscale(png, "--scale", "2", "--noise", "real")
+    with pytest.raises(SystemExit, match="no model of x3 or more"):
+        upscale(png, "--scale", "3", "--weights", str(files[2]))
 
 
 def test_serve_command_runs_the_service(tiny_weights: Path) -> None:

@@ -131,7 +131,10 @@ REAL_CARD = {
 }
 
 
-JPEG_CARD = {**REAL_CARD, "noise": JPEG}
+# x4-jpeg measured at x3 too: a JPEG at x3 has no x3-jpeg model and is served by it, downscaled
+JPEG_AT_X3_SET5 = {"1": {"psnr": 29.9}, "0.5": {"psnr": 29.7}, "0.25": {"psnr": 29.4}}
+JPEG_AT_X3 = {"metrics_degraded": {"jpeg50": {"Set5": JPEG_AT_X3_SET5}}}
+JPEG_CARD = {**REAL_CARD, "noise": JPEG, "at_scale": {"3": JPEG_AT_X3}}
 # x4 measured at x3 (csd-sr evaluate --scale 3): below the x3 model at width 1, above it at 0.25 (as shipped)
 X4_AT_X3 = {"metrics": {"Set5": {"1": {"psnr": 31.0}, "0.5": {"psnr": 30.8}, "0.25": {"psnr": 30.5}}}}
 
@@ -248,6 +251,13 @@ def test_a_scale_takes_the_larger_models_rung_where_its_card_measures_it_better(
     jpeg = post(multi, jpeg_file(60), "image/jpeg", scale="3")
     assert jpeg.status_code == 200, jpeg.text
     assert jpeg.headers["x-noise"].startswith("jpeg; ") and jpeg.headers["x-scale"] == "3 (x4 + lanczos)"
+    expected = JPEG_AT_X3_SET5[jpeg.headers["x-width"]]["psnr"]
+    assert jpeg.headers["x-expected-psnr"] == f"jpeg50: Set5={expected:.2f}"  # its figures at x3, not x4
+    # a factor between scales reads the figures of the smallest measured scale that reaches it
+    r = post(multi, small, "image/png", scale="2.5", width="0.25")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-scale"] == "2.5 (x4 + lanczos)" and decode(r.content).size == (80, 60)
+    assert r.headers["x-expected-psnr"] == "Set5=30.50"  # x4's at x3: the nearest figure to 2.5 measured
 
 
 def test_the_input_limit_follows_the_scale(multi: httpx.Client) -> None:
