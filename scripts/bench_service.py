@@ -8,9 +8,9 @@ ladder with the fp32-only one in one run) and policy (``auto``, ``fixed:1``,
 on 127.0.0.1; for each concurrency level, that many closed-loop clients send a
 mix of images until the level's time or request budget is spent. A 503 makes a
 client wait its ``Retry-After`` (capped by the time left), as a well-behaved
-client would. Each answer's rung (``X-Width`` and ``X-Precision``) is scored
-with the model card's Set5 PSNR of that rung (the expected quality of what was
-served). Mixes: ``photo`` (BSD200 photos from ../shared/data resized to LR long
+client would. Each answer is scored with its ``X-Expected-PSNR`` Set5 figure:
+the model card's PSNR of the rung served at the factor served (the expected
+quality of what was served). Mixes: ``photo`` (BSD200 photos from ../shared/data resized to LR long
 sides 128/256/384/512, landscape and portrait) and ``squares`` (textured 64/128/256
 squares, 50/30/20 %). After the load levels, one ``--doomed`` request (a forced
 full width on a large input) shows whether work that cannot finish in time is
@@ -48,7 +48,7 @@ from serving import free_port, wait_ready
 
 from model.edsr import EDSR, EDSRConfig
 from model.rungs import Rung
-from model.weights import card_path, read_config, save_weights
+from model.weights import read_config, save_weights
 from service.hardware import cpu_info
 from service.settings import DEFAULT_WEIGHTS, shipped_weights
 
@@ -73,7 +73,7 @@ class Level:
     latencies_s: list[float] = field(default_factory=list)
     rungs: dict[str, int] = field(default_factory=dict)  # rung key ("0.5", "0.5-int8") -> answers
     psnr_sum: float = 0.0
-    psnr_n: int = 0  # answers whose rung has a card figure (a factor served by a downscale has none)
+    psnr_n: int = 0  # answers with an X-Expected-PSNR Set5 figure (none from a card without figures)
 
     def summary(self) -> dict:
         lat = sorted(self.latencies_s)
@@ -120,20 +120,12 @@ def served_key(r: httpx.Response) -> str:
     return model + rung_key(r)
 
 
-def card_psnr(weights: Path) -> dict[str, float]:
-    """Set5 PSNR of every rung of the served models (a file, or a folder of them), keyed as ``served_key``."""
-    files = shipped_weights(weights) if weights.is_dir() else (weights,)
-    psnr = {}
-    for path in files:
-        card = json.loads(card_path(path).read_text()) if card_path(path).exists() else {}
-        noise = card.get("noise", "none")
-        model = f"x{read_config(path).scale}" + ("" if noise == "none" else f"-{noise}")
-        for key, row in card.get("metrics", {}).get("Set5", {}).items():
-            if key != "bicubic":
-                psnr[f"{model}/{key}"] = row["psnr"]
-                if path == files[0]:  # the default model (the clean x4 first): a single-scale run's rungs
-                    psnr[key] = row["psnr"]
-    return psnr
+def expected_set5(r: httpx.Response) -> float | None:
+    """The answer's ``X-Expected-PSNR`` on Set5: its card's figure for the rung at the factor served (a scale
+    served by a larger model's downscale reads that model's figures there); ``None`` without one."""
+    figures = r.headers.get("x-expected-psnr", "").rpartition(": ")[2]
+    values = dict(item.split("=", 1) for item in figures.split("; ") if "=" in item)
+    return float(values["Set5"]) if "Set5" in values else None
 
 
 def png(img: np.ndarray | Image.Image) -> bytes:
@@ -240,7 +232,7 @@ def doomed_probe(client: httpx.Client) -> dict:
     return {"status": r.status_code, "error": error, "seconds": time.monotonic() - start}
 
 
-def run_level(client: httpx.Client, level: Level, inputs: list, psnr: dict[str, float], args) -> None:
+def run_level(client: httpx.Client, level: Level, inputs: list, args) -> None:
     lock = threading.Lock()
     stop_at = time.monotonic() + args.seconds_per_level
     budget = [args.max_requests_per_level]
@@ -269,8 +261,9 @@ def run_level(client: httpx.Client, level: Level, inputs: list, psnr: dict[str, 
                     level.input_megapixels += pixels / 1e6
                     key = served_key(r) if len(args.scales) > 1 else rung_key(r)
                     level.rungs[key] = level.rungs.get(key, 0) + 1
-                    if key in psnr:
-                        level.psnr_sum += psnr[key]
+                    set5 = expected_set5(r)
+                    if set5 is not None:
+                        level.psnr_sum += set5
                         level.psnr_n += 1
                 elif r.status_code == 503:
                     level.rejected_503 += 1
@@ -426,7 +419,7 @@ class Results:
 
 
 def session(
-    run: Results, backend: str, root: Path, ladder: str, policy: str, round_: int, weights: Path, inputs, psnr, args
+    run: Results, backend: str, root: Path, ladder: str, policy: str, round_: int, weights: Path, inputs, args
 ) -> None:
     """One server up for one round: its levels (added to the run's), probes in the first and last rounds."""
     server = f"{backend} ({ladder})"
@@ -442,7 +435,7 @@ def session(
                 print(f"{server} warm-up costs {run.costs[server]} idle {run.idle[server]}", flush=True)
             for n in args.concurrency:
                 level = run.levels.setdefault((backend, ladder, policy, n), Level(backend, ladder, policy, n))
-                run_level(c, level, inputs, psnr, args)
+                run_level(c, level, inputs, args)
                 r = level.summary()
                 print(
                     f"round {round_ + 1} {server:>20} {policy:>10} x{n:<3} {r['requests_per_s']:6.2f} req/s "
@@ -470,7 +463,7 @@ def main() -> None:
         type=float,
         default=[4.0],
         help="each request's scale, drawn uniformly (e.g. 2 3 4 with --weights weights); PSNR is then each "
-        "answer's own model's Set5 figure, so it compares servers, not scales",
+        "answer's Set5 figure at its own scale, so it compares servers, not scales",
     )
     ap.add_argument("--random-weights", action="store_true", help="time a random EDSR-baseline (no trained file)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
@@ -507,7 +500,6 @@ def main() -> None:
         if args.random_weights:
             weights = Path(tmp) / "random-edsr-baseline.safetensors"
             save_weights(EDSR(EDSRConfig()).eval(), weights, {"note": "random weights: timing only"})
-        psnr = card_psnr(weights)
         narrowest = min(read_config(shipped_weights(weights)[0] if weights.is_dir() else weights).widths)
         policies = args.policies or ["auto", "fixed:1", f"fixed:{narrowest:g}"]
         inputs = photo_inputs(args.photos) if args.mix == "photo" else square_inputs()
@@ -518,7 +510,7 @@ def main() -> None:
         for round_ in range(args.rounds):  # every server once per round: slow drift of the machine hits all alike
             for backend, root, ladder in servers:
                 for policy in policies:
-                    session(run, backend, root, ladder, policy, round_, weights, inputs, psnr, args)
+                    session(run, backend, root, ladder, policy, round_, weights, inputs, args)
         rows = run.rows()
 
     args.out.mkdir(parents=True, exist_ok=True)
