@@ -3,9 +3,14 @@ clean and camera inputs), side by side with bicubic, and the level ``auto`` pick
 
 python scripts/measure_noise_auto.py --data ../shared/data/Set5/HR ../shared/data/Set14/HR \
     --out bench/results/noise-auto
+python scripts/measure_noise_auto.py --data ../shared/data/Set5/HR ../shared/data/Set14/HR --scale 2 \
+    --weights weights/csd-edsr-x2.safetensors weights/csd-edsr-x4-jpeg.safetensors --qualities 75 80 85 90 \
+    --out bench/results/noise-auto-x2   # where the levels cross at x2: a larger model's output downscaled
 
-Each HR is bicubic-downscaled x4 (the evaluation protocol), the LR saved as a real JPEG file of
-quality q (Pillow), decoded, and upscaled by each model at full width (fp32, OpenVINO). ``auto``
+Each HR is bicubic-downscaled by ``--scale`` (default: the models'; the evaluation protocol), the
+LR saved as a real JPEG file of quality q (Pillow), decoded, and upscaled by each model at full width
+(fp32, OpenVINO); a larger model's output is Lanczos-downscaled to the scale, as the service serves
+it (``model.data.resize_lanczos``). ``auto``
 reads the file (its quantization tables, and its detail where the blur check applies) exactly as the
 service does (``service.noise.choose_for_probe``). Y-PSNR with
 the standard shave; means over all images.
@@ -22,7 +27,7 @@ import numpy as np
 import openvino as ov
 from PIL import Image
 
-from model.data import as_rgb, downscale, list_images, load_image, mod_crop, upscale
+from model.data import as_rgb, downscale, list_images, load_image, mod_crop, resize_lanczos, upscale
 from model.degradations import degraded_file, image_seed
 from model.metrics import psnr_y
 from model.openvino import cpu_config, rung_models
@@ -44,24 +49,28 @@ def main() -> None:
         type=Path,
         default=[Path("weights/csd-edsr-x4.safetensors"), Path("weights/csd-edsr-x4-real.safetensors")],
     )
+    ap.add_argument("--scale", type=int, help="the factor measured (default: the models' scale)")
+    ap.add_argument("--qualities", nargs="+", type=int, default=QUALITIES, help="JPEG qualities (default 30..95)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
     core = ov.Core()
-    forwards, scale = {}, None
+    forwards, scale = {}, args.scale
     for path in args.weights:
         model, card = load_weights(path)
-        scale = model.cfg.scale
+        scale = scale or model.cfg.scale
+        if model.cfg.scale < scale:
+            ap.error(f"{path} is a x{model.cfg.scale} model: it cannot serve x{scale}")
         level = str(card.get("noise", "none"))
         models, _ = rung_models(model, path, ("fp32",))
         compiled = core.compile_model(models[Rung(1.0)], "CPU", cpu_config(args.threads))
-        forwards[level] = lambda x, c=compiled: c(x)[0]
+        forwards[level] = _served(compiled, model.cfg.scale, scale)
     levels = set(forwards)
     hrs = [(p.stem, mod_crop(as_rgb(load_image(p)), scale)) for folder in args.data for p in list_images(folder)]
 
     rows = []
-    for name in ["clean", *(f"jpeg{q}" for q in QUALITIES), "camera"]:
+    for name in ["clean", *(f"jpeg{q}" for q in args.qualities), "camera"]:
         scores = {k: [] for k in ["bicubic", *sorted(levels), "auto", "best"]}
         picks = []
         for stem, hr in hrs:
@@ -81,10 +90,11 @@ def main() -> None:
         rows.append(row)
         print(_line(row, levels), flush=True)
 
-    jpeg = [r for r in rows if r["input"].startswith("jpeg") and 30 <= int(r["input"][4:]) <= 95]
+    jpeg = [r for r in rows if r["input"].startswith("jpeg")]
     loss = float(np.mean([r["best"] - r["auto"] for r in jpeg]))
+    qualities = f"q {min(args.qualities)}..{max(args.qualities)}"
     header = f"CPU: {json.dumps(cpu_info())}; images: {len(hrs)} ({', '.join(args.data)}); x{scale}, width 1, fp32"
-    summary = f"auto on JPEG q 30..95: {loss:.3f} dB below the best level per input on average"
+    summary = f"auto on JPEG {qualities}: {loss:.3f} dB below the best level per input on average"
     print(summary)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +102,19 @@ def main() -> None:
             json.dumps({"header": header, "rows": rows, "summary": summary}, indent=2)
         )
         args.out.with_suffix(".md").write_text(_markdown(rows, levels, header, summary))
+
+
+def _served(compiled: ov.CompiledModel, model_scale: int, scale: int):
+    """The model's NCHW forward at ``scale``: a larger model's output Lanczos-resized to ``scale`` x its input."""
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        out = compiled(x)[0]
+        if model_scale == scale:
+            return out
+        h, w = x.shape[2:]
+        return resize_lanczos(out[0].transpose(1, 2, 0), (w * scale, h * scale)).transpose(2, 0, 1)[None]
+
+    return forward
 
 
 def _run(forward, lr: np.ndarray) -> np.ndarray:
