@@ -9,8 +9,8 @@ python scripts/measure_noise_auto.py --data ../shared/data/Set5/HR ../shared/dat
 
 Each HR is bicubic-downscaled by ``--scale`` (default: the models'; the evaluation protocol), the
 LR saved as a real JPEG file of quality q (Pillow), decoded, and upscaled by each model at full width
-(fp32, OpenVINO); a larger model's output is Lanczos-downscaled to the scale, as the service serves
-it (``model.data.resize_lanczos``). ``auto``
+(fp32, OpenVINO, ``model.evaluate``); a larger model's output is Lanczos-downscaled to the scale, as
+the service serves it. ``auto``
 reads the file (its quantization tables, and its detail where the blur check applies) exactly as the
 service does (``service.noise.choose_for_probe``). Y-PSNR with
 the standard shave; means over all images.
@@ -24,13 +24,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import openvino as ov
 from PIL import Image
 
-from model.data import as_rgb, downscale, list_images, load_image, mod_crop, resize_lanczos, upscale
+from model.data import as_rgb, downscale, list_images, load_image, mod_crop, upscale
 from model.degradations import degraded_file, image_seed
+from model.evaluate import openvino_forwards, super_resolve
 from model.metrics import psnr_y
-from model.openvino import cpu_config, rung_models
 from model.rungs import Rung
 from model.weights import load_weights
 from service.hardware import cpu_info
@@ -55,17 +54,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
-    core = ov.Core()
     forwards, scale = {}, args.scale
     for path in args.weights:
         model, card = load_weights(path)
         scale = scale or model.cfg.scale
         if model.cfg.scale < scale:
             ap.error(f"{path} is a x{model.cfg.scale} model: it cannot serve x{scale}")
-        level = str(card.get("noise", "none"))
-        models, _ = rung_models(model, path, ("fp32",))
-        compiled = core.compile_model(models[Rung(1.0)], "CPU", cpu_config(args.threads))
-        forwards[level] = _served(compiled, model.cfg.scale, scale)
+        forwards[str(card.get("noise", "none"))] = openvino_forwards(model, path, args.threads, ("fp32",))[Rung(1.0)]
     levels = set(forwards)
     hrs = [(p.stem, mod_crop(as_rgb(load_image(p)), scale)) for folder in args.data for p in list_images(folder)]
 
@@ -77,7 +72,9 @@ def main() -> None:
             data = degraded_file(downscale(hr, scale), name, image_seed(stem))
             with Image.open(io.BytesIO(data)) as img:
                 decoded = np.array(img.convert("RGB"))
-            per_level = {lv: psnr_y(_run(fwd, decoded), hr, scale) for lv, fwd in forwards.items()}
+            # a larger model's output is Lanczos-downscaled to the scale, as the service serves it
+            size = (decoded.shape[1] * scale, decoded.shape[0] * scale)
+            per_level = {lv: psnr_y(super_resolve(fwd, decoded, size=size), hr, scale) for lv, fwd in forwards.items()}
             choice = choose_for_probe("auto", probe(data, decoded.shape[0] * decoded.shape[1]), levels)
             scores["bicubic"].append(psnr_y(upscale(decoded, scale), hr, scale))
             for lv, v in per_level.items():
@@ -102,24 +99,6 @@ def main() -> None:
             json.dumps({"header": header, "rows": rows, "summary": summary}, indent=2)
         )
         args.out.with_suffix(".md").write_text(_markdown(rows, levels, header, summary))
-
-
-def _served(compiled: ov.CompiledModel, model_scale: int, scale: int):
-    """The model's NCHW forward at ``scale``: a larger model's output Lanczos-resized to ``scale`` x its input."""
-
-    def forward(x: np.ndarray) -> np.ndarray:
-        out = compiled(x)[0]
-        if model_scale == scale:
-            return out
-        h, w = x.shape[2:]
-        return resize_lanczos(out[0].transpose(1, 2, 0), (w * scale, h * scale)).transpose(2, 0, 1)[None]
-
-    return forward
-
-
-def _run(forward, lr: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(lr.transpose(2, 0, 1)[None], dtype=np.float32)
-    return np.clip(np.round(forward(x)[0]), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
 def _line(row: dict, levels: set[str]) -> str:

@@ -146,7 +146,7 @@ def _pick_model(files: tuple[Path, ...], probe, scale: int, noise: str) -> tuple
     models = {}
     for path in files:
         card = json.loads(card_path(path).read_text()) if card_path(path).exists() else {}
-        models[ModelKey(read_config(path).scale, str(card.get("noise", "none")))] = path
+        models[ModelKey.of(read_config(path).scale, card)] = path
     levels = noise_levels(models, scale)
     if not levels:
         sys.exit(f"csd-sr upscale: no model of x{scale} or more among {', '.join(p.name for p in files)}")

@@ -39,6 +39,11 @@ class ModelKey:
         """``x4``, ``x4-real``, ``x2``: the shipped file's stem without ``csd-edsr-``."""
         return f"x{self.scale}" if self.noise == NONE else f"x{self.scale}-{self.noise}"
 
+    @classmethod
+    def of(cls, scale: int, card: dict) -> ModelKey:
+        """The key of a model of ``scale`` whose card names its noise level (``"noise"``, default ``none``)."""
+        return cls(scale, str(card.get("noise", NONE)))
+
 
 def noise_levels(keys: Iterable[ModelKey], factor: float) -> set[str]:
     """The noise levels ``keys`` serve at ``factor``: those of every model of that scale or larger."""
@@ -176,6 +181,6 @@ def build_registry(settings: Settings) -> Registry:
         model, card = load_weights(path)
         engine = build_engine(model, settings, path, lane)
         sha = file_sha256(path)
-        key = ModelKey(model.cfg.scale, str(card.get("noise", NONE)))
+        key = ModelKey.of(model.cfg.scale, card)
         models.append(ServedModel(key, path, card, sha, engine))
     return Registry(models)

@@ -385,6 +385,11 @@ def ladder_url(ladder_weights: Path) -> Iterator[str]:
         yield url
 
 
+def reference_seconds(cost: dict) -> float:
+    """A rung's predicted seconds for the 256x256 reference input (whole-image tiles), from ``/v1/model``."""
+    return cost["overhead_s"] + cost["s_per_megapixel"] * 256 * 256 / 1e6
+
+
 def served_as(r: httpx.Response) -> tuple[str, str, str]:
     assert r.status_code == 200, r.text
     return r.headers["x-width"], r.headers["x-precision"], r.headers["x-width-reason"]
@@ -407,7 +412,7 @@ def test_model_info_lists_every_rung_and_why_one_is_off_the_ladder(ladder_url: s
     policy, cost = info["policy"], {r["key"]: r["cost"] for r in info["rungs"]}
 
     def predicted(key: str) -> float:
-        return cost[key]["overhead_s"] + cost[key]["s_per_megapixel"] * 256 * 256 / 1e6
+        return reference_seconds(cost[key])
 
     ladder, chosen = info["ladder"], policy["rung"]
     planned_s = policy["latency_target_s"] * Settings().planning_fraction  # the share of the target it plans
@@ -454,7 +459,7 @@ def test_min_width_is_a_floor_for_the_policy(ladder_url: str) -> None:
             for r in c.get("/v1/model").json()["rungs"]
             if r["in_ladder"] and r["width"] >= min_width and precision in (None, r["precision"])
         ]
-        r = min(rungs, key=lambda r: r["cost"]["overhead_s"] + r["cost"]["s_per_megapixel"] * 256 * 256 / 1e6)
+        r = min(rungs, key=lambda r: reference_seconds(r["cost"]))
         return r["key"].split("-")[0], r["precision"], "best_effort"
 
     with client_for(ladder_url) as c:
