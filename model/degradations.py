@@ -145,4 +145,15 @@ HEAVY = RealWorld(
 # Quality 25-90 covers what ``noise=auto`` sends it (q below service.noise.CLEAN_JPEG_QUALITY).
 JPEG_ONLY = RealWorld(p_clean=0.1, p_blur=0.0, p_noise=0.0, p_jpeg=1.0, jpeg_quality=(25, 90))
 
-TRAINING_RECIPES: dict[str, RealWorld | None] = {"none": None, "real": RealWorld(), "heavy": HEAVY, "jpeg": JPEG_ONLY}
+# The "real" level's later stages (configs/x4-real.toml): since ``noise=auto`` sends clean files and
+# sharp JPEGs elsewhere, the ``real`` model sees blurred JPEGs (q 70-87) and noisy inputs; its pairs
+# now mostly carry blur and noise, and JPEG of the qualities the blur check routes to it.
+BLURRED = RealWorld(p_clean=0.05, p_blur=0.8, p_noise=0.7, p_jpeg=0.95, jpeg_quality=(60, 95))
+
+TRAINING_RECIPES: dict[str, RealWorld | None] = {
+    "none": None,
+    "real": RealWorld(),
+    "heavy": HEAVY,
+    "jpeg": JPEG_ONLY,
+    "blurred": BLURRED,
+}
