@@ -157,3 +157,8 @@ TRAINING_RECIPES: dict[str, RealWorld | None] = {
     "jpeg": JPEG_ONLY,
     "blurred": BLURRED,
 }
+
+
+def noise_level(recipe: str) -> str:
+    """The noise level a model trained on ``recipe`` serves (a card's ``noise``; ``none``: clean)."""
+    return "real" if recipe == "blurred" else recipe

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from model.data import PatchSampler, default_cache_dir, degrade_pairs, load_pairs
-from model.degradations import TRAINING_RECIPES
+from model.degradations import TRAINING_RECIPES, noise_level
 from model.edsr import EDSR, EDSRConfig
 from model.evaluate import evaluate_widths
 from model.losses import ContrastiveLoss, CSDObjective
@@ -335,7 +335,7 @@ def training_card(
     what hardware, and (``init``) the training record of the weights this run started from."""
     return {
         "scale": cfg.scale,
-        "noise": cfg.degradation,  # the noise level it serves: the LR recipe it was trained on ("none": clean)
+        "noise": noise_level(cfg.degradation),  # the level it serves, from its LR recipe ("none": clean)
         "widths": list(cfg.edsr().widths),
         "training": {
             "data": cfg.train_dirs,

@@ -24,6 +24,7 @@ from model.degradations import (
     degraded_file,
     image_seed,
     jpeg,
+    noise_level,
 )
 from model.edsr import EDSR, EDSRConfig
 from model.evaluate import evaluate_sets
@@ -147,6 +148,15 @@ def test_shipped_recipes() -> None:
     assert TRAINING_RECIPES["none"] is None
     assert TRAINING_RECIPES["real"] == RealWorld()
     assert RealWorld().jpeg_quality == (30, 95) and RealWorld().p_clean == 0.2
+
+
+def test_the_blurred_recipe_trains_the_real_level(patch) -> None:
+    """``blurred`` pairs are mostly degraded, and a model trained on them serves the ``real`` level."""
+    lr, hr = patch
+    g = torch.Generator().manual_seed(0)
+    outs = [TRAINING_RECIPES["blurred"](lr, hr, g) for _ in range(60)]
+    assert np.mean([np.array_equal(out, lr) for out in outs]) < 0.15  # p_clean 0.05
+    assert [noise_level(r) for r in ("none", "real", "jpeg", "blurred")] == ["none", "real", "jpeg", "real"]
 
 
 def test_the_jpeg_recipe_only_compresses(patch) -> None:
