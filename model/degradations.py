@@ -159,6 +159,10 @@ TRAINING_RECIPES: dict[str, RealWorld | None] = {
 }
 
 
+# Recipes that train a later stage of another recipe's level; every other recipe names its level.
+STAGE_RECIPES = {"blurred": "real"}
+
+
 def noise_level(recipe: str) -> str:
     """The noise level a model trained on ``recipe`` serves (a card's ``noise``; ``none``: clean)."""
-    return "real" if recipe == "blurred" else recipe
+    return STAGE_RECIPES.get(recipe, recipe)
