@@ -1,5 +1,5 @@
 """How well ``noise=auto`` picks the level: every noise model on JPEG inputs of quality 30..95 (and the
-clean and camera inputs), side by side with bicubic, and the level ``auto`` picks from each file.
+clean, camera and lossy WebP inputs), side by side with bicubic, and the level ``auto`` picks from each file.
 
 python scripts/measure_noise_auto.py --data ../shared/data/Set5/HR ../shared/data/Set14/HR \
     --out bench/results/noise-auto
@@ -37,6 +37,17 @@ from service.images import probe
 from service.noise import choose_for_probe
 
 QUALITIES = tuple(range(30, 100, 5))
+WEBP_QUALITIES = (50, 75, 90)
+
+
+def input_file(lr: np.ndarray, name: str, seed: int) -> bytes:
+    """The file a user sends: a degradation of ``model.degradations`` or ``webp<q>``, a lossy WebP of quality q
+    (Pillow's libwebp; the service cannot read a WebP's quality, so ``auto`` decides on the format)."""
+    if not name.startswith("webp"):
+        return degraded_file(lr, name, seed)
+    buf = io.BytesIO()
+    Image.fromarray(lr).save(buf, format="WEBP", quality=int(name[4:]))
+    return buf.getvalue()
 
 
 def main() -> None:
@@ -50,6 +61,9 @@ def main() -> None:
     )
     ap.add_argument("--scale", type=int, help="the factor measured (default: the models' scale)")
     ap.add_argument("--qualities", nargs="+", type=int, default=QUALITIES, help="JPEG qualities (default 30..95)")
+    ap.add_argument(
+        "--webp-qualities", nargs="*", type=int, default=WEBP_QUALITIES, help="lossy WebP qualities (default 50 75 90)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -65,11 +79,11 @@ def main() -> None:
     hrs = [(p.stem, mod_crop(as_rgb(load_image(p)), scale)) for folder in args.data for p in list_images(folder)]
 
     rows = []
-    for name in ["clean", *(f"jpeg{q}" for q in args.qualities), "camera"]:
+    for name in ["clean", *(f"jpeg{q}" for q in args.qualities), "camera", *(f"webp{q}" for q in args.webp_qualities)]:
         scores = {k: [] for k in ["bicubic", *sorted(levels), "auto", "best"]}
         picks = []
         for stem, hr in hrs:
-            data = degraded_file(downscale(hr, scale), name, image_seed(stem))
+            data = input_file(downscale(hr, scale), name, image_seed(stem))
             with Image.open(io.BytesIO(data)) as img:
                 decoded = np.array(img.convert("RGB"))
             # a larger model's output is Lanczos-downscaled to the scale, as the service serves it
