@@ -1,8 +1,8 @@
 """Noise levels: which model a request is served by, decided from the file itself for ``noise=auto``.
 
 A noise level names a model trained for one kind of input (``none``: clean bicubic LR; ``jpeg``:
-JPEG q 25-90 alone, ``model.degradations.JPEG_ONLY``; ``real``: JPEG q 30-95, blur and sensor
-noise, ``model.degradations.RealWorld``). ``auto``, first served level of:
+JPEG q 25-90 alone, ``model.degradations.JPEG_ONLY``; ``real``: blurred, noisy JPEGs, a camera's,
+``model.degradations.BLURRED``). ``auto``, first served level of:
 
 - JPEG: the quality estimated from the file's quantization tables (the IJG quality whose scaled
   standard tables are nearest; encoders with their own tables get their nearest equivalent). At or
@@ -15,7 +15,9 @@ noise, ``model.degradations.RealWorld``). ``auto``, first served level of:
   serves it, its quality read at the card's ``camera`` entry (bench/results/noise-blur.md). Below
   that quality compression alone flattens the finest scale as much, and a user who knows the photo
   is blurred asks ``noise=real``.
-- lossy WebP: ``real``, then ``jpeg`` (its quantizer is not exposed, and lossy WebP is a web image).
+- lossy WebP: ``jpeg``, then ``real`` (its quantizer is not exposed; on Set5/Set14 LRs saved at WebP q 50 / 75 / 90
+  ``jpeg`` is +1.01 / +1.12 / +1.21 dB over bicubic, ``none`` +0.66 / +1.06 / +1.81: ``jpeg`` is the level that
+  is good at every quality, bench/results/noise-auto.md).
 - lossless formats (PNG, lossless WebP, BMP, TIFF, GIF): ``none``.
 
 The estimate also picks the card entry ``X-Expected-PSNR`` reports: the evaluated JPEG
@@ -45,7 +47,7 @@ DETAIL_WINDOW = 1024  # the ratio is read on the central 1024x1024 at most: a bo
 # The card degradations a JPEG input maps to, by quality (100: as good as lossless).
 EVALUATED_JPEG = {50: "jpeg50", 75: "jpeg75", 90: "jpeg90", 100: "clean"}
 # The degradation a level is meant for: its card's Set5 figures there rank the level's rungs (its ladder).
-LADDER_DEGRADATION = {NONE: "clean", JPEG: "jpeg50", REAL: "jpeg75"}
+LADDER_DEGRADATION = {NONE: "clean", JPEG: "jpeg50", REAL: "camera"}
 
 
 @cache
@@ -168,7 +170,7 @@ def choose_noise(
         else:
             wanted, why = (JPEG, REAL), f"jpeg q~{jpeg_quality} < {CLEAN_JPEG_QUALITY}"
     elif not lossless:
-        wanted, why = (REAL, JPEG), f"lossy {image_format.lower()}"
+        wanted, why = (JPEG, REAL), f"lossy {image_format.lower()}"
     else:
         wanted, why = (NONE,), f"lossless {image_format.lower() or 'image'}"
     level = next((lv for lv in wanted if lv in levels), None)

@@ -82,15 +82,15 @@ def test_auto_picks_the_level_from_the_file() -> None:
     ]
 
 
-def test_auto_prefers_the_jpeg_level_for_jpegs_and_the_real_level_for_lossy_webp() -> None:
+def test_auto_prefers_the_jpeg_level_for_jpegs_and_lossy_webp() -> None:
     levels = {NONE, JPEG, REAL}
     assert choose_noise("auto", "JPEG", False, 75, levels).level == JPEG
     assert choose_noise("auto", "JPEG", False, None, levels).level == JPEG
     assert choose_noise("auto", "JPEG", False, CLEAN_JPEG_QUALITY, levels).level == NONE
-    assert choose_noise("auto", "WEBP", False, None, levels).level == REAL
+    assert choose_noise("auto", "WEBP", False, None, levels).level == JPEG
     assert choose_noise("auto", "PNG", True, None, levels).level == NONE
     # each falls back to the other artifact model when only that one is served
-    assert choose_noise("auto", "WEBP", False, None, {NONE, JPEG}).level == JPEG
+    assert choose_noise("auto", "WEBP", False, None, {NONE, REAL}).level == REAL
     assert choose_noise("auto", "JPEG", False, 60, {NONE, REAL}).level == REAL
     assert choose_noise(REAL, "JPEG", False, 60, levels).reason == "asked"
 
@@ -126,7 +126,8 @@ REAL_CARD = {
     "metrics_degraded": {
         "jpeg50": {"Set5": {"1": {"psnr": 27.5}, "0.5": {"psnr": 27.3}, "0.25": {"psnr": 27.1}}},
         "jpeg75": {"Set5": {"1": {"psnr": 28.9}, "0.5": {"psnr": 28.6}, "0.25": {"psnr": 28.2}}},
-        "camera": {"Set5": {"1": {"psnr": 25.6}, "0.5": {"psnr": 25.5}, "0.25": {"psnr": 25.3}}},
+        # ranked here (the input auto serves it), width 0.5 is below 0.25: dominated, unlike at jpeg75
+        "camera": {"Set5": {"1": {"psnr": 25.6}, "0.5": {"psnr": 25.5}, "0.25": {"psnr": 25.55}}},
     },
 }
 
@@ -296,8 +297,8 @@ def test_models_lists_every_model_and_metrics_label_them(multi: httpx.Client) ->
     by_name = {m["name"]: m for m in info["models"]}
     assert set(by_name) == {"x4", "x4-jpeg", "x4-real", "x3", "x2"}
     assert by_name["x2"]["scale"] == 2 and by_name["x4-real"]["noise"] == REAL
-    # each model has its own ladder, ranked by its own card (the real model's at jpeg75)
-    assert by_name["x4-real"]["ladder"] == ["1", "0.5", "0.25"]
+    # each model has its own ladder, ranked by its own card (the real model's at camera)
+    assert by_name["x4-real"]["ladder"] == ["1", "0.25"]
     # x4-real is x4's network: warm-up measures one and starts the other at its costs
     x4_costs = {r["key"]: r["cost"] for r in by_name["x4"]["rungs"]}
     assert all(r["cost"] is not None for r in by_name["x4-real"]["rungs"] + by_name["x2"]["rungs"])
