@@ -40,13 +40,10 @@ QUALITIES = tuple(range(30, 100, 5))
 WEBP_QUALITIES = (50, 75, 90)
 
 
-def input_file(lr: np.ndarray, name: str, seed: int) -> bytes:
-    """The file a user sends: a degradation of ``model.degradations`` or ``webp<q>``, a lossy WebP of quality q
-    (Pillow's libwebp; the service cannot read a WebP's quality, so ``auto`` decides on the format)."""
-    if not name.startswith("webp"):
-        return degraded_file(lr, name, seed)
+def webp_bytes(img: np.ndarray, quality: int) -> bytes:
+    """A lossy WebP file (Pillow's libwebp): the service cannot read its quality, so ``auto`` decides on the format."""
     buf = io.BytesIO()
-    Image.fromarray(lr).save(buf, format="WEBP", quality=int(name[4:]))
+    Image.fromarray(img).save(buf, format="WEBP", quality=quality)
     return buf.getvalue()
 
 
@@ -79,11 +76,13 @@ def main() -> None:
     hrs = [(p.stem, mod_crop(as_rgb(load_image(p)), scale)) for folder in args.data for p in list_images(folder)]
 
     rows = []
-    for name in ["clean", *(f"jpeg{q}" for q in args.qualities), "camera", *(f"webp{q}" for q in args.webp_qualities)]:
+    webp = {f"webp{q}": q for q in args.webp_qualities}
+    for name in ["clean", *(f"jpeg{q}" for q in args.qualities), "camera", *webp]:
         scores = {k: [] for k in ["bicubic", *sorted(levels), "auto", "best"]}
         picks = []
         for stem, hr in hrs:
-            data = input_file(downscale(hr, scale), name, image_seed(stem))
+            lr = downscale(hr, scale)
+            data = webp_bytes(lr, webp[name]) if name in webp else degraded_file(lr, name, image_seed(stem))
             with Image.open(io.BytesIO(data)) as img:
                 decoded = np.array(img.convert("RGB"))
             # a larger model's output is Lanczos-downscaled to the scale, as the service serves it

@@ -15,9 +15,8 @@ JPEG q 25-90 alone, ``model.degradations.JPEG_ONLY``; ``real``: blurred, noisy J
   serves it, its quality read at the card's ``camera`` entry (bench/results/noise-blur.md). Below
   that quality compression alone flattens the finest scale as much, and a user who knows the photo
   is blurred asks ``noise=real``.
-- lossy WebP: ``jpeg``, then ``real`` (its quantizer is not exposed; on Set5/Set14 LRs saved at WebP q 50 / 75 / 90
-  ``jpeg`` is +1.01 / +1.12 / +1.21 dB over bicubic, ``none`` +0.66 / +1.06 / +1.81: ``jpeg`` is the level that
-  is good at every quality, bench/results/noise-auto.md).
+- lossy WebP: ``jpeg``, then ``real``. Its quantizer is not exposed, and ``jpeg`` is the level that measures
+  well at every WebP quality (bench/results/noise-auto.md).
 - lossless formats (PNG, lossless WebP, BMP, TIFF, GIF): ``none``.
 
 The estimate also picks the card entry ``X-Expected-PSNR`` reports: the evaluated JPEG
