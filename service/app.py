@@ -26,7 +26,7 @@ from service.metrics import Metrics, width_label
 from service.middleware import RequestContextMiddleware
 from service.noise import LADDER_DEGRADATION
 from service.policy import CostModel
-from service.registry import ServedModel, build_registry
+from service.registry import LadderKey, ServedModel, build_registry
 from service.routes import health, jobs, model_info, upscale, web
 from service.scheduler import Scheduler
 from service.settings import Settings
@@ -93,7 +93,7 @@ def _build_state(settings: Settings) -> ServiceState:
     )
     metrics = Metrics(registry.rungs, settings.latency_target_s)
     reference = pipeline.reference_work_pixels(default.engine)
-    metrics.bind(scheduler, cost, registry.default, reference, settings.latency_target_s)
+    metrics.bind(scheduler, cost, LadderKey.of(registry.default), reference, settings.latency_target_s)
     cfg = default.engine.cfg
     metrics.model.info(
         {
@@ -133,14 +133,14 @@ async def _warm_up(svc: ServiceState) -> None:
         svc.warmup_error = f"warm-up failed: {exc!r}"
         log.exception("warm-up failed")
         return
-    for m in svc.registry:
-        reference = pipeline.reference_work_pixels(m.engine)
-        degradation = LADDER_DEGRADATION.get(m.key.noise, "clean")
-        route = svc.registry.route(m.key)  # its rungs, and a larger model's that serve its scale
-        svc.scheduler.ladders[m.key] = build_ladder(
+    for key in svc.registry.ladder_keys:
+        reference = pipeline.reference_work_pixels(svc.registry[key.model].engine)
+        degradation = LADDER_DEGRADATION.get(key.model.noise, "clean")
+        route = svc.registry.route(key)  # its rungs, and a larger model's that serve its scale
+        svc.scheduler.ladders[key] = build_ladder(
             {r: expected_psnr(card, r, (QUALITY_SET,), degradation).get(QUALITY_SET) for r, card in route.items()},
             {r: cost.predict(r, reference) for r in route},
-            native=m.key,
+            native=key.model,
         )
     svc.ready = True
     svc.metrics.ready.set(1)
@@ -156,9 +156,11 @@ async def _warm_up(svc: ServiceState) -> None:
                 "policy": s.policy,
                 "latency_target_s": s.latency_target_s,
                 "cost": costs,
-                "ladder": {k.name: [r.name_for(k) for r in lad.rungs] for k, lad in svc.scheduler.ladders.items()},
+                "ladder": {
+                    k.name: [r.name_for(k.model) for r in lad.rungs] for k, lad in svc.scheduler.ladders.items()
+                },
                 "dropped": {
-                    f"{k.name}: {r.name_for(k)}": why
+                    f"{k.name}: {r.name_for(k.model)}": why
                     for k, lad in svc.scheduler.ladders.items()
                     for r, why in lad.dropped.items()
                 },

@@ -12,7 +12,7 @@ dominates, and a loaded machine shuffles them). A rung without a score in the
 card is dropped too: the policy cannot rank it. A ladder may span models (``service.registry``:
 a x3 request served by the x3 model or by the x4 model and a downscale): a rung of the request's own
 model is dropped only for another of that model, so the ladder without the other models' rungs
-(``native``) is the model's own ladder. Pure logic, no I/O.
+(``own``) is the model's own ladder. Pure logic, no I/O.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ class Ladder:
     rungs: tuple[Rung, ...]  # served by auto, best expected quality first
     dropped: dict[Rung, str]  # rungs the backend runs that are not on the ladder, and why
     quality: dict[Rung, float] = field(default_factory=dict)  # per rung on it: Set5 PSNR (unscored card: width)
+    model: Hashable | None = None  # the requests' own model (build_ladder's ``native``); None: one model's rungs
 
     @property
     def widths(self) -> tuple[float, ...]:
@@ -43,11 +44,14 @@ class Ladder:
         """Every rung the ladder was built from: on it or dropped."""
         return (*self.rungs, *self.dropped)
 
-    def native(self, model: Hashable) -> Ladder:
-        """The rungs of ``model`` alone (served rungs name theirs): when no other model may serve a request."""
-        own = tuple(r for r in self.rungs if _model(r) == model)
-        dropped = {r: why for r, why in self.dropped.items() if _model(r) == model}
-        return Ladder(own, dropped, {r: self.quality[r] for r in own})
+    @property
+    def own(self) -> Ladder:
+        """The rungs of the requests' own model alone: when no other model may serve a request."""
+        if self.model is None:
+            return self
+        own = tuple(r for r in self.rungs if _model(r) == self.model)
+        dropped = {r: why for r, why in self.dropped.items() if _model(r) == self.model}
+        return Ladder(own, dropped, {r: self.quality[r] for r in own}, self.model)
 
 
 EMPTY_LADDER = Ladder((), {})
@@ -106,7 +110,7 @@ def build_ladder(
                 f"and not better (expected quality {q:.2f} vs {scored[s]:.2f})"
             )
     kept = sorted((r for r in scored if r not in dropped), key=lambda r: (-scored[r], cost_s[r]))
-    return Ladder(tuple(kept), dropped, {r: scored[r] for r in kept})
+    return Ladder(tuple(kept), dropped, {r: scored[r] for r in kept}, native)
 
 
 def _model(rung: Rung) -> Hashable | None:

@@ -23,7 +23,7 @@ from prometheus_client import (
 from service.jobs.redis_store import RedisJobStore
 from service.jobs.store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobStore
 from service.policy import EXCEEDS_TIMEOUT, OVERLOADED, QUEUE_FULL, REASONS, CostModel
-from service.registry import ModelKey, ServedRung
+from service.registry import LadderKey, ServedRung
 from service.scheduler import Scheduler
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -143,10 +143,10 @@ class Metrics:
             self.jobs_finished.labels(state)
 
     def bind(
-        self, scheduler: Scheduler, cost: CostModel, model: ModelKey, reference_pixels: int, target_s: float
+        self, scheduler: Scheduler, cost: CostModel, ladder: LadderKey, reference_pixels: int, target_s: float
     ) -> None:
-        """Gauges read live state at scrape time, so they are never stale (the lane price: for ``model``)."""
-        self.lane_price.set_function(lambda: scheduler.lane_price(model, reference_pixels, target_s))
+        """Gauges read live state at scrape time, so they are never stale (the lane price: for ``ladder``)."""
+        self.lane_price.set_function(lambda: scheduler.lane_price(ladder, reference_pixels, target_s))
         self.queue_depth.set_function(lambda: scheduler.load().queued)
         self.busy_workers.set_function(lambda: scheduler.load().running)
         self.workers.set(scheduler.workers)

@@ -4,10 +4,12 @@ Routes, policy and engine get a ``ModelKey`` from here and nothing else about a 
 scale and noise levels exist, which file and card belong to a key, and which rungs it runs.
 All engines share one inference lane (one lock), so the scheduler plans one queue for all models.
 
-A request's ladder may span models: a model of a larger scale and the same noise level whose card
-holds figures at the request's scale (``card["at_scale"]``, from ``csd-sr evaluate --scale``) serves it
-too, its output Lanczos-downscaled, each rung priced by its own model's cost (``route``): x3 at full
-width by the x3 model, at 0.25 by the x4 model and a downscale, where those measure best.
+A model has a ladder per output scale its card measures (``LadderKey``): x4-real serves a x2 request
+ranked by its figures at x2 (``card["at_scale"]["2"]``, from ``csd-sr evaluate --scale 2``), where
+another width may rank first. A request's ladder may span models: a model of a larger scale and
+the same noise level whose card holds figures at the request's scale serves it too, its output
+Lanczos-downscaled, each rung priced by its own model's cost (``route``): x3 at full width by the x3
+model, at 0.25 by the x4 model and a downscale, where those measure best.
 
 Shipped files follow one name, ``weights/csd-edsr-x{scale}[-{noise}].safetensors``; the scale is
 read from the file's architecture, the noise level from its card (``"noise"``, default ``none``).
@@ -43,6 +45,25 @@ class ModelKey:
     def of(cls, scale: int, card: dict) -> ModelKey:
         """The key of a model of ``scale`` whose card names its noise level (``"noise"``, default ``none``)."""
         return cls(scale, str(card.get("noise", NONE)))
+
+
+@dataclass(frozen=True, order=True)
+class LadderKey:
+    """A ladder: the requests ``model`` serves at output ``scale``, ranked by its card's figures there (its
+    own scale's, or an ``at_scale`` entry below it; a factor between two uses the next one up)."""
+
+    model: ModelKey
+    scale: int
+
+    @classmethod
+    def of(cls, model: ModelKey) -> LadderKey:
+        """``model``'s ladder at its own scale."""
+        return cls(model, model.scale)
+
+    @property
+    def name(self) -> str:
+        """``x4-real`` at its own scale, ``x4-real@x2`` below it."""
+        return self.model.name if self.scale == self.model.scale else f"{self.model.name}@x{self.scale}"
 
 
 def noise_levels(keys: Iterable[ModelKey], factor: float) -> set[str]:
@@ -121,7 +142,7 @@ class Registry:
         clean_x4 = ModelKey()
         self.default = clean_x4 if clean_x4 in self.models else min(self.models)
         # fixed once the engines exist: every response reads its rung's figures from here
-        self._routes = {key: self._route(key) for key in self.models}
+        self._routes = {lk: self._route(lk) for lk in self._ladder_keys()}
 
     def __getitem__(self, key: ModelKey) -> ServedModel:
         return self.models[key]
@@ -145,27 +166,56 @@ class Registry:
         """The model for ``factor`` at a concrete noise level (``resolve``)."""
         return resolve(self.models, factor, noise)
 
-    def route(self, key: ModelKey) -> dict[ServedRung, dict]:
-        """Every rung that may serve ``key``'s requests, with the card holding its figures at ``key.scale``:
-        ``key``'s own rungs (its card), then those of each larger model of the same noise level whose card
-        has an ``at_scale`` entry for ``key.scale`` (that entry)."""
-        return self._routes[key]
+    @property
+    def ladder_keys(self) -> tuple[LadderKey, ...]:
+        """Every ladder a request can reach (``ladder_key``)."""
+        return tuple(self._routes)
+
+    def ladder_key(self, key: ModelKey, factor: float) -> LadderKey:
+        """The ladder of a request for ``factor`` served by ``key``: at the smallest scale its card measured
+        that reaches ``factor`` (a real photo at x2 by x4-real: its figures at x2)."""
+        return LadderKey(key, _reaching(self._measured(key), factor))
+
+    def route(self, ladder: LadderKey) -> dict[ServedRung, dict]:
+        """Every rung that may serve ``ladder``'s requests, with the card holding its figures at ``ladder.scale``:
+        the model's own rungs (its card, or its ``at_scale`` entry), then those of each larger model of the same
+        noise level whose card has an ``at_scale`` entry for that scale (that entry)."""
+        return self._routes[ladder]
 
     def figures(self, rung: ServedRung, factor: float) -> dict:
         """The card of ``rung``'s figures for an output ``factor``: its model's card at the smallest scale
         measured that reaches ``factor`` (the model's own, or an ``at_scale`` entry below it), so a JPEG at x2
         served by x4-jpeg reads x4-jpeg's figures at x2, and 2.5x by an x4 rung its figures at x3."""
-        card = self.models[rung.model].card
-        measured = {int(s): c for s, c in (card.get("at_scale") or {}).items()} | {rung.model.scale: card}
-        return measured[min(s for s in measured if s >= factor - 1e-9)]
+        measured = self._measured(rung.model)
+        return measured[_reaching(measured, factor)]
 
-    def _route(self, key: ModelKey) -> dict[ServedRung, dict]:
-        out: dict[ServedRung, dict] = {r: self.models[key].card for r in self.models[key].rungs}
+    def _measured(self, key: ModelKey) -> dict[int, dict]:
+        """``key``'s figures by output scale: its card at its own scale, its ``at_scale`` entries below."""
+        card = self.models[key].card
+        return {int(s): c for s, c in (card.get("at_scale") or {}).items()} | {key.scale: card}
+
+    def _ladder_keys(self) -> list[LadderKey]:
+        """Per model, the scales it measured that a request reaches: above the next smaller model of its noise
+        level (x4-real@x2 without an x2-real model; not x4@x3 beside an x3 model, which serves up to x3)."""
+        out = []
+        for key in self.models:
+            below = max((k.scale for k in self.models if k.noise == key.noise and k.scale < key.scale), default=1)
+            out += [LadderKey(key, s) for s in sorted(self._measured(key)) if below < s <= key.scale]
+        return out
+
+    def _route(self, ladder: LadderKey) -> dict[ServedRung, dict]:
+        key, scale = ladder.model, ladder.scale
+        out: dict[ServedRung, dict] = dict.fromkeys(self.models[key].rungs, self._measured(key)[scale])
         for m in self:
-            at_scale = (m.card.get("at_scale") or {}).get(str(key.scale))
+            at_scale = (m.card.get("at_scale") or {}).get(str(scale))
             if m.key.noise == key.noise and m.key.scale > key.scale and at_scale:
                 out |= dict.fromkeys(m.rungs, at_scale)
         return out
+
+
+def _reaching(measured: dict[int, dict], factor: float) -> int:
+    """The smallest scale of ``measured`` that reaches ``factor``."""
+    return min(s for s in measured if s >= factor - 1e-9)
 
 
 def build_registry(settings: Settings) -> Registry:

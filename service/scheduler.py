@@ -8,9 +8,9 @@ cores (OpenVINO) two workers overlap one request's codec work with another's
 tiles, but the tiles themselves take turns.
 
 Several models (``service.registry``) share the queue and the lane: each request
-names its model and chooses among that model's ladder (which may hold rungs of a
-larger model, ``Registry.route``), each rung priced by its own model's measured
-costs, while the lane price weighs the recent requests of every model.
+names its ladder (its model at the output scale it asks, ``LadderKey``), which may
+hold rungs of a larger model (``Registry.route``), each rung priced by its own
+model's measured costs, while the lane price weighs the recent requests of every ladder.
 """
 
 from __future__ import annotations
@@ -106,21 +106,22 @@ class Scheduler:
         self._lock = threading.Lock()
         self._queued: deque[Job] = deque()
         self._running: set[Job] = set()
-        self._arrivals: deque[tuple[float, Hashable, int]] = deque()  # (time, model, pixels) of recent attempts
+        self._arrivals: deque[tuple[float, Hashable, int]] = deque()  # (time, ladder key, pixels) of recent attempts
         self._served: deque[tuple[float, float]] = deque()  # (finished at, lane seconds) of recent requests
         self._idle = threading.Condition(self._lock)  # notified when no interactive request is in the system
-        self.ladders: dict[Hashable, Ladder] = {}  # per model, built once warm-up has measured every rung
+        # per ladder key (service.registry.LadderKey: a model at an output scale), built once warm-up has
+        # measured every rung
+        self.ladders: dict[Hashable, Ladder] = {}
 
-    def ladder(self, model: Hashable) -> Ladder:
-        """The model's ladder (empty before warm-up)."""
-        return self.ladders.get(model, EMPTY_LADDER)
+    def ladder(self, key: Hashable) -> Ladder:
+        """The ladder of ``key`` (empty before warm-up)."""
+        return self.ladders.get(key, EMPTY_LADDER)
 
-    def _options(self, model: Hashable, pixels: int, others: bool) -> tuple[Ladder, dict[Rung, float]]:
-        """``model``'s ladder (its own rungs alone unless ``others``) and each rung's predicted seconds."""
-        ladder = self.ladder(model) if others else self.ladder(model).native(model)
+    def _options(self, key: Hashable, pixels: int, others: bool) -> tuple[Ladder, dict[Rung, float]]:
+        """``key``'s ladder (its own model's rungs alone unless ``others``) and each rung's predicted seconds."""
+        ladder = self.ladder(key) if others else self.ladder(key).own
         candidates = set(ladder.candidates)
-        rungs = (r for r in self.cost.rungs if r.model == model or r in candidates)
-        return ladder, {r: self.cost.predict(r, pixels) for r in rungs}
+        return ladder, {r: self.cost.predict(r, pixels) for r in self.cost.rungs if r in candidates}
 
     def load(self) -> Load:
         with self._lock:
@@ -128,7 +129,7 @@ class Scheduler:
 
     def admit(
         self,
-        model: Hashable,
+        key: Hashable,
         pixels: int,
         *,
         target_s: float,
@@ -138,16 +139,16 @@ class Scheduler:
         enqueue: bool = True,
         others: bool = True,
     ) -> tuple[Decision, Job | None]:
-        """Decide a rung of ``model``'s ladder for ``pixels`` of work and enqueue it, or reject (job ``None``).
+        """Decide a rung of ``key``'s ladder for ``pixels`` of work and enqueue it, or reject (job ``None``).
 
-        ``fixed``: a rung of ``model``. ``enqueue=False`` only reports the decision (the current policy state).
-        ``others=False``: only ``model``'s own rungs (the input is too large for a larger model's).
+        ``fixed``: a rung of ``key``'s model. ``enqueue=False`` only reports the decision (the current policy state).
+        ``others=False``: only its own model's rungs (the input is too large for a larger model's).
         """
-        ladder, work = self._options(model, pixels, others)
+        ladder, work = self._options(key, pixels, others)
         with self._lock:
             now = time.monotonic()
             if enqueue:
-                self._arrivals.append((now, model, pixels))
+                self._arrivals.append((now, key, pixels))
             full = len(self._queued) + len(self._running) >= self.workers + self.max_queue
             planned_s = target_s * self.planning_fraction  # the rest of the target absorbs prediction error
             wait_s = self._wait_locked(now)
@@ -161,7 +162,7 @@ class Scheduler:
                 ask=ask,
                 fixed=fixed,
                 quality=ladder.quality,
-                price=self._price_locked(now, model, pixels, planned_s, wait_s),
+                price=self._price_locked(now, key, pixels, planned_s, wait_s),
                 timeout_s=self.timeout_s,
             )
             if decision.rung is None or not enqueue:
@@ -212,7 +213,7 @@ class Scheduler:
 
     def choose_for_job(
         self,
-        model: Hashable,
+        key: Hashable,
         pixels: int,
         *,
         target_s: float,
@@ -221,11 +222,11 @@ class Scheduler:
         fixed: Rung | None,
         others: bool = True,
     ) -> tuple[Decision, float]:
-        """The best rung of ``model``'s ladder (``others``: see ``admit``) that finishes ``pixels`` of work within
+        """The best rung of ``key``'s ladder (``others``: see ``admit``) that finishes ``pixels`` of work within
         ``target_s`` (what is left of the job's deadline) on the share of the lane interactive requests leave
         it; and that share."""
         share = 1.0 - self.interactive_utilization()
-        ladder, alone = self._options(model, pixels, others)
+        ladder, alone = self._options(key, pixels, others)
         work = {r: seconds / share for r, seconds in alone.items()}
         decision = decide(
             work,
@@ -282,14 +283,14 @@ class Scheduler:
         running = [j.predicted_s - (now - (j.started_at or now)) for j in self._running]
         return predicted_wait(running, [j.predicted_s for j in self._queued], self.lanes)
 
-    def lane_price(self, model: Hashable, pixels: int, target_s: float) -> float:
+    def lane_price(self, key: Hashable, pixels: int, target_s: float) -> float:
         """What a lane-second costs now (expected quality per second) for a request of ``pixels`` to
-        ``model`` with ``target_s``."""
+        ladder ``key`` with ``target_s``."""
         with self._lock:
             now = time.monotonic()
-            return self._price_locked(now, model, pixels, target_s * self.planning_fraction, self._wait_locked(now))
+            return self._price_locked(now, key, pixels, target_s * self.planning_fraction, self._wait_locked(now))
 
-    def _price_locked(self, now: float, model: Hashable, pixels: int, target_s: float, wait_s: float) -> float:
+    def _price_locked(self, now: float, key: Hashable, pixels: int, target_s: float, wait_s: float) -> float:
         """The lane price at which the requests in the system (this one too), sized like the recent ones,
         would hold ``MAX_UTILIZATION`` of the target: by Little's law ``n`` requests each waiting for the
         others settle at ``n x mean work / lanes``. Free (0) with no work ahead, and before the ladder exists;
@@ -299,11 +300,11 @@ class Scheduler:
         fast as they are served, so at their rate only the rung being served ever looks affordable.
         """
         quality = {m: ladder.quality for m, ladder in self.ladders.items() if ladder.quality}
-        if wait_s == 0 or model not in quality:
+        if wait_s == 0 or key not in quality:
             return 0.0
         while self._arrivals and self._arrivals[0][0] < now - RATE_WINDOW_S:
             self._arrivals.popleft()
-        sizes = Counter((m, p) for _, m, p in self._arrivals if m in quality) or Counter([(model, pixels)])
+        sizes = Counter((m, p) for _, m, p in self._arrivals if m in quality) or Counter([(key, pixels)])
         in_system = len(self._queued) + len(self._running) + 1
         budget_s = MAX_UTILIZATION * target_s * self.lanes / in_system
         price = lane_price(self.cost.snapshot(), quality, sizes, budget_s, target_s)

@@ -23,7 +23,7 @@ from service.ladder import HEADER_SETS, expected_psnr
 from service.metrics import rung_labels, width_label
 from service.noise import AUTO, NoiseChoice, choose_for_probe
 from service.policy import EXCEEDS_TIMEOUT, QUEUE_FULL, Ask, Decision, allowed
-from service.registry import ModelKey, ServedRung
+from service.registry import LadderKey, ModelKey, ServedRung
 from service.scheduler import JobAborted
 from service.settings import Settings
 from service.state import ServiceState
@@ -65,6 +65,7 @@ class Prepared:
     plan: SizePlan
     noise: NoiseChoice
     key: ModelKey
+    ladder: LadderKey  # the key's ladder at the output scale: ranked by its figures there
     ask: Ask
     fmt: str
     others: bool  # whether a larger model may serve it (its rungs on the ladder, its output downscaled)
@@ -115,7 +116,7 @@ async def upscale(
     if job is None:
         target_s = opts.deadline_ms / 1000 if opts.deadline_ms else s.latency_target_s
         decision, queued = svc.scheduler.admit(
-            key,
+            req.ladder,
             work_pixels,
             target_s=target_s,
             from_deadline=opts.deadline_ms is not None,
@@ -155,7 +156,7 @@ async def upscale(
         m.queue_wait.observe(queue_wait_s)
     else:
         decision, _ = svc.scheduler.choose_for_job(
-            key,
+            req.ladder,
             work_pixels,
             target_s=job.deadline_s,
             timeout_s=s.job_timeout_s,
@@ -221,7 +222,8 @@ def prepare(svc: ServiceState, data: bytes, opts: UpscaleOptions, job: bool) -> 
     # a larger model's output is 16/9 (x4 for x3) the pixels of the model's own: only inputs within the
     # largest scale's limit may take it, and a streamed job writes the native output as it goes
     others = not (job and streamed(fmt, plan)) and probe.pixels <= limit(max(reg.scales))
-    ask = _parse_ask(svc, key, opts, others)
+    ladder = reg.ladder_key(key, plan.factor)
+    ask = _parse_ask(svc, ladder, opts, others)
     # `quality` with format=png is accepted and ignored, as it always was when the output is PNG by default:
     # PNG is lossless, there is nothing for it to set. It used to be a 422, which the spec cannot express
     # (OpenAPI parameters are independent schemas, so no "quality only with jpeg/webp"): a request valid by
@@ -235,7 +237,7 @@ def prepare(svc: ServiceState, data: bytes, opts: UpscaleOptions, job: bool) -> 
             "invalid_option",
             f"{fmt} stores at most {images.MAX_OUTPUT_SIDE[fmt]} pixels a side, and the output is {w}x{h}; ask for png",
         )
-    req = Prepared(probe, plan, noise, key, ask, fmt, others)
+    req = Prepared(probe, plan, noise, key, ladder, ask, fmt, others)
     interactive = input_limit(svc.settings.max_pixels, plan.native)
     if probe.pixels > interactive and not req.streamed:  # held whole in memory: the interactive limit holds
         raise ApiError(
@@ -408,17 +410,18 @@ def refusal(decision: Decision, s: Settings, target_s: float) -> ApiError:
     return ApiError(503, "overloaded", detail, {"Retry-After": str(decision.retry_after_s)})
 
 
-def _parse_ask(svc: ServiceState, key: ModelKey, opts: UpscaleOptions, others: bool) -> Ask:
-    """The client's choice, checked against the model's ladder (``others``: with the larger models' rungs it
+def _parse_ask(svc: ServiceState, ladder_key: LadderKey, opts: UpscaleOptions, others: bool) -> Ask:
+    """The client's choice, checked against the request's ladder (``others``: with the larger models' rungs it
     holds): a 422 naming the ladder when nothing matches."""
+    key = ladder_key.model
     widths = svc.registry[key].engine.widths
     ask = Ask(
         None if opts.width == "auto" else _parse_width("width", opts.width, widths),
         None if opts.precision == "auto" else opts.precision,
         None if opts.min_width is None else _parse_width("min_width", opts.min_width, widths),
     )
-    route = svc.scheduler.ladder(key)
-    ladder, fixed = (route if others else route.native(key)).rungs, svc.settings.fixed_rung
+    route = svc.scheduler.ladder(ladder_key)
+    ladder, fixed = (route if others else route.own).rungs, svc.settings.fixed_rung
     if allowed(ladder, ask, ServedRung.of(key, fixed)):
         return ask
     asked = f"width={opts.width}, precision={opts.precision}"
@@ -427,7 +430,7 @@ def _parse_ask(svc: ServiceState, key: ModelKey, opts: UpscaleOptions, others: b
         detail = f"this server serves {fixed.key} to width=auto (policy {svc.settings.policy}), not {asked}"
     else:
         names = ", ".join(r.name_for(key) for r in ladder)
-        detail = f"no rung on the {key.name} ladder matches {asked}; the ladder: {names}"
+        detail = f"no rung on the {ladder_key.name} ladder matches {asked}; the ladder: {names}"
     raise ApiError(422, "invalid_option", detail)
 
 

@@ -260,7 +260,7 @@ class JobManager:
         rows, cols = engine.spans(req.probe.height, req.probe.width)
         fixed = ServedRung.of(req.key, svc.settings.fixed_rung)
         decision, _ = svc.scheduler.choose_for_job(
-            req.key,
+            req.ladder,
             pixels,
             target_s=job.options["deadline_s"],
             timeout_s=svc.settings.job_timeout_s,

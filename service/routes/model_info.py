@@ -16,7 +16,7 @@ from service.hardware import cpu_info
 from service.ladder import card_quality
 from service.pipeline import REFERENCE_SIDE, reference_work_pixels
 from service.policy import RungCost
-from service.registry import ServedModel, ServedRung
+from service.registry import LadderKey, ServedModel, ServedRung
 from service.state import ServiceState, get_state
 
 router = APIRouter(tags=["model"], dependencies=[Depends(require_api_key)])
@@ -77,6 +77,8 @@ class ModelInfo(BaseModel):
     widths: list[float]
     ladder: list[str]  # the rungs auto serves, best expected quality first (empty before warm-up); a larger
     # model's rung that serves this scale by a downscale is named with it, e.g. x4/0.25
+    ladders: dict[str, list[str]]  # per output scale it serves ("4", and "2" for x4-real without an x2-real
+    # model): the ladder ranked by its card's figures at that scale; ladders[str(scale)] is ``ladder``
     tile_size: int
     tile_overlap: int
     runtime: dict[str, object]  # backend, version, threads, precision in use; the CPU and its features
@@ -137,7 +139,8 @@ async def models_info(request: Request) -> ModelsInfo:
 
 
 def _info(svc: ServiceState, m: ServedModel) -> ModelInfo:
-    cfg, costs, ladder = m.engine.cfg, svc.scheduler.cost.snapshot(), svc.scheduler.ladder(m.key)
+    cfg, costs, ladder = m.engine.cfg, svc.scheduler.cost.snapshot(), svc.scheduler.ladder(LadderKey.of(m.key))
+    ladders = {str(k.scale): svc.scheduler.ladder(k) for k in svc.registry.ladder_keys if k.model == m.key}
     per_width = [
         WidthInfo(
             width=w,
@@ -170,6 +173,7 @@ def _info(svc: ServiceState, m: ServedModel) -> ModelInfo:
         scale=m.engine.scale,
         widths=list(m.engine.widths),
         ladder=[r.name_for(m.key) for r in ladder.rungs],
+        ladders={s: [r.name_for(m.key) for r in lad.rungs] for s, lad in ladders.items()},
         tile_size=m.engine.tile_size,
         tile_overlap=m.engine.margin,
         runtime={**m.engine.backend.describe(), "cpu": cpu_info()},
@@ -193,7 +197,8 @@ def _policy(svc: ServiceState, m: ServedModel) -> PolicyState:
     s, load = svc.settings, svc.scheduler.load()
     pixels = reference_work_pixels(m.engine)
     fixed = ServedRung.of(m.key, s.fixed_rung)
-    decision, _ = svc.scheduler.admit(m.key, pixels, target_s=s.latency_target_s, fixed=fixed, enqueue=False)
+    ladder = LadderKey.of(m.key)
+    decision, _ = svc.scheduler.admit(ladder, pixels, target_s=s.latency_target_s, fixed=fixed, enqueue=False)
     rung = decision.rung
     return PolicyState(
         mode=s.policy,
@@ -210,7 +215,7 @@ def _policy(svc: ServiceState, m: ServedModel) -> PolicyState:
         precision=None if rung is None else rung.precision,
         reason=decision.reason,
         predicted_s=decision.predicted_s,
-        lane_price=_finite(svc.scheduler.lane_price(m.key, pixels, s.latency_target_s)),
+        lane_price=_finite(svc.scheduler.lane_price(ladder, pixels, s.latency_target_s)),
         max_lane_price=s.max_lane_price,
     )
 

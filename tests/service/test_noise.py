@@ -120,6 +120,7 @@ def test_detail_ratio_needs_a_few_pixels_and_survives_a_corrupt_file() -> None:
     assert jpeg_detail_ratio(jpeg_file(80)[:200]) is None  # truncated: the pipeline's decode reports it
 
 
+REAL_AT_X2_CAMERA = {"1": {"psnr": 30.21}, "0.5": {"psnr": 30.36}, "0.25": {"psnr": 30.26}}
 REAL_CARD = {
     "noise": REAL,
     "metrics": {"Set5": {"1": {"psnr": 31.0}, "0.5": {"psnr": 30.6}, "0.25": {"psnr": 30.0}}},
@@ -129,6 +130,8 @@ REAL_CARD = {
         # ranked here (the input auto serves it), width 0.5 is below 0.25: dominated, unlike at jpeg75
         "camera": {"Set5": {"1": {"psnr": 25.6}, "0.5": {"psnr": 25.5}, "0.25": {"psnr": 25.55}}},
     },
+    # measured at x2 too, where the ranking differs (as shipped: width 0.5 best, full width dominated)
+    "at_scale": {"2": {"metrics_degraded": {"camera": {"Set5": REAL_AT_X2_CAMERA}}}},
 }
 
 
@@ -261,6 +264,17 @@ def test_a_scale_takes_the_larger_models_rung_where_its_card_measures_it_better(
     assert r.headers["x-expected-psnr"] == "Set5=30.50"  # x4's at x3: the nearest figure to 2.5 measured
 
 
+def test_a_model_served_below_its_scale_ranks_its_rungs_by_its_figures_there(multi: httpx.Client) -> None:
+    """x4-real at x2: width 0.5 measures best there (full width at x4), so an idle server runs 0.5 for it."""
+    camera = degraded_file(synthetic_image(48, 64, seed=3), "camera", seed=3)
+    r = post(multi, camera, "image/jpeg", scale="2", noise="real")
+    assert r.status_code == 200, r.text
+    assert r.headers["x-scale"] == "2 (x4 + lanczos)" and r.headers["x-width"] == "0.5"
+    assert r.headers["x-expected-psnr"] == f"camera: Set5={REAL_AT_X2_CAMERA['0.5']['psnr']:.2f}"
+    at_x4 = post(multi, camera, "image/jpeg", scale="4", noise="real")
+    assert at_x4.status_code == 200 and at_x4.headers["x-width"] == "1"
+
+
 def test_the_input_limit_follows_the_scale(multi: httpx.Client) -> None:
     # max_pixels 200 000 is the x4 input limit: its output, 16x that, bounds every scale's output
     big = encode(synthetic_image(500, 600))  # 300 000 pixels
@@ -299,6 +313,8 @@ def test_models_lists_every_model_and_metrics_label_them(multi: httpx.Client) ->
     assert by_name["x2"]["scale"] == 2 and by_name["x4-real"]["noise"] == REAL
     # each model has its own ladder, ranked by its own card (the real model's at camera)
     assert by_name["x4-real"]["ladder"] == ["1", "0.25"]
+    # and one per scale its card measures, ranked by the figures at that scale
+    assert by_name["x4-real"]["ladders"] == {"4": ["1", "0.25"], "2": ["0.5", "0.25"]}
     # x4-real is x4's network: warm-up measures one and starts the other at its costs
     x4_costs = {r["key"]: r["cost"] for r in by_name["x4"]["rungs"]}
     assert all(r["cost"] is not None for r in by_name["x4-real"]["rungs"] + by_name["x2"]["rungs"])

@@ -312,9 +312,9 @@ def test_a_ladder_spanning_two_models_keeps_the_own_models_ladder_whole() -> Non
     ladder = build_ladder({**own, **other}, cost, native=x3)
     assert [str(r) for r in ladder.rungs] == ["x3/1", "x4/0.5", "x3/0.5", "x4/0.25", "x3/0.25"]
     assert ladder.dropped[ServedRung(x4, 1.0)].startswith("slower than x3/1 ")  # worse and dearer
-    assert ladder.native(x3).rungs == build_ladder(own, cost).rungs == tuple(own)
+    assert ladder.own.rungs == build_ladder(own, cost).rungs == tuple(own)
     # another model's rung never drops one of the request's own (a large input may not take it)
     cheap = {r: c / 10 if r.model == x4 else c for r, c in cost.items()}
     cheaper = build_ladder({**own, **other}, cheap, native=x3)
-    assert set(cheaper.native(x3).rungs) == set(own)
+    assert set(cheaper.own.rungs) == set(own)
     assert ServedRung(x3, 0.5) in cheaper.rungs and "x4/" in "".join(map(str, cheaper.rungs))
