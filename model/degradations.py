@@ -145,6 +145,10 @@ HEAVY = RealWorld(
 # Quality 25-90 covers what ``noise=auto`` sends it (q below service.noise.CLEAN_JPEG_QUALITY).
 JPEG_ONLY = RealWorld(p_clean=0.1, p_blur=0.0, p_noise=0.0, p_jpeg=1.0, jpeg_quality=(25, 90))
 
+# The JPEG level's third stage: the same steps with the qualities shifted down (q 20-80, 5 % clean),
+# because its weakest inputs are the strongly compressed ones (q 50 and below) and q 80-87 had dB to spare.
+JPEG_LOW = RealWorld(p_clean=0.05, p_blur=0.0, p_noise=0.0, p_jpeg=1.0, jpeg_quality=(20, 80))
+
 # The "real" level's later stages (configs/x4-real.toml): since ``noise=auto`` sends clean files and
 # sharp JPEGs elsewhere, the ``real`` model sees blurred JPEGs (q 70-87) and noisy inputs; its pairs
 # now mostly carry blur and noise, and JPEG of the qualities the blur check routes to it.
@@ -156,11 +160,12 @@ TRAINING_RECIPES: dict[str, RealWorld | None] = {
     "heavy": HEAVY,
     "jpeg": JPEG_ONLY,
     "blurred": BLURRED,
+    "jpeg-low": JPEG_LOW,
 }
 
 
 # Recipes that train a later stage of another recipe's level; every other recipe names its level.
-STAGE_RECIPES = {"blurred": "real"}
+STAGE_RECIPES = {"blurred": "real", "jpeg-low": "jpeg"}
 
 
 def noise_level(recipe: str) -> str:
