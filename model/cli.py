@@ -13,6 +13,8 @@ import sys
 import typing
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from model.degradations import EVAL_DEGRADATIONS
 from model.rungs import PRECISIONS
 from model.train import TrainConfig
@@ -29,6 +31,8 @@ def shipped_weights(scale: int | None) -> Path:
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One ``--flag`` per TrainConfig field; lists are comma-separated, ``none`` unsets."""
     for name, field in TrainConfig.model_fields.items():
+        if isinstance(field.default, BaseModel):  # nested tables (distill) are set in the TOML file
+            continue
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool or bool in typing.get_args(field.annotation):  # bf16's "auto" is the default
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None)

@@ -37,8 +37,12 @@ class ContrastiveLoss(nn.Module):
             return self.features(positive.detach()), self.features(negatives.detach())
 
     def forward(self, anchor: torch.Tensor, reference: tuple[list, list]) -> torch.Tensor:
+        return self.ratio(self.features(anchor), reference)
+
+    def ratio(self, anchor_feats: list[torch.Tensor], reference: tuple[list, list]) -> torch.Tensor:
+        """The contrastive term for an anchor's features already computed (shared with other terms)."""
         pos_feats, neg_feats = reference
-        anchor_feats = self.features(anchor)
+        anchor = anchor_feats[0]
         if len(anchor_feats) != len(self.layer_weights):
             raise ValueError(f"{len(anchor_feats)} feature layers but {len(self.layer_weights)} weights")
         loss = anchor.new_zeros(())

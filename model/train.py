@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from model.data import PatchSampler, default_cache_dir, degrade_pairs, load_pairs
 from model.degradations import TRAINING_RECIPES, noise_level
+from model.distill import DistillWeights
 from model.edsr import EDSR, EDSRConfig
 from model.evaluate import evaluate_widths
 from model.losses import ContrastiveLoss, CSDObjective
@@ -60,6 +61,10 @@ class TrainConfig(BaseModel):
     neg_num: int = 10
     feature_net: Literal["efficientnet-lite0", "vgg19"] = "efficientnet-lite0"
     feature_weights: str | None = None
+    # the sharp style: a cache of teacher outputs (model.teacher_data) makes the run a distillation
+    # (model.distill_train) with these terms instead of the CSD objective above
+    teacher_targets: str | None = None
+    distill: DistillWeights = DistillWeights()
     # optimisation
     steps: int = 1000
     lr: float = 1e-4
@@ -194,24 +199,37 @@ class Trainer:
             init_card = card_path(cfg.init_weights)
             if init_card.exists():
                 self.lineage = json.loads(init_card.read_text()).get("training")
-        contrastive = ContrastiveLoss(build_feature_net(cfg)) if cfg.contra_lambda > 0 else None
-        self.objective = CSDObjective(
-            self.model, cfg.students(), cfg.t_lambda, cfg.contra_lambda, cfg.neg_num, contrastive
-        ).to(self.device)
+        self.objective = self._build_objective().to(self.device)
         self.step_fn = (
             DistributedDataParallel(self.objective, broadcast_buffers=False) if self.distributed else self.objective
         )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
         self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
-        self.sampler = PatchSampler(
-            cfg.train_dirs, cfg.scale, cfg.patch_size, default_cache_dir(), TRAINING_RECIPES[cfg.degradation]
-        )
+        self.sampler = self._build_sampler()
         self.val_pairs = degrade_pairs(load_pairs(cfg.val_dir, cfg.scale), cfg.val_degradation) if cfg.val_dir else []
         self.out_dir = Path(cfg.out_dir)
         self.step = 0
         self.history: list[dict] = []
         self.train_seconds = 0.0  # wall time spent in training steps, summed over resumes
         self._resume()
+
+    def _build_objective(self) -> torch.nn.Module:
+        cfg = self.cfg
+        contrastive = ContrastiveLoss(build_feature_net(cfg)) if cfg.contra_lambda > 0 else None
+        return CSDObjective(self.model, cfg.students(), cfg.t_lambda, cfg.contra_lambda, cfg.neg_num, contrastive)
+
+    def _build_sampler(self) -> PatchSampler:
+        cfg = self.cfg
+        return PatchSampler(
+            cfg.train_dirs, cfg.scale, cfg.patch_size, default_cache_dir(), TRAINING_RECIPES[cfg.degradation]
+        )
+
+    def extra_state(self) -> dict:
+        """What a subclass adds to the checkpoint (tensors and plain values only)."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        """Restore :meth:`extra_state` from a checkpoint."""
 
     # -- checkpoints -------------------------------------------------------
     @property
@@ -227,6 +245,7 @@ class Trainer:
         self.step, self.history = state["step"], json.loads(state["history"])
         self.lineage = json.loads(state.get("lineage", "null"))
         self.train_seconds = state.get("train_seconds", 0.0)
+        self.load_extra_state(state)
         torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["generators"][self.rank])
         self._log(f"resumed from {self.ckpt_path} at step {self.step}")
@@ -249,6 +268,7 @@ class Trainer:
             "config": json.dumps(self.cfg.model_dump()),
             "lineage": json.dumps(self.lineage),
             "train_seconds": self.train_seconds,
+            **self.extra_state(),
         }
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -264,10 +284,13 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
+    def _lr_factor(self) -> float:
+        return lr_factor(self.cfg, self.step)
+
     def train_step(self) -> dict[str, float]:
         lr, hr = (t.to(self.device) for t in self.sampler.sample(self.cfg.batch_size, self.generator))
         for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step)
+            group["lr"] = self.cfg.lr * self._lr_factor()
         self.objective.train()
         with self._autocast():
             loss, terms = self.step_fn(lr, hr, self.generator)
@@ -336,6 +359,7 @@ def training_card(
     return {
         "scale": cfg.scale,
         "noise": noise_level(cfg.degradation),  # the level it serves, from its LR recipe ("none": clean)
+        "style": "sharp" if cfg.teacher_targets else "faithful",
         "widths": list(cfg.edsr().widths),
         "training": {
             "data": cfg.train_dirs,
@@ -345,7 +369,8 @@ def training_card(
                 "t_lambda": cfg.t_lambda,
                 "contra_lambda": cfg.contra_lambda,
                 "neg_num": cfg.neg_num,
-                "feature_net": cfg.feature_net if cfg.contra_lambda > 0 else None,
+                "feature_net": cfg.feature_net if cfg.contra_lambda > 0 or cfg.teacher_targets else None,
+                "distill": cfg.distill.model_dump() if cfg.teacher_targets else None,
             },
             "config": cfg.model_dump(exclude={"train_dirs"}),
             "validation_history": history,
@@ -368,6 +393,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> None:
 
 
 def train(cfg: TrainConfig) -> Trainer:
-    trainer = Trainer(cfg)
+    if cfg.teacher_targets:
+        from model.distill_train import DistillTrainer  # imports this module: a subclass of Trainer
+
+        trainer: Trainer = DistillTrainer(cfg)
+    else:
+        trainer = Trainer(cfg)
     trainer.run()
     return trainer

@@ -1,0 +1,105 @@
+"""The sharp style's objective: every width of the CSD network learns the GAN teacher's output.
+
+Per width ``w`` (the full width included: here the teacher is the external GAN, not width 1), on images
+scaled to 0..1 so the weights read as Real-ESRGAN's (L1 1, perceptual 1, GAN 0.1):
+
+    loss_w = l1 * L1(S_w, T) + l1_hr * L1(S_w, HR) + perceptual * P(S_w, T) + gan * G(S_w)
+             + fft * F(S_w, T) + contrast * CL(S_w; positive T, negatives bicubic(LR))
+
+P is the L1 between feature maps of the frozen feature network, G the generator's side of a vanilla GAN
+against :class:`model.discriminator.UNetDiscriminatorSN` whose real samples are the teacher's outputs,
+F the L1 between the amplitude spectra (phase-free: texture energy without exact placement), CL the
+method's contrastive term with the teacher's output as the positive.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from model.discriminator import UNetDiscriminatorSN
+from model.edsr import EDSR
+from model.losses import ContrastiveLoss, bicubic_negatives
+
+PERCEPTUAL_WEIGHTS = (0.1, 0.1, 1.0, 1.0, 1.0)  # Real-ESRGAN's VGG weights, shallow to deep
+
+
+class DistillWeights(BaseModel):
+    """The terms' weights (0 switches a term off) and the discriminator's settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    l1: float = 1.0
+    l1_hr: float = 0.0
+    perceptual: float = 1.0
+    gan: float = 0.1
+    fft: float = 0.0
+    contrast: float = 0.0
+    neg_num: int = 4
+    disc_feats: int = 32
+    disc_lr: float = 1e-4
+
+
+def amplitude_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference of the 2-D amplitude spectra (orthonormal FFT, per channel)."""
+    return (torch.fft.rfft2(a, norm="ortho").abs() - torch.fft.rfft2(b, norm="ortho").abs()).abs().mean()
+
+
+class DistillObjective(nn.Module):
+    """One step's generator loss over every width, and the discriminator's loss on the same outputs."""
+
+    def __init__(self, model: EDSR, weights: DistillWeights, features: nn.Module | None) -> None:
+        super().__init__()
+        self.model, self.w = model, weights
+        needs_features = weights.perceptual > 0 or weights.contrast > 0
+        if needs_features and features is None:
+            raise ValueError("the perceptual and contrastive terms need a feature network")
+        self.contrastive = ContrastiveLoss(features) if needs_features else None
+        self.disc = UNetDiscriminatorSN(num_feat=weights.disc_feats) if weights.gan > 0 else None
+
+    def _perceptual(self, feats: list[torch.Tensor], ref: list[torch.Tensor]) -> torch.Tensor:
+        return sum(v * F.l1_loss(a, r) for v, a, r in zip(PERCEPTUAL_WEIGHTS, feats, ref, strict=True))
+
+    def forward(
+        self, lr: torch.Tensor, target: torch.Tensor, hr: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
+        """(generator loss, each width's output detached for the discriminator, logged terms)."""
+        w, total, terms, outputs = self.w, lr.new_zeros(()), {}, {}
+        t01, hr01 = target / 255, hr / 255
+        reference = None
+        if self.contrastive is not None:
+            negatives = bicubic_negatives(lr, self.model.cfg.scale, w.neg_num, generator)
+            reference = self.contrastive.reference(target, negatives)
+        for width in self.model.widths:
+            out = self.model(lr, width).float()
+            out01, tag = out / 255, f"@{width:g}"
+            outputs[tag] = out01.detach()
+            parts = {"l1": w.l1 * F.l1_loss(out01, t01)}
+            if w.l1_hr:
+                parts["l1_hr"] = w.l1_hr * F.l1_loss(out01, hr01)
+            if w.fft:
+                parts["fft"] = w.fft * amplitude_l1(out01, t01)
+            if reference is not None:
+                feats = self.contrastive.features(out)
+                if w.perceptual:
+                    parts["perc"] = w.perceptual * self._perceptual(feats, reference[0])
+                if w.contrast:
+                    parts["cl"] = w.contrast * self.contrastive.ratio(feats, reference)
+            if self.disc is not None:
+                logits = self.disc(out01)
+                parts["gan"] = w.gan * F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            for name, value in parts.items():
+                total = total + value
+                terms[name + tag] = value.item()
+        return total, outputs, terms
+
+    def disc_loss(self, target: torch.Tensor, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, float]:
+        """Vanilla GAN loss of the discriminator: the teacher's outputs real, every width's fake."""
+        real = self.disc(target / 255)
+        loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
+        for out in outputs.values():
+            fake = self.disc(out)
+            loss = loss + F.binary_cross_entropy_with_logits(fake, torch.zeros_like(fake)) / len(outputs)
+        return loss, loss.item()
