@@ -23,7 +23,8 @@ def write_ncnn(net: RRDBNet, folder: Path, tag: int) -> tuple[Path, Path]:
     prev = "data"
     for i, conv in enumerate(net.convs()):
         w = conv.weight.detach().numpy().ravel()
-        lines.append(f"Convolution  Conv_{i}  1 1 {prev} c{i} 0={conv.out_channels} 1=3 4=1 5=1 6={w.size} 9=2 -23310=1,0.2")
+        options = f"0={conv.out_channels} 1=3 4=1 5=1 6={w.size} 9=2 -23310=1,0.2"
+        lines.append(f"Convolution  Conv_{i}  1 1 {prev} c{i} {options}")
         prev = f"c{i}"
         if tag == FP16_TAG:
             data = w.astype(np.float16).tobytes()
