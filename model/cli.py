@@ -138,8 +138,6 @@ def _teacher_targets(args: argparse.Namespace) -> None:
 
 
 def _evaluate_sharp(args: argparse.Namespace) -> None:
-    import platform
-
     import torch
 
     from model.evaluate import openvino_forwards, torch_forwards
@@ -147,6 +145,8 @@ def _evaluate_sharp(args: argparse.Namespace) -> None:
     from model.teacher import load_teacher
     from model.weights import load_weights
 
+    if args.update_card and len(args.weights) > 1:
+        raise SystemExit("--update-card takes one --weights")
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     forwards = {}
@@ -165,8 +165,15 @@ def _evaluate_sharp(args: argparse.Namespace) -> None:
     result = evaluate_sharp(sets, forwards, load_teacher(), tuple(args.degradation))
     print(to_markdown(result))
     if args.out:
-        meta = {"weights": args.weights, "backend": args.backend, "cpu": platform.processor(), "threads": threads}
+        from model.train import describe_hardware
+
+        meta = {"weights": args.weights, "backend": args.backend, "hardware": describe_hardware("cpu", threads)}
         write_results(result, args.out, meta)
+    if args.update_card:
+        from model.weights import card_path, merge_sharp_metrics
+
+        path = card_path(args.weights[0])
+        path.write_text(json.dumps(merge_sharp_metrics(json.loads(path.read_text()), result), indent=2) + "\n")
 
 
 def _average(args: argparse.Namespace) -> None:
@@ -264,6 +271,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
     p.add_argument("--threads", type=int)
     p.add_argument("--out", help="write OUT.md and OUT.json")
+    p.add_argument("--update-card", action="store_true", help="store the figures in the (one) model's card")
     p.set_defaults(func=_evaluate_sharp)
 
     p = sub.add_parser("average", help="the mean of weights files of one architecture (e.g. two training stages)")

@@ -73,6 +73,21 @@ def merge_metrics(card: dict, results: Iterable[dict], self_ensemble: bool = Fal
     return card
 
 
+def merge_sharp_metrics(card: dict, result: dict) -> dict:
+    """``card`` with ``model.evaluate_sharp`` figures merged into the rows of its tables (``metrics`` for clean,
+    ``metrics_degraded[degradation]`` otherwise): sharpness, PIQE and PSNR to the teacher beside PSNR / SSIM.
+    The teacher's own row is kept under ``teacher``, so the card says what the style aims at."""
+    for degradation, sets in result.items():
+        if degradation == "clean":
+            tables = card.setdefault("metrics", {})
+        else:
+            tables = card.setdefault("metrics_degraded", {}).setdefault(degradation, {})
+        for name, rows in sets.items():
+            for key, row in rows.items():
+                tables.setdefault(name, {}).setdefault(key, {}).update(row)
+    return card
+
+
 def trained_widths(training: dict) -> set[str]:
     """Widths (card keys, e.g. ``"0.25"``) a card's training record trained: its students, plus
     full width when the teacher term was on. Other widths of such a run are untrained slices."""
