@@ -1,0 +1,97 @@
+"""The sharp style's objective and trainer on a tiny network and a tiny target cache made here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.distill import DistillObjective, DistillWeights, amplitude_l1
+from model.distill_train import DistillTrainer
+from model.edsr import EDSR, EDSRConfig
+from model.train import TrainConfig, train
+from model.weights import load_weights
+
+SMALL = EDSRConfig(scale=4, n_resblocks=1, n_feats=16)
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    """Two shards of 32x32 LR crops whose 'teacher' is a nearest-neighbour x4 (any fixed map will do)."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "targets"
+    folder.mkdir()
+    for k in range(2):
+        lr = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+        target = lr.repeat(4, 1).repeat(4, 2)
+        np.savez(folder / f"shard-{k:04d}.npz", lr=lr, target=target, hr=target)
+    return folder
+
+
+def tiny_cfg(cache: Path, out_dir: Path, **distill) -> TrainConfig:
+    return TrainConfig(
+        n_resblocks=1,
+        n_feats=16,
+        val_dir=None,
+        teacher_targets=str(cache),
+        patch_size=32,
+        batch_size=2,
+        steps=4,
+        out_dir=str(out_dir),
+        ckpt_every=2,
+        distill=DistillWeights(**{"perceptual": 0.0, "fft": 1.0, "gan": 0.1, **distill}),
+    )
+
+
+def test_amplitude_l1_ignores_a_shift_but_not_a_blur() -> None:
+    x = torch.rand(1, 3, 32, 32)
+    shifted = torch.roll(x, shifts=(3, 5), dims=(2, 3))  # circular: the same amplitudes
+    assert amplitude_l1(shifted, x) < 1e-5
+    blurred = torch.nn.functional.avg_pool2d(x, 3, 1, 1)
+    assert amplitude_l1(blurred, x) > 0.05
+
+
+def test_every_width_gets_a_gradient_and_the_disc_only_its_own() -> None:
+    torch.manual_seed(0)
+    model = EDSR(SMALL)
+    objective = DistillObjective(model, DistillWeights(perceptual=0.0, fft=1.0, gan=0.1), None)
+    lr = torch.rand(2, 3, 8, 8) * 255
+    target = torch.rand(2, 3, 32, 32) * 255
+    loss, outputs, terms = objective(lr, target, target)
+    assert set(outputs) == {"@1"}  # gan_widths: full width alone meets the discriminator
+    assert {"l1@0.25", "l1@0.5", "l1@1", "fft@1", "gan@1"} <= set(terms)
+    loss.backward()
+    assert model.head.weight.grad is not None and model.head.weight.grad.abs().sum() > 0
+    d_loss, _ = objective.disc_loss(target, outputs)
+    assert torch.isfinite(d_loss)
+
+
+def test_features_are_required_for_the_perceptual_term() -> None:
+    with pytest.raises(ValueError, match="feature network"):
+        DistillObjective(EDSR(SMALL), DistillWeights(perceptual=1.0), None)
+
+
+def test_distillation_resumes_exactly_with_the_discriminator(cache: Path, tmp_path: Path) -> None:
+    straight = DistillTrainer(tiny_cfg(cache, tmp_path / "a"))
+    straight.run()
+    interrupted = DistillTrainer(tiny_cfg(cache, tmp_path / "b"))
+    interrupted.train_step()
+    interrupted.train_step()
+    interrupted.save_checkpoint()
+    torch.manual_seed(123)
+    resumed = DistillTrainer(tiny_cfg(cache, tmp_path / "b"))
+    assert resumed.step == 2
+    resumed.run()
+    for a, b in ((straight.model, resumed.model), (straight.objective.disc, resumed.objective.disc)):
+        for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
+def test_a_distilled_export_is_a_sharp_card(cache: Path, tmp_path: Path) -> None:
+    export = tmp_path / "x4-sharp.safetensors"
+    train(tiny_cfg(cache, tmp_path / "run").model_copy(update={"export": str(export)}))
+    _, card = load_weights(export)
+    assert card["style"] == "sharp"
+    assert card["training"]["objective"]["distill"]["fft"] == 1.0
