@@ -6,13 +6,13 @@ import hmac
 
 from fastapi import Request
 
+from service.deps import SettingsDep
 from service.errors import ApiError
-from service.state import get_state
 
 
-async def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
     """No-op without a configured key; 401 when it is missing or wrong (constant-time compare)."""
-    key = get_state(request).settings.api_key
+    key = settings.api_key
     if key is None:
         return
     scheme, _, bearer = request.headers.get("authorization", "").partition(" ")

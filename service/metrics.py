@@ -20,15 +20,12 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service.jobs.redis_store import RedisJobStore
-from service.jobs.store import CANCELLED, DONE, FAILED, QUEUED, RUNNING, JobStore
 from service.policy import EXCEEDS_TIMEOUT, OVERLOADED, QUEUE_FULL, REASONS, CostModel
 from service.registry import LadderKey, ServedRung
 from service.scheduler import Scheduler
 
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 JOB_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0)
-JOB_FINAL_STATES = (DONE, FAILED, CANCELLED)
 REJECTION_REASONS = (
     QUEUE_FULL,
     OVERLOADED,
@@ -139,8 +136,6 @@ class Metrics:
                 self.decisions.labels(*labels, reason)
         for reason in REJECTION_REASONS:
             self.rejections.labels(reason)
-        for state in JOB_FINAL_STATES:
-            self.jobs_finished.labels(state)
 
     def bind(
         self, scheduler: Scheduler, cost: CostModel, ladder: LadderKey, reference_pixels: int, target_s: float
@@ -154,10 +149,6 @@ class Metrics:
             labels = rung_labels(rung)
             self.cost.labels(*labels).set_function(lambda r=rung: _field(cost, r, "s_per_megapixel"))
             self.cost_overhead.labels(*labels).set_function(lambda r=rung: _field(cost, r, "overhead_s"))
-
-    def bind_jobs(self, store: JobStore | RedisJobStore) -> None:
-        self.jobs_queued.set_function(lambda: store.counts()[QUEUED])
-        self.jobs_running.set_function(lambda: store.counts()[RUNNING])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from fastapi import FastAPI
 
 from service.errors import ErrorBody
+from service.registry import Registry
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
 FASTAPI_422 = ("HTTPValidationError", "ValidationError")
@@ -32,14 +33,13 @@ IMAGE_TYPES = (*DECODED, "application/octet-stream")
 UPSCALE_QUERIES = {("/v1/upscale", "post", "query"), ("/v1/jobs", "post", "query")}  # the upscale options
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, registry: Registry) -> None:
     """Serve the corrected document (built once, on the first request for it)."""
     generate = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             spec = generate()
-            registry = app.state.service.registry
             rungs = registry.rungs
             app.openapi_schema = correct(
                 spec,

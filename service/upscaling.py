@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -19,14 +20,15 @@ from typing import BinaryIO
 
 from service import images, pipeline
 from service.errors import ApiError
-from service.ladder import HEADER_SETS, expected_psnr
-from service.metrics import rung_labels, width_label
-from service.noise import AUTO, NoiseChoice, choose_for_probe
+from service.ladder import HEADER_SETS, QUALITY_SET, build_ladder, expected_psnr
+from service.metrics import Metrics, rung_labels, width_label
+from service.noise import AUTO, LADDER_DEGRADATION, NoiseChoice, choose_for_probe
 from service.policy import EXCEEDS_TIMEOUT, QUEUE_FULL, Ask, Decision, allowed
-from service.registry import LadderKey, ModelKey, ServedRung
-from service.scheduler import JobAborted
+from service.registry import LadderKey, ModelKey, Registry, ServedModel, ServedRung
+from service.scheduler import JobAborted, Scheduler
 from service.settings import Settings
-from service.state import ServiceState
+
+log = logging.getLogger("csd_sr.app")
 
 LIMIT_CODES = ("body_too_large", "too_many_pixels")
 DEFAULT_SCALE = 4
@@ -89,209 +91,349 @@ class JobRun:
     started: Callable[[Decision, ServedRung, float], None]  # the rung chosen, why, predicted seconds
 
 
-async def upscale(
-    svc: ServiceState, data: bytes, opts: UpscaleOptions, log: dict, started: float, job: JobRun | None = None
-) -> Upscaled:
-    """Upscale ``data`` as ``opts`` say; raises ``ApiError`` for anything refused. ``log`` collects the
-    request's log fields; ``started`` (``perf_counter``) is when the request arrived.
+class Upscaler:
+    """One upscale, from the bytes a client sent to the bytes it gets back, for ``POST /v1/upscale`` and the
+    jobs room alike: the served models, the scheduler and the metrics, built once by the app factory.
+    ``ready`` turns true once ``warm_up`` has measured every rung and built the ladders."""
 
-    Interactive (``job`` None): admitted by the scheduler at a rung the load allows, run on its workers;
-    cancelling the caller abandons the work (a queued request is dropped, a running one stops at its next
-    tile). A job: see ``JobRun``.
-    """
-    s, m = svc.settings, svc.metrics
-    if not svc.ready:
-        m.rejections.labels("not_ready").inc()
-        raise ApiError(503, "not_ready", svc.warmup_error or "warming up", {"Retry-After": "2"})
-    req = prepare(svc, data, opts, job=job is not None)
-    probe, key = req.probe, req.key
-    log.update(input=f"{probe.width}x{probe.height}", input_format=probe.format, bytes_in=len(data))
-    log.update(model=key.name, noise=req.noise.header)
-    if probe.reduced_16bit:
-        log["input_bits"] = 16  # decoded at 8 bits per channel (see service.images)
-    # LR pixels with tile margins: the same for every model a request's ladder holds (one tile size, and
-    # the receptive radius is the body's)
-    work_pixels = svc.registry[key].engine.work_pixels(probe.height, probe.width)
-    fixed = ServedRung.of(key, s.fixed_rung)
-    if job is None:
-        target_s = opts.deadline_ms / 1000 if opts.deadline_ms else s.latency_target_s
-        decision, queued = svc.scheduler.admit(
-            req.ladder,
-            work_pixels,
-            target_s=target_s,
-            from_deadline=opts.deadline_ms is not None,
-            ask=req.ask,
-            fixed=fixed,
-            others=req.others,
-        )
-        log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
-        if queued is None:
-            m.rejections.labels(decision.reason).inc()
-            raise refusal(decision, s, target_s)
-        rung = queued.rung
-        m.decisions.labels(*rung_labels(rung), decision.reason).inc()
-        engine, out_size = svc.registry[rung.model].engine, req.plan.resize_to(rung.model.scale)
+    def __init__(self, settings: Settings, registry: Registry, scheduler: Scheduler, metrics: Metrics) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.scheduler = scheduler
+        self.metrics = metrics
+        self.ready = False
+        self.warmup_error: str | None = None  # why the warm-up failed: /readyz and 503s say it
+
+    async def warm_up(self) -> None:
+        """Measure each rung's cost on a worker thread, build each model's ladder, then report ready."""
+        loop = asyncio.get_running_loop()
+        s, cost = self.settings, self.scheduler.cost
+        measured: dict[tuple, ServedModel] = {}  # by architecture and rungs: what one costs, its twins cost
         try:
-            out = await svc.scheduler.run(
-                queued,
-                lambda j: pipeline.process(
-                    engine,
-                    probe,
-                    j.rung.rung,
-                    req.fmt,
-                    opts.quality,
-                    s.png_compress_level,
-                    j.check,
-                    j.waited_for_lane,
-                    out_size,
-                ),
+            for m in self.registry:
+                twin = measured.setdefault((m.engine.cfg, m.engine.rungs), m)
+                if twin is not m:  # e.g. x4-real is x4's network with other weights: the same multiply-adds
+                    cost.copy(twin.rungs, m.rungs)
+                    continue
+                await loop.run_in_executor(self.scheduler.executor, pipeline.warm_up, m, cost, s.png_compress_level)
+        except Exception as exc:  # stay alive but unready: /readyz reports why
+            self.warmup_error = f"warm-up failed: {exc!r}"
+            log.exception("warm-up failed")
+            return
+        for key in self.registry.ladder_keys:
+            reference = pipeline.reference_work_pixels(self.registry[key.model].engine)
+            degradation = LADDER_DEGRADATION.get(key.model.noise, "clean")
+            route = self.registry.route(key)  # its rungs, and a larger model's that serve its scale
+            self.scheduler.ladders[key] = build_ladder(
+                {r: expected_psnr(card, r, (QUALITY_SET,), degradation).get(QUALITY_SET) for r, card in route.items()},
+                {r: cost.predict(r, reference) for r in route},
+                native=key.model,
             )
-        except JobAborted as exc:  # timed out, or the server is shutting down
-            m.rejections.labels(exc.reason).inc()
-            retry = max(1, math.ceil(svc.scheduler.load().wait_s))
-            timeout = f"not finished within {s.request_timeout_s:g} s"
-            detail = timeout if exc.reason == "timeout" else "server shutting down"
-            raise ApiError(503, exc.reason, detail, {"Retry-After": str(retry)}) from exc
-        queue_wait_s = queued.queue_wait_s
-        m.queue_wait.observe(queue_wait_s)
-    else:
-        decision, _ = svc.scheduler.choose_for_job(
+        self.ready = True
+        self.metrics.ready.set(1)
+        self._log_ready()
+
+    def _log_ready(self) -> None:
+        s, scheduler = self.settings, self.scheduler
+        costs = {r.id: vars(c) for r, c in scheduler.cost.snapshot().items()}
+        log.info(
+            "ready",
+            extra={
+                "fields": {
+                    "models": [m.path.name for m in self.registry],
+                    "backend": s.backend,
+                    "workers": s.workers,
+                    "lanes": scheduler.lanes,
+                    "policy": s.policy,
+                    "latency_target_s": s.latency_target_s,
+                    "cost": costs,
+                    "ladder": {
+                        k.name: [r.name_for(k.model) for r in lad.rungs] for k, lad in scheduler.ladders.items()
+                    },
+                    "dropped": {
+                        f"{k.name}: {r.name_for(k.model)}": why
+                        for k, lad in scheduler.ladders.items()
+                        for r, why in lad.dropped.items()
+                    },
+                }
+            },
+        )
+
+    def plan_job(self, req: Prepared, deadline_s: float) -> tuple[Decision, int]:
+        """The rung a job of ``req`` would get now for ``deadline_s`` (chosen again when it starts) and its
+        tiles; ``ApiError`` when no rung can finish it."""
+        engine = self.registry[req.key].engine
+        pixels = engine.work_pixels(req.probe.height, req.probe.width)
+        rows, cols = engine.spans(req.probe.height, req.probe.width)
+        decision, _ = self.scheduler.choose_for_job(
             req.ladder,
-            work_pixels,
-            target_s=job.deadline_s,
-            timeout_s=s.job_timeout_s,
+            pixels,
+            target_s=deadline_s,
+            timeout_s=self.settings.job_timeout_s,
             ask=req.ask,
-            fixed=fixed,
+            fixed=ServedRung.of(req.key, self.settings.fixed_rung),
             others=req.others,
         )
-        if decision.rung is None:  # only a rung alone past the job timeout is refused
-            raise refusal(decision, s, job.deadline_s)
-        rung = decision.rung
-        job.started(decision, rung, decision.predicted_s)
-        log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
-        out = await asyncio.get_running_loop().run_in_executor(
-            job.executor, _run_job, svc, req, rung, job, opts, work_pixels
+        if decision.rung is None:
+            raise self.refusal(decision, deadline_s)
+        return decision, len(rows) * len(cols)
+
+    async def upscale(
+        self, data: bytes, opts: UpscaleOptions, log: dict, started: float, job: JobRun | None = None
+    ) -> Upscaled:
+        """Upscale ``data`` as ``opts`` say; raises ``ApiError`` for anything refused. ``log`` collects the
+        request's log fields; ``started`` (``perf_counter``) is when the request arrived.
+
+        Interactive (``job`` None): admitted by the scheduler at a rung the load allows, run on its workers;
+        cancelling the caller abandons the work (a queued request is dropped, a running one stops at its next
+        tile). A job: see ``JobRun``.
+        """
+        s, m = self.settings, self.metrics
+        if not self.ready:
+            m.rejections.labels("not_ready").inc()
+            raise ApiError(503, "not_ready", self.warmup_error or "warming up", {"Retry-After": "2"})
+        req = self.prepare(data, opts, job=job is not None)
+        probe, key = req.probe, req.key
+        log.update(input=f"{probe.width}x{probe.height}", input_format=probe.format, bytes_in=len(data))
+        log.update(model=key.name, noise=req.noise.header)
+        if probe.reduced_16bit:
+            log["input_bits"] = 16  # decoded at 8 bits per channel (see service.images)
+        # LR pixels with tile margins: the same for every model a request's ladder holds (one tile size, and
+        # the receptive radius is the body's)
+        work_pixels = self.registry[key].engine.work_pixels(probe.height, probe.width)
+        fixed = ServedRung.of(key, s.fixed_rung)
+        if job is None:
+            target_s = opts.deadline_ms / 1000 if opts.deadline_ms else s.latency_target_s
+            decision, queued = self.scheduler.admit(
+                req.ladder,
+                work_pixels,
+                target_s=target_s,
+                from_deadline=opts.deadline_ms is not None,
+                ask=req.ask,
+                fixed=fixed,
+                others=req.others,
+            )
+            log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
+            if queued is None:
+                m.rejections.labels(decision.reason).inc()
+                raise self.refusal(decision, target_s)
+            rung = queued.rung
+            m.decisions.labels(*rung_labels(rung), decision.reason).inc()
+            engine, out_size = self.registry[rung.model].engine, req.plan.resize_to(rung.model.scale)
+            try:
+                out = await self.scheduler.run(
+                    queued,
+                    lambda j: pipeline.process(
+                        engine,
+                        probe,
+                        j.rung.rung,
+                        req.fmt,
+                        opts.quality,
+                        s.png_compress_level,
+                        j.check,
+                        j.waited_for_lane,
+                        out_size,
+                    ),
+                )
+            except JobAborted as exc:  # timed out, or the server is shutting down
+                m.rejections.labels(exc.reason).inc()
+                retry = max(1, math.ceil(self.scheduler.load().wait_s))
+                timeout = f"not finished within {s.request_timeout_s:g} s"
+                detail = timeout if exc.reason == "timeout" else "server shutting down"
+                raise ApiError(503, exc.reason, detail, {"Retry-After": str(retry)}) from exc
+            queue_wait_s = queued.queue_wait_s
+            m.queue_wait.observe(queue_wait_s)
+        else:
+            decision, _ = self.scheduler.choose_for_job(
+                req.ladder,
+                work_pixels,
+                target_s=job.deadline_s,
+                timeout_s=s.job_timeout_s,
+                ask=req.ask,
+                fixed=fixed,
+                others=req.others,
+            )
+            if decision.rung is None:  # only a rung alone past the job timeout is refused
+                raise self.refusal(decision, job.deadline_s)
+            rung = decision.rung
+            job.started(decision, rung, decision.predicted_s)
+            log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
+            out = await asyncio.get_running_loop().run_in_executor(
+                job.executor, self._run_job, req, rung, job, opts, work_pixels
+            )
+            queue_wait_s = 0.0
+        labels = rung_labels(rung)
+        m.input_pixels.inc(probe.pixels)
+        m.output_pixels.inc(out.out_width * out.out_height)
+        if job is None:  # the interactive latencies; jobs have their own (csd_sr_job_duration_seconds)
+            m.inference.labels(*labels).observe(out.inference_s)
+            m.request_duration.labels(*labels).observe(time.perf_counter() - started)
+        wait_ms, infer_ms = round(1000 * queue_wait_s, 1), round(1000 * out.inference_s, 1)
+        log.update(model=rung.model.name, width=rung.width, precision=rung.precision)
+        log.update(output=f"{out.out_width}x{out.out_height}")
+        log.update(format=req.fmt, bytes_out=len(out.body), queue_wait_ms=wait_ms, inference_ms=infer_ms)
+        headers = {
+            "X-Scale": req.plan.header(rung.model.scale),
+            "X-Noise": req.noise.header,
+            "X-Width": labels[2],
+            "X-Precision": rung.precision,
+            "X-Width-Reason": decision.reason,
+            "X-Queue-Wait-Ms": str(wait_ms),
+            "X-Inference-Ms": str(infer_ms),
+            "X-Bit-Depth": str(out.bit_depth),
+        }
+        psnr = _expected(self.registry.figures(rung, req.plan.factor), rung, req.noise)
+        if psnr:
+            headers["X-Expected-PSNR"] = psnr
+        return Upscaled(out.body, out.media_type, headers)
+
+    def prepare(self, data: bytes, opts: UpscaleOptions, job: bool) -> Prepared:
+        """Check a request (``job``: a job's) against the served models and the input pixels allowed at each
+        native scale: 4xx ``ApiError`` for anything refused, before any pixel is decoded (a job is refused at
+        submission)."""
+        m, reg = self.metrics, self.registry
+        limit = job_limits(self.settings) if job else interactive_limits(self.settings)
+        try:
+            # the largest input any scale allows; the plan checks the one of the scale it serves
+            probe = images.probe(data, max(map(limit, reg.scales)))
+            factor, size = output_size(probe.width, probe.height, opts, max(reg.scales))
+            levels = self._check_noise(factor, opts.noise)
+            noise = choose_for_probe(opts.noise, probe, levels)
+            key = reg.resolve(factor, noise.level)
+            assert key is not None  # choose_for_probe picks among the levels served at this factor
+            plan = plan_size(probe.width, probe.height, factor, size, key.scale, limit)
+        except ApiError as exc:
+            if exc.code in LIMIT_CODES:
+                m.rejections.labels(exc.code).inc()
+            raise
+        fmt = opts.fmt or ("webp" if probe.lossless_webp else "png")
+        # a larger model's output is 16/9 (x4 for x3) the pixels of the model's own: only inputs within the
+        # largest scale's limit may take it, and a streamed job writes the native output as it goes
+        others = not (job and streamed(fmt, plan)) and probe.pixels <= limit(max(reg.scales))
+        ladder = reg.ladder_key(key, plan.factor)
+        ask = self._parse_ask(ladder, opts, others)
+        # `quality` with format=png is accepted and ignored, as it always was when the output is PNG by default:
+        # PNG is lossless, there is nothing for it to set. It used to be a 422, which the spec cannot express
+        # (OpenAPI parameters are independent schemas, so no "quality only with jpeg/webp"): a request valid by
+        # the spec was refused, and generated clients could not know it (found by tests/service/test_contract.py).
+        if fmt == "jpeg" and probe.has_alpha:
+            raise ApiError(422, "invalid_option", "jpeg cannot carry the alpha channel; ask for png or webp")
+        if max(plan.out_size) > images.MAX_OUTPUT_SIDE.get(fmt, math.inf):  # a thin panorama, within the pixel limits
+            w, h = plan.out_size
+            raise ApiError(
+                422,
+                "invalid_option",
+                f"{fmt} stores at most {images.MAX_OUTPUT_SIDE[fmt]} pixels a side, and the output is {w}x{h}; "
+                "ask for png",
+            )
+        req = Prepared(probe, plan, noise, key, ladder, ask, fmt, others)
+        interactive = input_limit(self.settings.max_pixels, plan.native)
+        if probe.pixels > interactive and not req.streamed:  # held whole in memory: the interactive limit holds
+            raise ApiError(
+                413,
+                "too_many_pixels",
+                f"{probe.width}x{probe.height} is over the x{plan.native} interactive limit of {interactive} pixels: "
+                f"larger images are served as PNG at a native scale ({', '.join(map(str, reg.scales))}), "
+                f"not {fmt} at {plan.header(plan.native)}",
+            )
+        return req
+
+    def _run_job(
+        self,
+        req: Prepared,
+        rung: ServedRung,
+        job: JobRun,
+        opts: UpscaleOptions,
+        work_pixels: int,
+    ) -> pipeline.Output:
+        """A job's work on its own thread: streamed when it can be, otherwise (small images) in memory."""
+        s, engine, out_size = self.settings, self.registry[rung.model].engine, req.plan.resize_to(rung.model.scale)
+        rows, cols = engine.spans(req.probe.height, req.probe.width)
+        total, done, waited, last_tile_s = len(rows) * len(cols), 0, 0.0, 0.0
+
+        def before_tile() -> None:
+            nonlocal done
+            job.check()
+            job.progress(done, total)
+            done += 1
+
+        @contextlib.contextmanager
+        def turn() -> Iterator[None]:
+            nonlocal waited, last_tile_s
+            with self.scheduler.job_turn(engine.backend.lane, job.check, last_tile_s) as seconds:
+                waited += seconds
+                began = time.perf_counter()
+                yield
+                last_tile_s = time.perf_counter() - began
+
+        start = time.perf_counter()
+        if req.streamed:
+            out = pipeline.process_to_file(
+                engine, req.probe, rung.rung, job.out, s.png_compress_level, before_tile, turn
+            )
+        else:  # within the interactive limit: it waits its turn once, then holds the lane for its tiles
+            with self.scheduler.job_turn(contextlib.nullcontext, job.check) as seconds:
+                waited += seconds
+            out = pipeline.process(
+                engine, req.probe, rung.rung, req.fmt, opts.quality, s.png_compress_level, before_tile, None, out_size
+            )
+            job.out.write(out.body)
+        job.progress(total, total)
+        own_s = time.perf_counter() - start - waited
+        self.scheduler.observe_job(rung, work_pixels, own_s)
+        return replace(out, body=b"", inference_s=min(out.inference_s, own_s))
+
+    def _check_noise(self, factor: float, noise: str) -> set[str]:
+        """The noise levels served at ``factor``; 422 for a level the server does not serve there."""
+        levels = self.registry.noise_levels(factor)
+        if noise != AUTO and noise not in levels:
+            choices = ", ".join(["auto", *sorted(levels)])
+            raise ApiError(422, "invalid_option", f"noise must be one of {choices} at scale {factor:g}, got {noise!r}")
+        return levels
+
+    def refusal(self, decision: Decision, target_s: float) -> ApiError:
+        """The error for a request refused at admission: 422 when it can never finish in time, else 503."""
+        s = self.settings
+        fits = ", ".join(r.key for r in decision.fits) or "none"
+        if decision.reason == EXCEEDS_TIMEOUT:
+            detail = (
+                f"predicted {decision.predicted_s:.1f} s ({decision.wait_s:.1f} s waiting) exceeds the "
+                f"{s.request_timeout_s:g} s request timeout; rungs that fit now: {fits}"
+            )
+            return ApiError(422, "exceeds_timeout", detail)
+        if decision.reason == QUEUE_FULL:
+            detail = f"queue full ({s.max_queue} waiting, {s.workers} running); predicted wait {decision.wait_s:.1f} s"
+        elif decision.predicted_s > s.request_timeout_s:
+            detail = (
+                f"predicted wait {decision.wait_s:.1f} s: the request would not finish within the "
+                f"{s.request_timeout_s:g} s request timeout; rungs that fit now: {fits}"
+            )
+        else:
+            detail = f"predicted wait {decision.wait_s:.1f} s: no allowed rung can finish within {target_s:g} s"
+        return ApiError(503, "overloaded", detail, {"Retry-After": str(decision.retry_after_s)})
+
+    def _parse_ask(self, ladder_key: LadderKey, opts: UpscaleOptions, others: bool) -> Ask:
+        """The client's choice, checked against the request's ladder (``others``: with the larger models' rungs it
+        holds): a 422 naming the ladder when nothing matches."""
+        key = ladder_key.model
+        widths = self.registry[key].engine.widths
+        ask = Ask(
+            None if opts.width == "auto" else _parse_width("width", opts.width, widths),
+            None if opts.precision == "auto" else opts.precision,
+            None if opts.min_width is None else _parse_width("min_width", opts.min_width, widths),
         )
-        queue_wait_s = 0.0
-    labels = rung_labels(rung)
-    m.input_pixels.inc(probe.pixels)
-    m.output_pixels.inc(out.out_width * out.out_height)
-    if job is None:  # the interactive latencies; jobs have their own (csd_sr_job_duration_seconds)
-        m.inference.labels(*labels).observe(out.inference_s)
-        m.request_duration.labels(*labels).observe(time.perf_counter() - started)
-    wait_ms, infer_ms = round(1000 * queue_wait_s, 1), round(1000 * out.inference_s, 1)
-    log.update(model=rung.model.name, width=rung.width, precision=rung.precision)
-    log.update(output=f"{out.out_width}x{out.out_height}")
-    log.update(format=req.fmt, bytes_out=len(out.body), queue_wait_ms=wait_ms, inference_ms=infer_ms)
-    headers = {
-        "X-Scale": req.plan.header(rung.model.scale),
-        "X-Noise": req.noise.header,
-        "X-Width": labels[2],
-        "X-Precision": rung.precision,
-        "X-Width-Reason": decision.reason,
-        "X-Queue-Wait-Ms": str(wait_ms),
-        "X-Inference-Ms": str(infer_ms),
-        "X-Bit-Depth": str(out.bit_depth),
-    }
-    psnr = _expected(svc.registry.figures(rung, req.plan.factor), rung, req.noise)
-    if psnr:
-        headers["X-Expected-PSNR"] = psnr
-    return Upscaled(out.body, out.media_type, headers)
-
-
-def prepare(svc: ServiceState, data: bytes, opts: UpscaleOptions, job: bool) -> Prepared:
-    """Check a request (``job``: a job's) against the served models and the input pixels allowed at each
-    native scale: 4xx ``ApiError`` for anything refused, before any pixel is decoded (a job is refused at
-    submission)."""
-    m, reg = svc.metrics, svc.registry
-    limit = job_limits(svc.settings) if job else interactive_limits(svc.settings)
-    try:
-        # the largest input any scale allows; the plan checks the one of the scale it serves
-        probe = images.probe(data, max(map(limit, reg.scales)))
-        factor, size = output_size(probe.width, probe.height, opts, max(reg.scales))
-        levels = _check_noise(svc, factor, opts.noise)
-        noise = choose_for_probe(opts.noise, probe, levels)
-        key = reg.resolve(factor, noise.level)
-        assert key is not None  # choose_for_probe picks among the levels served at this factor
-        plan = plan_size(probe.width, probe.height, factor, size, key.scale, limit)
-    except ApiError as exc:
-        if exc.code in LIMIT_CODES:
-            m.rejections.labels(exc.code).inc()
-        raise
-    fmt = opts.fmt or ("webp" if probe.lossless_webp else "png")
-    # a larger model's output is 16/9 (x4 for x3) the pixels of the model's own: only inputs within the
-    # largest scale's limit may take it, and a streamed job writes the native output as it goes
-    others = not (job and streamed(fmt, plan)) and probe.pixels <= limit(max(reg.scales))
-    ladder = reg.ladder_key(key, plan.factor)
-    ask = _parse_ask(svc, ladder, opts, others)
-    # `quality` with format=png is accepted and ignored, as it always was when the output is PNG by default:
-    # PNG is lossless, there is nothing for it to set. It used to be a 422, which the spec cannot express
-    # (OpenAPI parameters are independent schemas, so no "quality only with jpeg/webp"): a request valid by
-    # the spec was refused, and generated clients could not know it (found by tests/service/test_contract.py).
-    if fmt == "jpeg" and probe.has_alpha:
-        raise ApiError(422, "invalid_option", "jpeg cannot carry the alpha channel; ask for png or webp")
-    if max(plan.out_size) > images.MAX_OUTPUT_SIDE.get(fmt, math.inf):  # a thin panorama, within the pixel limits
-        w, h = plan.out_size
-        raise ApiError(
-            422,
-            "invalid_option",
-            f"{fmt} stores at most {images.MAX_OUTPUT_SIDE[fmt]} pixels a side, and the output is {w}x{h}; ask for png",
-        )
-    req = Prepared(probe, plan, noise, key, ladder, ask, fmt, others)
-    interactive = input_limit(svc.settings.max_pixels, plan.native)
-    if probe.pixels > interactive and not req.streamed:  # held whole in memory: the interactive limit holds
-        raise ApiError(
-            413,
-            "too_many_pixels",
-            f"{probe.width}x{probe.height} is over the x{plan.native} interactive limit of {interactive} pixels: "
-            f"larger images are served as PNG at a native scale ({', '.join(map(str, reg.scales))}), "
-            f"not {fmt} at {plan.header(plan.native)}",
-        )
-    return req
-
-
-def _run_job(
-    svc: ServiceState,
-    req: Prepared,
-    rung: ServedRung,
-    job: JobRun,
-    opts: UpscaleOptions,
-    work_pixels: int,
-) -> pipeline.Output:
-    """A job's work on its own thread: streamed when it can be, otherwise (small images) in memory."""
-    s, engine, out_size = svc.settings, svc.registry[rung.model].engine, req.plan.resize_to(rung.model.scale)
-    rows, cols = engine.spans(req.probe.height, req.probe.width)
-    total, done, waited, last_tile_s = len(rows) * len(cols), 0, 0.0, 0.0
-
-    def before_tile() -> None:
-        nonlocal done
-        job.check()
-        job.progress(done, total)
-        done += 1
-
-    @contextlib.contextmanager
-    def turn() -> Iterator[None]:
-        nonlocal waited, last_tile_s
-        with svc.scheduler.job_turn(engine.backend.lane, job.check, last_tile_s) as seconds:
-            waited += seconds
-            began = time.perf_counter()
-            yield
-            last_tile_s = time.perf_counter() - began
-
-    start = time.perf_counter()
-    if req.streamed:
-        out = pipeline.process_to_file(engine, req.probe, rung.rung, job.out, s.png_compress_level, before_tile, turn)
-    else:  # within the interactive limit: it waits its turn once, then holds the lane for its tiles
-        with svc.scheduler.job_turn(contextlib.nullcontext, job.check) as seconds:
-            waited += seconds
-        out = pipeline.process(
-            engine, req.probe, rung.rung, req.fmt, opts.quality, s.png_compress_level, before_tile, None, out_size
-        )
-        job.out.write(out.body)
-    job.progress(total, total)
-    own_s = time.perf_counter() - start - waited
-    svc.scheduler.observe_job(rung, work_pixels, own_s)
-    return replace(out, body=b"", inference_s=min(out.inference_s, own_s))
+        route = self.scheduler.ladder(ladder_key)
+        ladder, fixed = (route if others else route.own).rungs, self.settings.fixed_rung
+        if allowed(ladder, ask, ServedRung.of(key, fixed)):
+            return ask
+        asked = f"width={opts.width}, precision={opts.precision}"
+        asked += "" if opts.min_width is None else f", min_width={opts.min_width}"
+        if ask.width is None and fixed is not None:
+            detail = f"this server serves {fixed.key} to width=auto (policy {self.settings.policy}), not {asked}"
+        else:
+            names = ", ".join(r.name_for(key) for r in ladder)
+            detail = f"no rung on the {ladder_key.name} ladder matches {asked}; the ladder: {names}"
+        raise ApiError(422, "invalid_option", detail)
 
 
 def _expected(card: dict, rung: ServedRung, noise: NoiseChoice) -> str | None:
@@ -378,60 +520,6 @@ def _asked_size(w: int, h: int, opts: UpscaleOptions) -> tuple[float, tuple[int,
         return tw / w, (tw, max(1, round(h * tw / w)))
     assert th is not None
     return th / h, (max(1, round(w * th / h)), th)
-
-
-def _check_noise(svc: ServiceState, factor: float, noise: str) -> set[str]:
-    """The noise levels served at ``factor``; 422 for a level the server does not serve there."""
-    levels = svc.registry.noise_levels(factor)
-    if noise != AUTO and noise not in levels:
-        choices = ", ".join(["auto", *sorted(levels)])
-        raise ApiError(422, "invalid_option", f"noise must be one of {choices} at scale {factor:g}, got {noise!r}")
-    return levels
-
-
-def refusal(decision: Decision, s: Settings, target_s: float) -> ApiError:
-    """The error for a request refused at admission: 422 when it can never finish in time, else 503."""
-    fits = ", ".join(r.key for r in decision.fits) or "none"
-    if decision.reason == EXCEEDS_TIMEOUT:
-        detail = (
-            f"predicted {decision.predicted_s:.1f} s ({decision.wait_s:.1f} s waiting) exceeds the "
-            f"{s.request_timeout_s:g} s request timeout; rungs that fit now: {fits}"
-        )
-        return ApiError(422, "exceeds_timeout", detail)
-    if decision.reason == QUEUE_FULL:
-        detail = f"queue full ({s.max_queue} waiting, {s.workers} running); predicted wait {decision.wait_s:.1f} s"
-    elif decision.predicted_s > s.request_timeout_s:
-        detail = (
-            f"predicted wait {decision.wait_s:.1f} s: the request would not finish within the "
-            f"{s.request_timeout_s:g} s request timeout; rungs that fit now: {fits}"
-        )
-    else:
-        detail = f"predicted wait {decision.wait_s:.1f} s: no allowed rung can finish within {target_s:g} s"
-    return ApiError(503, "overloaded", detail, {"Retry-After": str(decision.retry_after_s)})
-
-
-def _parse_ask(svc: ServiceState, ladder_key: LadderKey, opts: UpscaleOptions, others: bool) -> Ask:
-    """The client's choice, checked against the request's ladder (``others``: with the larger models' rungs it
-    holds): a 422 naming the ladder when nothing matches."""
-    key = ladder_key.model
-    widths = svc.registry[key].engine.widths
-    ask = Ask(
-        None if opts.width == "auto" else _parse_width("width", opts.width, widths),
-        None if opts.precision == "auto" else opts.precision,
-        None if opts.min_width is None else _parse_width("min_width", opts.min_width, widths),
-    )
-    route = svc.scheduler.ladder(ladder_key)
-    ladder, fixed = (route if others else route.own).rungs, svc.settings.fixed_rung
-    if allowed(ladder, ask, ServedRung.of(key, fixed)):
-        return ask
-    asked = f"width={opts.width}, precision={opts.precision}"
-    asked += "" if opts.min_width is None else f", min_width={opts.min_width}"
-    if ask.width is None and fixed is not None:
-        detail = f"this server serves {fixed.key} to width=auto (policy {svc.settings.policy}), not {asked}"
-    else:
-        names = ", ".join(r.name_for(key) for r in ladder)
-        detail = f"no rung on the {ladder_key.name} ladder matches {asked}; the ladder: {names}"
-    raise ApiError(422, "invalid_option", detail)
 
 
 def _parse_width(name: str, text: str, widths: tuple[float, ...]) -> float:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from service.deps import MetricsDep, UpscalerDep
 from service.errors import ApiError, ErrorBody
-from service.state import get_state
 
 router = APIRouter(tags=["operations"])
 
@@ -24,13 +24,12 @@ _NOT_READY = {
 
 
 @router.get("/readyz", summary="Readiness: model loaded and warmed up", responses={503: _NOT_READY})
-async def readyz(request: Request) -> dict[str, str]:
-    svc = get_state(request)
-    if not svc.ready:
-        raise ApiError(503, "not_ready", svc.warmup_error or "warming up", {"Retry-After": "1"})
+async def readyz(upscaler: UpscalerDep) -> dict[str, str]:
+    if not upscaler.ready:
+        raise ApiError(503, "not_ready", upscaler.warmup_error or "warming up", {"Retry-After": "1"})
     return {"status": "ready"}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
-    return Response(get_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

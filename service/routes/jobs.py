@@ -12,11 +12,11 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from service.auth import require_api_key
+from service.deps import JobsDep
 from service.errors import ApiError
 from service.jobs.manager import JobManager
 from service.jobs.store import DONE, FINISHED, JobRecord
 from service.routes.upscale import BODY_DOC, ERROR, RESPONSES, client_closed, read_image, upscale_options
-from service.state import get_state
 from service.upscaling import UpscaleOptions
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
@@ -91,12 +91,6 @@ _SUBMIT_RESPONSES: dict = {
 }
 
 
-def _manager(request: Request) -> JobManager:
-    jobs = get_state(request).jobs
-    assert jobs is not None  # create_app always builds it
-    return jobs
-
-
 def _job(manager: JobManager, job_id: str) -> JobRecord:
     job = manager.store.get(job_id)
     if job is None:
@@ -115,6 +109,7 @@ def _job(manager: JobManager, job_id: str) -> JobRecord:
 async def submit(
     request: Request,
     response: Response,
+    manager: JobsDep,
     options: Annotated[UpscaleOptions, Depends(upscale_options)],
     deadline_s: Annotated[
         float | None,
@@ -130,13 +125,12 @@ async def submit(
         Header(min_length=1, max_length=200, description="a retried submission with the same key is the same job"),
     ] = None,
 ) -> JobStatus | Response:
-    svc = get_state(request)
-    manager = _manager(request)
+    settings = manager.settings
     try:
-        data = await read_image(request, svc.settings.max_job_body_bytes)
+        data = await read_image(request, settings.max_job_body_bytes, manager.metrics)
     except ClientDisconnect:
         return client_closed(request.state.log)
-    job = manager.submit(data, options, deadline_s or svc.settings.job_deadline_s, idempotency_key)
+    job = manager.submit(data, options, deadline_s or settings.job_deadline_s, idempotency_key)
     request.state.log.update(job=job.id, model=job.model, input=job.input_size)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobStatus(**manager.status(job))
@@ -148,8 +142,7 @@ async def submit(
     responses=_NOT_FOUND,
     summary="A job's state, progress (tiles), ETA, queue position and rung",
 )
-async def status(request: Request, job_id: str) -> JobStatus:
-    manager = _manager(request)
+async def status(manager: JobsDep, job_id: str) -> JobStatus:
     return JobStatus(**manager.status(_job(manager, job_id)))
 
 
@@ -167,8 +160,7 @@ async def status(request: Request, job_id: str) -> JobStatus:
     },
     summary="A done job's image, with the headers /v1/upscale sends",
 )
-async def result(request: Request, job_id: str) -> FileResponse:
-    manager = _manager(request)
+async def result(manager: JobsDep, job_id: str) -> FileResponse:
     job = _job(manager, job_id)
     if job.state != DONE:
         why = f": {job.error} ({job.detail})" if job.error else ""
@@ -184,8 +176,7 @@ async def result(request: Request, job_id: str) -> FileResponse:
     summary="Cancel a queued job (it never runs) or a running one (it stops at its next tile); kept, as "
     "cancelled, until its TTL",
 )
-async def cancel(request: Request, job_id: str) -> JobStatus:
-    manager = _manager(request)
+async def cancel(manager: JobsDep, job_id: str) -> JobStatus:
     manager.cancel(_job(manager, job_id))  # a finished job stays as it was
     return JobStatus(**manager.status(_job(manager, job_id)))
 
@@ -200,8 +191,7 @@ async def cancel(request: Request, job_id: str) -> JobStatus:
     },
     summary="Remove a job: cancel it if unfinished, delete its input and result",
 )
-async def delete(request: Request, job_id: str) -> Response:
-    manager = _manager(request)
+async def delete(manager: JobsDep, job_id: str) -> Response:
     job = _job(manager, job_id)
     if job.state not in FINISHED:
         manager.cancel(job)

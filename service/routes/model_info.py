@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import math
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
 from model.edsr import count_macs, count_params
 from model.rungs import Rung
 from service.auth import require_api_key
+from service.deps import UpscalerDep
 from service.errors import ErrorBody
 from service.hardware import cpu_info
 from service.ladder import card_quality
 from service.pipeline import REFERENCE_SIDE, reference_work_pixels
 from service.policy import RungCost
 from service.registry import LadderKey, ServedModel, ServedRung
-from service.state import ServiceState, get_state
+from service.upscaling import Upscaler
 
 router = APIRouter(tags=["model"], dependencies=[Depends(require_api_key)])
 
@@ -116,9 +117,8 @@ _RESPONSES: dict = {
     responses=_RESPONSES,
     summary="The default model's card, the ladder of rungs with their cost, and the current policy",
 )
-async def model_info(request: Request) -> ModelInfo:
-    svc = get_state(request)
-    return _info(svc, svc.registry[svc.registry.default])
+async def model_info(upscaler: UpscalerDep) -> ModelInfo:
+    return _info(upscaler, upscaler.registry[upscaler.registry.default])
 
 
 @router.get(
@@ -127,20 +127,20 @@ async def model_info(request: Request) -> ModelInfo:
     responses=_RESPONSES,
     summary="Every served model (scale x noise level): card, ladder, rung costs and the current policy",
 )
-async def models_info(request: Request) -> ModelsInfo:
-    svc = get_state(request)
-    reg = svc.registry
+async def models_info(upscaler: UpscalerDep) -> ModelsInfo:
+    reg = upscaler.registry
     return ModelsInfo(
         default=reg.default.name,
         scales=list(reg.scales),
         noise_levels={str(s): sorted(reg.noise_levels(s)) for s in reg.scales},
-        models=[_info(svc, m) for m in reg],
+        models=[_info(upscaler, m) for m in reg],
     )
 
 
-def _info(svc: ServiceState, m: ServedModel) -> ModelInfo:
-    cfg, costs, ladder = m.engine.cfg, svc.scheduler.cost.snapshot(), svc.scheduler.ladder(LadderKey.of(m.key))
-    ladders = {str(k.scale): svc.scheduler.ladder(k) for k in svc.registry.ladder_keys if k.model == m.key}
+def _info(upscaler: Upscaler, m: ServedModel) -> ModelInfo:
+    scheduler = upscaler.scheduler
+    cfg, costs, ladder = m.engine.cfg, scheduler.cost.snapshot(), scheduler.ladder(LadderKey.of(m.key))
+    ladders = {str(k.scale): scheduler.ladder(k) for k in upscaler.registry.ladder_keys if k.model == m.key}
     per_width = [
         WidthInfo(
             width=w,
@@ -165,7 +165,7 @@ def _info(svc: ServiceState, m: ServedModel) -> ModelInfo:
         for r in m.rungs
     ]
     return ModelInfo(
-        ready=svc.ready,
+        ready=upscaler.ready,
         name=m.key.name,
         noise=m.key.noise,
         weights=m.path.name,
@@ -177,14 +177,14 @@ def _info(svc: ServiceState, m: ServedModel) -> ModelInfo:
         tile_size=m.engine.tile_size,
         tile_overlap=m.engine.margin,
         runtime={**m.engine.backend.describe(), "cpu": cpu_info()},
-        max_pixels=svc.settings.max_pixels,
-        max_body_bytes=svc.settings.max_body_bytes,
-        max_job_pixels=svc.settings.max_job_pixels,
-        max_job_output_pixels=svc.settings.max_job_output_pixels,
-        max_job_body_bytes=svc.settings.max_job_body_bytes,
+        max_pixels=upscaler.settings.max_pixels,
+        max_body_bytes=upscaler.settings.max_body_bytes,
+        max_job_pixels=upscaler.settings.max_job_pixels,
+        max_job_output_pixels=upscaler.settings.max_job_output_pixels,
+        max_job_body_bytes=upscaler.settings.max_job_body_bytes,
         per_width=per_width,
         rungs=rungs,
-        policy=_policy(svc, m) if svc.ready else None,
+        policy=_policy(upscaler, m) if upscaler.ready else None,
         card=m.card,
     )
 
@@ -193,18 +193,18 @@ def _cost(cost: RungCost | None) -> Cost | None:
     return None if cost is None else Cost(**vars(cost))
 
 
-def _policy(svc: ServiceState, m: ServedModel) -> PolicyState:
-    s, load = svc.settings, svc.scheduler.load()
+def _policy(upscaler: Upscaler, m: ServedModel) -> PolicyState:
+    s, load = upscaler.settings, upscaler.scheduler.load()
     pixels = reference_work_pixels(m.engine)
     fixed = ServedRung.of(m.key, s.fixed_rung)
     ladder = LadderKey.of(m.key)
-    decision, _ = svc.scheduler.admit(ladder, pixels, target_s=s.latency_target_s, fixed=fixed, enqueue=False)
+    decision, _ = upscaler.scheduler.admit(ladder, pixels, target_s=s.latency_target_s, fixed=fixed, enqueue=False)
     rung = decision.rung
     return PolicyState(
         mode=s.policy,
         latency_target_s=s.latency_target_s,
         workers=s.workers,
-        lanes=svc.scheduler.lanes,
+        lanes=upscaler.scheduler.lanes,
         max_queue=s.max_queue,
         queued=load.queued,
         running=load.running,
@@ -215,7 +215,7 @@ def _policy(svc: ServiceState, m: ServedModel) -> PolicyState:
         precision=None if rung is None else rung.precision,
         reason=decision.reason,
         predicted_s=decision.predicted_s,
-        lane_price=_finite(svc.scheduler.lane_price(ladder, pixels, s.latency_target_s)),
+        lane_price=_finite(upscaler.scheduler.lane_price(ladder, pixels, s.latency_target_s)),
         max_lane_price=s.max_lane_price,
     )
 

@@ -1,4 +1,4 @@
-"""``POST /v1/upscale``: read the body, run ``service.upscaling.upscale``, drop the work if the client leaves."""
+"""``POST /v1/upscale``: read the body, run ``Upscaler.upscale``, drop the work if the client leaves."""
 
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from service import images, upscaling
+from service import images
 from service.auth import require_api_key
+from service.deps import UpscalerDep
 from service.errors import ApiError
-from service.state import get_state
+from service.metrics import Metrics
 from service.upscaling import LIMIT_CODES, UpscaleOptions
 
 MAX_SIDE = 65_535  # a bound for the schema (a JPEG side's limit); the output is bounded by the pixel limits
@@ -159,20 +160,20 @@ def upscale_options(
 )
 async def upscale(
     request: Request,
+    upscaler: UpscalerDep,
     options: Annotated[UpscaleOptions, Depends(upscale_options)],
     x_deadline_ms: Annotated[
         int | None, Header(gt=0, le=3_600_000, description="this request's latency target, replacing the server's")
     ] = None,
 ) -> Response:
-    svc = get_state(request)
     opts = replace(options, deadline_ms=x_deadline_ms)
     log = request.state.log
-    with svc.metrics.inflight.track_inprogress():
+    with upscaler.metrics.inflight.track_inprogress():
         try:
-            data = await read_image(request, svc.settings.max_body_bytes)
+            data = await read_image(request, upscaler.settings.max_body_bytes, upscaler.metrics)
         except ClientDisconnect:  # gone during the upload (the web page's Cancel): not a server error
             return client_closed(log)
-        work = asyncio.ensure_future(upscaling.upscale(svc, data, opts, log, request.state.started))
+        work = asyncio.ensure_future(upscaler.upscale(data, opts, log, request.state.started))
         gone = asyncio.ensure_future(_disconnected(request))
         try:
             await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -193,14 +194,14 @@ async def _disconnected(request: Request) -> None:
         pass
 
 
-async def read_image(request: Request, limit: int) -> bytes:
+async def read_image(request: Request, limit: int, metrics: Metrics) -> bytes:
     """The image bytes from a multipart ``file`` part or the raw body; 413 past ``limit`` (counted as a
-    rejection), 415 for other bodies."""
+    rejection in ``metrics``), 415 for other bodies."""
     try:
         return await _read_image(request, limit)
     except ApiError as exc:
         if exc.code in LIMIT_CODES:
-            get_state(request).metrics.rejections.labels(exc.code).inc()
+            metrics.rejections.labels(exc.code).inc()
         raise
 
 
