@@ -27,7 +27,7 @@ from service.policy import CostModel
 from service.registry import LadderKey, build_registry
 from service.routes import health, model_info, upscale, web
 from service.routes import jobs as jobs_routes
-from service.scheduler import Scheduler
+from service.scheduler import Limits, Scheduler
 from service.settings import Settings
 from service.upscaling import Upscaler
 
@@ -86,16 +86,15 @@ def _build_upscaler(settings: Settings) -> Upscaler:
         log.info("backend", extra={"fields": {"model": m.key.name, "cpu": cpu_info(), **m.engine.backend.describe()}})
     default = registry[registry.default]
     cost = CostModel(registry.rungs, settings.cost_ewma_alpha, pipeline.REFERENCE_PIXELS)
-    scheduler = Scheduler(
-        cost,
+    limits = Limits(
         workers=settings.workers,
         lanes=default.engine.backend.lanes,
         max_queue=settings.max_queue,
         timeout_s=settings.request_timeout_s,
         planning_fraction=settings.planning_fraction,
         max_lane_price=math.inf if settings.max_lane_price is None else settings.max_lane_price,
-        init_worker=default.engine.backend.init_worker,
     )
+    scheduler = Scheduler(cost, limits, init_worker=default.engine.backend.init_worker)
     metrics = Metrics(registry.rungs, settings.latency_target_s)
     reference = pipeline.reference_work_pixels(default.engine)
     metrics.bind(scheduler, cost, LadderKey.of(registry.default), reference, settings.latency_target_s)

@@ -124,7 +124,8 @@ def _upscale(args: argparse.Namespace) -> None:
         engine.backend.init_worker()
         # a larger model's output (a JPEG at x2 by x4-jpeg) is Lanczos-downscaled to the asked scale, as served
         size = None if model.cfg.scale == args.scale else (probe.width * args.scale, probe.height * args.scale)
-        out = pipeline.process(engine, probe, rung, fmt, args.quality, settings.png_compress_level, out_size=size)
+        encoding = images.Encoding(fmt, args.quality, settings.png_compress_level)
+        out = pipeline.process(engine, probe, rung, encoding, out_size=size)
     except ApiError as exc:
         sys.exit(f"csd-sr upscale: {exc.detail}")
     Path(args.output).write_bytes(out.body)

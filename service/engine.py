@@ -25,7 +25,7 @@ import numpy as np
 
 from model.edsr import EDSR, EDSRConfig
 from model.rungs import Rung
-from service.backends import Backend, create_backend
+from service.backends import Backend, Cores, create_backend
 from service.hardware import available_cpus
 from service.settings import Settings
 
@@ -149,14 +149,6 @@ def build_engine(model: EDSR, settings: Settings, weights: Path, lane: threading
 
     ``lane``: the lock the engines of several models share, so their tiles take turns in one lane.
     """
-    backend = create_backend(
-        settings.backend,
-        model,
-        threads=settings.threads or available_cpus(),
-        workers=settings.workers,
-        torch_threads=settings.torch_threads,
-        weights=weights,
-        precisions=settings.precisions,
-        lane=lane,
-    )
+    cores = Cores(settings.threads or available_cpus(), settings.workers, settings.torch_threads)
+    backend = create_backend(settings.backend, model, cores, weights, settings.precisions, lane)
     return Engine(backend, model.cfg, settings.tile_size, settings.tile_overlap)

@@ -150,24 +150,29 @@ def upscale_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(alpha.astype(np.float32)).resize(size, Image.Resampling.BICUBIC))
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """The file a response carries: its format, its quality (JPEG, WebP; none: WebP lossless) and a PNG's
+    deflate level (ISA-L, 0 fastest .. 3 smallest)."""
+
+    fmt: str
+    quality: int | None = None
+    png_level: int = 1
+
+
 def encode(
-    rgb: np.ndarray,
-    alpha: np.ndarray | None,
-    source: Decoded,
-    fmt: str,
-    quality: int | None,
-    png_compress_level: int,
-    threads: int = 1,
+    rgb: np.ndarray, alpha: np.ndarray | None, source: Decoded, encoding: Encoding, threads: int = 1
 ) -> tuple[bytes, int]:
     """Encode the model output (float HxWx3, 0..255) like the source; returns the bytes and bit depth.
 
     PNG is deflated on up to ``threads`` threads (``service.png``); JPEG and WebP go through Pillow.
     """
+    fmt, quality = encoding.fmt, encoding.quality
     pixels, icc = to_pixels(rgb, alpha, source, fmt)
     gray = pixels.ndim == 2 or pixels.shape[2] <= 2
     bit_depth = 16 if pixels.dtype == np.uint16 else 8
     if fmt == "png":
-        return encode_png(pixels, png_compress_level, threads, icc), bit_depth
+        return encode_png(pixels, encoding.png_level, threads, icc), bit_depth
     img = Image.fromarray(pixels)
     if fmt == "webp" and gray:  # WebP stores colour only
         img, icc = img.convert("RGBA" if alpha is not None else "RGB"), None

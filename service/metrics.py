@@ -94,6 +94,23 @@ class Metrics:
         self.rejections = Counter("csd_sr_rejections", "Refused upscale requests by reason.", ["reason"], registry=r)
         self.input_pixels = Counter("csd_sr_input_pixels", "Input pixels upscaled.", registry=r)
         self.output_pixels = Counter("csd_sr_output_pixels", "Output pixels produced.", registry=r)
+        self._add_cost_metrics(r)
+        self.latency_target = Gauge("csd_sr_latency_target_seconds", "Configured latency target.", registry=r)
+        self.ready = Gauge("csd_sr_ready", "1 once the model is loaded and warmed up.", registry=r)
+        self.model = Info("csd_sr_model", "The served model.", registry=r)
+        self._add_job_metrics(r)
+
+        self.latency_target.set(latency_target_s)
+        for labels in map(rung_labels, rungs):  # zero-valued series exist from the start
+            self.request_duration.labels(*labels)
+            self.inference.labels(*labels)
+            for reason in REASONS:
+                self.decisions.labels(*labels, reason)
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
+
+    def _add_cost_metrics(self, r: CollectorRegistry) -> None:
+        """The live cost model per rung and the lane price (read at scrape time: ``bind``)."""
         self.cost = Gauge(
             "csd_sr_cost_seconds_per_megapixel",
             "Live cost model: worker seconds per LR megapixel, by rung.",
@@ -112,9 +129,9 @@ class Metrics:
             "(0: every request may have its best rung; +Inf: past capacity, the cheapest rung is served).",
             registry=r,
         )
-        self.latency_target = Gauge("csd_sr_latency_target_seconds", "Configured latency target.", registry=r)
-        self.ready = Gauge("csd_sr_ready", "1 once the model is loaded and warmed up.", registry=r)
-        self.model = Info("csd_sr_model", "The served model.", registry=r)
+
+    def _add_job_metrics(self, r: CollectorRegistry) -> None:
+        """The jobs' own series (``service.jobs``), never in the interactive latency histograms."""
         self.jobs_queued = Gauge("csd_sr_jobs_queued", "Jobs waiting to run.", registry=r)
         self.jobs_running = Gauge("csd_sr_jobs_running", "Jobs running.", registry=r)
         self.jobs_submitted = Counter("csd_sr_jobs_submitted", "Jobs accepted.", registry=r)
@@ -127,15 +144,6 @@ class Metrics:
             buckets=JOB_BUCKETS,
             registry=r,
         )
-
-        self.latency_target.set(latency_target_s)
-        for labels in map(rung_labels, rungs):  # zero-valued series exist from the start
-            self.request_duration.labels(*labels)
-            self.inference.labels(*labels)
-            for reason in REASONS:
-                self.decisions.labels(*labels, reason)
-        for reason in REJECTION_REASONS:
-            self.rejections.labels(reason)
 
     def bind(
         self, scheduler: Scheduler, cost: CostModel, ladder: LadderKey, reference_pixels: int, target_s: float

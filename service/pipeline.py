@@ -45,18 +45,28 @@ class Output:
     inference_s: float  # the model's time, the wait for the inference lane excluded
 
 
+@dataclass(frozen=True)
+class TileHooks:
+    """What a caller runs around the tiles (``Engine.strips``): ``before_tile`` may raise to abort,
+    ``on_lane`` gets the seconds waited for the lane, ``tile_turn`` holds the lane around each tile."""
+
+    before_tile: Callable[[], None] | None = None
+    on_lane: Callable[[float], None] | None = None
+    tile_turn: Callable[[], AbstractContextManager[object]] | None = None
+
+
+NO_HOOKS = TileHooks()
+
+
 def process(
     engine: Engine,
     probe: images.Probe,
     rung: Rung,
-    fmt: str,
-    quality: int | None,
-    png_compress_level: int,
-    before_tile: Callable[[], None] | None = None,
-    on_lane: Callable[[float], None] | None = None,
+    encoding: images.Encoding,
     out_size: tuple[int, int] | None = None,
+    hooks: TileHooks = NO_HOOKS,
 ) -> Output:
-    """Decode, upscale at ``rung`` (alpha by bicubic), encode as ``fmt``; ``on_lane``: see ``Engine.run``.
+    """Decode, upscale at ``rung`` (alpha by bicubic), encode as ``encoding`` says, ``hooks`` around the tiles.
 
     ``out_size`` (width, height, of the file as stored): smaller than the native scale's output, reached
     by an antialiased downscale (``model.data.resize_lanczos``); default: the native scale.
@@ -67,11 +77,11 @@ def process(
     def lane_waited(seconds: float) -> None:
         nonlocal waited
         waited = seconds
-        if on_lane is not None:
-            on_lane(seconds)
+        if hooks.on_lane is not None:
+            hooks.on_lane(seconds)
 
     start = time.perf_counter()
-    rgb = engine.run(decoded.rgb, rung, before_tile, lane_waited)
+    rgb = engine.run(decoded.rgb, rung, hooks.before_tile, lane_waited)
     inference_s = time.perf_counter() - start - waited
     native = (rgb.shape[1], rgb.shape[0])
     size = out_size or native
@@ -80,9 +90,9 @@ def process(
     if size != native:
         rgb = resize_lanczos(rgb, size)
     alpha = None if decoded.alpha is None else images.upscale_alpha(decoded.alpha, size)
-    body, bit_depth = images.encode(rgb, alpha, decoded, fmt, quality, png_compress_level, ENCODE_THREADS)
+    body, bit_depth = images.encode(rgb, alpha, decoded, encoding, ENCODE_THREADS)
     h, w = rgb.shape[:2]
-    return Output(body, images.OUTPUT_MEDIA_TYPES[fmt], w, h, bit_depth, inference_s)
+    return Output(body, images.OUTPUT_MEDIA_TYPES[encoding.fmt], w, h, bit_depth, inference_s)
 
 
 def process_to_file(
@@ -91,19 +101,18 @@ def process_to_file(
     rung: Rung,
     out: BinaryIO,
     png_compress_level: int,
-    before_tile: Callable[[], None],
-    tile_turn: Callable[[], AbstractContextManager[object]],
+    hooks: TileHooks,
 ) -> Output:
     """``process`` for a job at a native scale, PNG: the output written to ``out`` one row of tiles at a
     time (``service.png.PngStreamWriter``), so memory holds the input and one strip, whatever the output's
-    size; each tile runs inside ``tile_turn`` (``Scheduler.job_turn``). ``body`` is empty."""
+    size; each tile runs inside ``hooks.tile_turn`` (``Scheduler.job_turn``). ``body`` is empty."""
     decoded = images.decode(probe)
     h, w = decoded.rgb.shape[:2]
     s = engine.scale
     alpha = None if decoded.alpha is None else Image.fromarray(decoded.alpha)
     writer = None
     start = time.perf_counter()
-    for top, strip in engine.strips(decoded.rgb, rung, before_tile, tile_turn=tile_turn):
+    for top, strip in engine.strips(decoded.rgb, rung, hooks.before_tile, tile_turn=hooks.tile_turn):
         rows = strip.shape[0]
         strip_alpha = None
         if alpha is not None:  # the rows of the whole-image bicubic resize: Pillow reads past the box
@@ -113,7 +122,7 @@ def process_to_file(
         if writer is None:
             channels = 1 if pixels.ndim == 2 else pixels.shape[2]
             depth = 16 if pixels.dtype == np.uint16 else 8
-            writer = PngStreamWriter(out, w * s, h * s, channels, depth, png_compress_level, icc)
+            writer = PngStreamWriter(out, (w * s, h * s), channels, depth, png_compress_level, icc)
         writer.write(pixels)
     assert writer is not None  # an image has at least one row of tiles
     writer.close()
@@ -147,7 +156,8 @@ def warm_up(model: ServedModel, cost: CostModel, png_compress_level: int) -> Non
             times: list[float] = []
             while len(times) < WARMUP_REPEATS and sum(times) < WARMUP_SECONDS_PER_SIZE:
                 start = time.perf_counter()
-                process(engine, images.probe(data, side * side), rung.rung, "png", None, png_compress_level)
+                encoding = images.Encoding("png", None, png_compress_level)
+                process(engine, images.probe(data, side * side), rung.rung, encoding)
                 times.append(time.perf_counter() - start)
             samples.append((engine.work_pixels(side, side), statistics.median(times)))
         cost.fit(rung, samples)

@@ -52,13 +52,14 @@ class PngStreamWriter:
     def __init__(
         self,
         out: BinaryIO,
-        width: int,
-        height: int,
+        size: tuple[int, int],
         channels: int,
         depth: int = 8,
         level: int = 1,
         icc: bytes | None = None,
     ) -> None:
+        """``size``: (width, height) of the whole image."""
+        width, height = size
         self.out, self.width, self.height, self.depth, self.rows_left = out, width, height, depth, height
         self._deflate = isal_zlib.compressobj(level)
         out.write(SIGNATURE + b"".join(_header_chunks(width, height, channels, depth, icc)))

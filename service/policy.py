@@ -166,6 +166,40 @@ def allowed(ladder: Sequence[Rung], ask: Ask, fixed: Rung | None = None) -> tupl
 
 
 @dataclass(frozen=True)
+class RequestPlan:
+    """One request as admission and the decision read it: its ladder, its work, its target, the client's ask."""
+
+    ladder: Hashable  # the key of the ladder it is served from (service.registry.LadderKey)
+    pixels: int  # LR pixels the network processes for it, tile margins included
+    target_s: float  # the latency target, the client's deadline, or what is left of a job's deadline
+    ask: Ask = AUTO
+    fixed: Rung | None = None  # the server's fixed:<rung> policy, as a rung of the request's own model
+    others: bool = True  # a larger model's rungs on the ladder may serve it (false: its input is too large)
+    from_deadline: bool = False  # target_s is a deadline the client set: a rung it forces down is "deadline"
+
+
+@dataclass(frozen=True)
+class LaneView:
+    """What the lane offers one request now: each rung's predicted seconds for it (``work_s``, at least those
+    of ``ladder``), the rungs ``auto`` serves best first, the predicted wait for a lane, whether the queue is
+    full, the expected quality of each ladder rung with the price of a lane-second in it (``lane_price``,
+    counted only with work ahead), and the timeout no rung may be predicted to outlast."""
+
+    work_s: Mapping[Rung, float]
+    ladder: Sequence[Rung]
+    wait_s: float = 0.0
+    queue_full: bool = False
+    quality: Mapping[Rung, float] | None = None
+    price: float = 0.0
+    timeout_s: float = math.inf
+
+    @property
+    def value(self) -> Value | None:
+        """Only with work ahead is lane time priced: a lone request on an idle lane gets the best rung that fits."""
+        return None if self.quality is None or self.wait_s == 0 else Value(self.quality, self.price)
+
+
+@dataclass(frozen=True)
 class Decision:
     """A rung (``None``: rejected) and why, with the prediction behind it."""
 
@@ -178,70 +212,43 @@ class Decision:
     fits: tuple[Rung, ...] = ()  # with EXCEEDS_TIMEOUT: the ladder's rungs that would finish in time now
 
 
-def decide(
-    work_s: Mapping[Rung, float],
-    *,
-    ladder: Sequence[Rung],
-    wait_s: float,
-    target_s: float,
-    queue_full: bool,
-    from_deadline: bool = False,
-    ask: Ask = AUTO,
-    fixed: Rung | None = None,
-    quality: Mapping[Rung, float] | None = None,
-    price: float = 0.0,
-    timeout_s: float = math.inf,
-) -> Decision:
+def decide(plan: RequestPlan, lane: LaneView) -> Decision:
     """Choose a rung for one request, or refuse it.
 
-    ``work_s`` maps each rung (at least those of ``ladder`` and ``fixed``) to this
-    request's predicted seconds; ``ladder`` lists the rungs ``auto`` serves, best
-    expected quality first; ``ask`` must leave some (``allowed``). ``wait_s`` is
-    the predicted wait for a lane; ``target_s`` the client's deadline when it
-    sent one (``from_deadline``), else the configured latency target;
-    ``quality`` the expected quality of each ladder rung and ``price`` what a
-    lane-second costs in it (``lane_price``), which counts only with work ahead.
-    A rung predicted to finish after ``timeout_s`` is never started: refused as
-    ``EXCEEDS_TIMEOUT`` when it alone takes that long, else as ``OVERLOADED``
-    (the backlog is why; it may fit later).
+    ``plan.ask`` must leave some rung of ``lane.ladder`` (``allowed``); ``plan.target_s`` is the target the
+    decision plans for. A rung predicted to finish after ``lane.timeout_s`` is never started: refused as
+    ``EXCEEDS_TIMEOUT`` when it alone takes that long, else as ``OVERLOADED`` (the backlog is why; it may
+    fit later).
     """
-    rungs = allowed(ladder, ask, fixed)
+    rungs = allowed(lane.ladder, plan.ask, plan.fixed)
     if not rungs:
-        raise ValueError(f"no rung for {ask} on the ladder {[r.key for r in ladder]}")
-    pinned = FORCED if ask.width is not None else FIXED if fixed is not None else None
-    value = None if quality is None or wait_s == 0 else Value(quality, price)
-    decision = _choose(rungs, work_s, wait_s, target_s, queue_full, from_deadline, pinned, value)
+        raise ValueError(f"no rung for {plan.ask} on the ladder {[r.key for r in lane.ladder]}")
+    decision = _choose(plan, lane, rungs)
+    work_s, wait_s, timeout_s = lane.work_s, lane.wait_s, lane.timeout_s
     if decision.rung is None or decision.predicted_s <= timeout_s:
         return decision
-    fits = tuple(r for r in reversed(ladder) if wait_s + work_s[r] <= timeout_s)
+    fits = tuple(r for r in reversed(lane.ladder) if wait_s + work_s[r] <= timeout_s)
     if work_s[decision.rung] > timeout_s:
         return replace(decision, rung=None, reason=EXCEEDS_TIMEOUT, fits=fits)
     retry = max(1, math.ceil(decision.predicted_s - timeout_s))
     return replace(decision, rung=None, reason=OVERLOADED, retry_after_s=retry, fits=fits)
 
 
-def _choose(
-    rungs: tuple[Rung, ...],
-    work_s: Mapping[Rung, float],
-    wait_s: float,
-    target_s: float,
-    queue_full: bool,
-    from_deadline: bool,
-    pinned: str | None,
-    value: Value | None,
-) -> Decision:
+def _choose(plan: RequestPlan, lane: LaneView, rungs: tuple[Rung, ...]) -> Decision:
+    work_s, wait_s, target_s = lane.work_s, lane.wait_s, plan.target_s
     cheapest = min(rungs, key=work_s.__getitem__)
-    if queue_full:
+    if lane.queue_full:
         retry = retry_after(wait_s, target_s, work_s[cheapest])
         return Decision(None, QUEUE_FULL, wait_s, wait_s + work_s[cheapest], target_s, retry)
+    pinned = FORCED if plan.ask.width is not None else FIXED if plan.fixed is not None else None
     if pinned is not None:  # the client's width or the server's rung: the best of it that fits, never shed
         rung = next((r for r in rungs if wait_s + work_s[r] <= target_s), cheapest)
         return Decision(rung, pinned, wait_s, wait_s + work_s[rung], target_s)
     fitting = [r for r in rungs if wait_s + work_s[r] <= target_s]
     if fitting:
-        # Only with work ahead is lane time priced: a lone request on an idle lane gets the best rung that fits.
+        value = lane.value
         rung = fitting[0] if value is None else value.best(fitting, work_s)
-        reason = _reason(rung, rungs, wait_s, work_s, target_s, from_deadline)
+        reason = _reason(plan, lane, rung, rungs)
         return Decision(rung, reason, wait_s, wait_s + work_s[rung], target_s)
     if work_s[cheapest] <= target_s:  # it would fit on an idle server: the backlog is why, so shed it
         retry = retry_after(wait_s, target_s, work_s[cheapest])
@@ -249,19 +256,12 @@ def _choose(
     return Decision(cheapest, BEST_EFFORT, wait_s, wait_s + work_s[cheapest], target_s)
 
 
-def _reason(
-    rung: Rung,
-    rungs: Sequence[Rung],
-    wait_s: float,
-    work_s: Mapping[Rung, float],
-    target_s: float,
-    from_deadline: bool,
-) -> str:
+def _reason(plan: RequestPlan, lane: LaneView, rung: Rung, rungs: Sequence[Rung]) -> str:
     if rung == rungs[0]:
-        return IDLE if wait_s == 0 else HEADROOM
-    alone = next((r for r in rungs if work_s[r] <= target_s), None)  # the best an idle server would serve
+        return IDLE if lane.wait_s == 0 else HEADROOM
+    alone = next((r for r in rungs if lane.work_s[r] <= plan.target_s), None)  # the best an idle server serves
     if rung == alone:
-        return DEADLINE if from_deadline else SIZE
+        return DEADLINE if plan.from_deadline else SIZE
     return LOAD  # below what the request alone allows: the work ahead (or its price) is why
 
 

@@ -24,12 +24,21 @@ from collections import Counter, deque
 from collections.abc import Callable, Hashable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from model.rungs import Rung
 from service.ladder import EMPTY_LADDER, Ladder
-from service.policy import AUTO, MAX_UTILIZATION, Ask, CostModel, Decision, decide, lane_price, predicted_wait
+from service.policy import (
+    MAX_UTILIZATION,
+    CostModel,
+    Decision,
+    LaneView,
+    RequestPlan,
+    decide,
+    lane_price,
+    predicted_wait,
+)
 
 T = TypeVar("T")
 
@@ -39,7 +48,7 @@ MAX_JOB_SHARE_LOST = 1 - JOB_MIN_SHARE  # so jobs plan on that share, however bu
 
 
 class JobAborted(Exception):
-    """A job stopped before finishing: ``reason`` is ``timeout`` or ``cancelled``."""
+    """Work stopped before finishing: ``reason`` is ``timeout`` or ``cancelled`` (or a job's ``shutdown``)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -48,6 +57,8 @@ class JobAborted(Exception):
 
 @dataclass(eq=False)
 class Job:
+    """An admitted interactive request: queued for a worker, then running."""
+
     rung: Rung  # a served rung (service.registry.ServedRung): the model's rung
     pixels: int
     predicted_s: float
@@ -80,29 +91,32 @@ class Load:
     wait_s: float
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How much the scheduler takes on: ``workers`` requests at once over ``lanes`` inference lanes,
+    ``max_queue`` more waiting, none past ``timeout_s``; it plans to fill ``planning_fraction`` of a
+    request's target, and a lane-second never costs more than ``max_lane_price``."""
+
+    workers: int
+    lanes: int
+    max_queue: int
+    timeout_s: float
+    planning_fraction: float = 1.0
+    max_lane_price: float = math.inf
+
+
 class Scheduler:
     """Owns the worker pool, the queue accounting and the cost model's online updates."""
 
-    def __init__(
-        self,
-        cost: CostModel,
-        *,
-        workers: int,
-        lanes: int,
-        max_queue: int,
-        timeout_s: float,
-        planning_fraction: float = 1.0,
-        max_lane_price: float = math.inf,
-        init_worker: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, cost: CostModel, limits: Limits, init_worker: Callable[[], None] | None = None) -> None:
         self.cost = cost
-        self.planning_fraction = planning_fraction
-        self.max_lane_price = max_lane_price
-        self.workers = workers
-        self.lanes = min(lanes, workers)
-        self.max_queue = max_queue
-        self.timeout_s = timeout_s
-        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="csd-sr-worker", initializer=init_worker)
+        self.planning_fraction = limits.planning_fraction
+        self.max_lane_price = limits.max_lane_price
+        self.workers = limits.workers
+        self.lanes = min(limits.lanes, limits.workers)
+        self.max_queue = limits.max_queue
+        self.timeout_s = limits.timeout_s
+        self.executor = ThreadPoolExecutor(self.workers, thread_name_prefix="csd-sr-worker", initializer=init_worker)
         self._lock = threading.Lock()
         self._queued: deque[Job] = deque()
         self._running: set[Job] = set()
@@ -117,59 +131,42 @@ class Scheduler:
         """The ladder of ``key`` (empty before warm-up)."""
         return self.ladders.get(key, EMPTY_LADDER)
 
-    def _options(self, key: Hashable, pixels: int, others: bool) -> tuple[Ladder, dict[Rung, float]]:
-        """``key``'s ladder (its own model's rungs alone unless ``others``) and each rung's predicted seconds."""
-        ladder = self.ladder(key) if others else self.ladder(key).own
+    def _options(self, plan: RequestPlan) -> tuple[Ladder, dict[Rung, float]]:
+        """The plan's ladder (its own model's rungs alone unless ``plan.others``) and each rung's predicted
+        seconds."""
+        ladder = self.ladder(plan.ladder) if plan.others else self.ladder(plan.ladder).own
         candidates = set(ladder.candidates)
-        return ladder, {r: self.cost.predict(r, pixels) for r in self.cost.rungs if r in candidates}
+        return ladder, {r: self.cost.predict(r, plan.pixels) for r in self.cost.rungs if r in candidates}
 
     def load(self) -> Load:
         with self._lock:
             return Load(len(self._queued), len(self._running), self._wait_locked(time.monotonic()))
 
-    def admit(
-        self,
-        key: Hashable,
-        pixels: int,
-        *,
-        target_s: float,
-        from_deadline: bool = False,
-        ask: Ask = AUTO,
-        fixed: Rung | None = None,
-        enqueue: bool = True,
-        others: bool = True,
-    ) -> tuple[Decision, Job | None]:
-        """Decide a rung of ``key``'s ladder for ``pixels`` of work and enqueue it, or reject (job ``None``).
-
-        ``fixed``: a rung of ``key``'s model. ``enqueue=False`` only reports the decision (the current policy state).
-        ``others=False``: only its own model's rungs (the input is too large for a larger model's).
-        """
-        ladder, work = self._options(key, pixels, others)
+    def admit(self, plan: RequestPlan) -> tuple[Decision, Job | None]:
+        """Decide a rung of the plan's ladder and enqueue the request, or reject it (job ``None``)."""
+        ladder, work = self._options(plan)
         with self._lock:
             now = time.monotonic()
-            if enqueue:
-                self._arrivals.append((now, key, pixels))
-            full = len(self._queued) + len(self._running) >= self.workers + self.max_queue
-            planned_s = target_s * self.planning_fraction  # the rest of the target absorbs prediction error
-            wait_s = self._wait_locked(now)
-            decision = decide(
-                work,
-                ladder=ladder.rungs,
-                wait_s=wait_s,
-                target_s=planned_s,
-                queue_full=full,
-                from_deadline=from_deadline,
-                ask=ask,
-                fixed=fixed,
-                quality=ladder.quality,
-                price=self._price_locked(now, key, pixels, planned_s, wait_s),
-                timeout_s=self.timeout_s,
-            )
-            if decision.rung is None or not enqueue:
+            self._arrivals.append((now, plan.ladder, plan.pixels))
+            decision = self._decide_locked(plan, ladder, work, now)
+            if decision.rung is None:
                 return decision, None
-            job = Job(decision.rung, pixels, work[decision.rung], now, now + self.timeout_s)
+            job = Job(decision.rung, plan.pixels, work[decision.rung], now, now + self.timeout_s)
             self._queued.append(job)
             return decision, job
+
+    def preview(self, plan: RequestPlan) -> Decision:
+        """The decision ``admit`` would make now, the request neither counted nor enqueued (``/v1/model``)."""
+        ladder, work = self._options(plan)
+        with self._lock:
+            return self._decide_locked(plan, ladder, work, time.monotonic())
+
+    def _decide_locked(self, plan: RequestPlan, ladder: Ladder, work: dict[Rung, float], now: float) -> Decision:
+        full = len(self._queued) + len(self._running) >= self.workers + self.max_queue
+        planned = replace(plan, target_s=plan.target_s * self.planning_fraction)  # the rest absorbs prediction error
+        wait_s = self._wait_locked(now)
+        price = self._price_locked(now, plan.ladder, plan.pixels, planned.target_s, wait_s)
+        return decide(planned, LaneView(work, ladder.rungs, wait_s, full, ladder.quality, price, self.timeout_s))
 
     async def run(self, job: Job, fn: Callable[[Job], T]) -> T:
         """Run ``fn(job)`` on a worker when its turn comes; cancelling the caller abandons the job."""
@@ -211,35 +208,13 @@ class Scheduler:
 
     # Jobs (service.jobs) run beside the interactive queue, on the lane interactive requests leave free.
 
-    def choose_for_job(
-        self,
-        key: Hashable,
-        pixels: int,
-        *,
-        target_s: float,
-        timeout_s: float,
-        ask: Ask = AUTO,
-        fixed: Rung | None,
-        others: bool = True,
-    ) -> tuple[Decision, float]:
-        """The best rung of ``key``'s ladder (``others``: see ``admit``) that finishes ``pixels`` of work within
-        ``target_s`` (what is left of the job's deadline) on the share of the lane interactive requests leave
-        it; and that share."""
+    def choose_for_job(self, plan: RequestPlan, timeout_s: float) -> Decision:
+        """The best rung of the plan's ladder that finishes its work within ``plan.target_s`` (what is left of
+        the job's deadline) on the share of the lane interactive requests leave it, and within ``timeout_s``."""
         share = 1.0 - self.interactive_utilization()
-        ladder, alone = self._options(key, pixels, others)
+        ladder, alone = self._options(plan)
         work = {r: seconds / share for r, seconds in alone.items()}
-        decision = decide(
-            work,
-            ladder=ladder.rungs,
-            wait_s=0.0,
-            target_s=target_s,
-            queue_full=False,
-            from_deadline=True,
-            ask=ask,
-            fixed=fixed,
-            timeout_s=timeout_s,
-        )
-        return decision, share
+        return decide(plan, LaneView(work, ladder.rungs, timeout_s=timeout_s))
 
     def interactive_utilization(self) -> float:
         """Share of the lanes interactive requests used over the last ``RATE_WINDOW_S`` (at most

@@ -16,14 +16,14 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from service import images, pipeline
 from service.errors import ApiError
 from service.ladder import HEADER_SETS, QUALITY_SET, build_ladder, expected_psnr
 from service.metrics import Metrics, rung_labels, width_label
 from service.noise import AUTO, LADDER_DEGRADATION, NoiseChoice, choose_for_probe
-from service.policy import EXCEEDS_TIMEOUT, QUEUE_FULL, Ask, Decision, allowed
+from service.policy import EXCEEDS_TIMEOUT, QUEUE_FULL, Ask, Decision, RequestPlan, allowed
 from service.registry import LadderKey, ModelKey, Registry, ServedModel, ServedRung
 from service.scheduler import JobAborted, Scheduler
 from service.settings import Settings
@@ -58,18 +58,29 @@ class Upscaled:
     headers: dict[str, str]
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """A request checked against what the server serves: the image's header, the size plan, the noise
-    level and model chosen, the client's rung choice and the output format."""
+class Read(NamedTuple):
+    """What a request's bytes and options say, checked against the limits: the image's header, the size plan,
+    the noise level and model chosen, the output format."""
 
     probe: images.Probe
     plan: SizePlan
     noise: NoiseChoice
     key: ModelKey
+    fmt: str
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A request checked against what the server serves: what ``Read`` holds, its ladder and the client's
+    rung choice."""
+
+    probe: images.Probe
+    plan: SizePlan
+    noise: NoiseChoice
+    key: ModelKey
+    fmt: str
     ladder: LadderKey  # the key's ladder at the output scale: ranked by its figures there
     ask: Ask
-    fmt: str
     others: bool  # whether a larger model may serve it (its rungs on the ladder, its output downscaled)
 
     @property
@@ -80,7 +91,7 @@ class Prepared:
 
 @dataclass
 class JobRun:
-    """How a job (``service.jobs``) runs inside ``upscale``: the best rung for its own deadline on the lane
+    """How a job (``service.jobs``) runs in ``Upscaler.run_job``: the best rung for its own deadline on the lane
     interactive requests leave free, tile by tile, into its result file."""
 
     out: BinaryIO
@@ -162,112 +173,94 @@ class Upscaler:
     def plan_job(self, req: Prepared, deadline_s: float) -> tuple[Decision, int]:
         """The rung a job of ``req`` would get now for ``deadline_s`` (chosen again when it starts) and its
         tiles; ``ApiError`` when no rung can finish it."""
-        engine = self.registry[req.key].engine
-        pixels = engine.work_pixels(req.probe.height, req.probe.width)
-        rows, cols = engine.spans(req.probe.height, req.probe.width)
-        decision, _ = self.scheduler.choose_for_job(
-            req.ladder,
-            pixels,
-            target_s=deadline_s,
-            timeout_s=self.settings.job_timeout_s,
-            ask=req.ask,
-            fixed=ServedRung.of(req.key, self.settings.fixed_rung),
-            others=req.others,
-        )
-        if decision.rung is None:
-            raise self.refusal(decision, deadline_s)
+        decision = self._choose_for_job(self._plan(req, deadline_s, from_deadline=True))
+        rows, cols = self.registry[req.key].engine.spans(req.probe.height, req.probe.width)
         return decision, len(rows) * len(cols)
 
-    async def upscale(
-        self, data: bytes, opts: UpscaleOptions, log: dict, started: float, job: JobRun | None = None
-    ) -> Upscaled:
-        """Upscale ``data`` as ``opts`` say; raises ``ApiError`` for anything refused. ``log`` collects the
-        request's log fields; ``started`` (``perf_counter``) is when the request arrived.
+    async def upscale(self, data: bytes, opts: UpscaleOptions, log: dict, started: float) -> Upscaled:
+        """Upscale ``data`` as ``opts`` say, for ``POST /v1/upscale``; raises ``ApiError`` for anything refused.
+        ``log`` collects the request's log fields; ``started`` (``perf_counter``) is when the request arrived.
 
-        Interactive (``job`` None): admitted by the scheduler at a rung the load allows, run on its workers;
-        cancelling the caller abandons the work (a queued request is dropped, a running one stops at its next
-        tile). A job: see ``JobRun``.
+        Admitted by the scheduler at a rung the load allows, run on its workers; cancelling the caller abandons
+        the work (a queued request is dropped, a running one stops at its next tile).
         """
         s, m = self.settings, self.metrics
-        if not self.ready:
-            m.rejections.labels("not_ready").inc()
-            raise ApiError(503, "not_ready", self.warmup_error or "warming up", {"Retry-After": "2"})
-        req = self.prepare(data, opts, job=job is not None)
-        probe, key = req.probe, req.key
-        log.update(input=f"{probe.width}x{probe.height}", input_format=probe.format, bytes_in=len(data))
-        log.update(model=key.name, noise=req.noise.header)
-        if probe.reduced_16bit:
-            log["input_bits"] = 16  # decoded at 8 bits per channel (see service.images)
-        # LR pixels with tile margins: the same for every model a request's ladder holds (one tile size, and
-        # the receptive radius is the body's)
-        work_pixels = self.registry[key].engine.work_pixels(probe.height, probe.width)
-        fixed = ServedRung.of(key, s.fixed_rung)
-        if job is None:
-            target_s = opts.deadline_ms / 1000 if opts.deadline_ms else s.latency_target_s
-            decision, queued = self.scheduler.admit(
-                req.ladder,
-                work_pixels,
-                target_s=target_s,
-                from_deadline=opts.deadline_ms is not None,
-                ask=req.ask,
-                fixed=fixed,
-                others=req.others,
+        self._check_ready()
+        req = self.prepare(data, opts)
+        _log_input(log, req, len(data))
+        target_s = opts.deadline_ms / 1000 if opts.deadline_ms else s.latency_target_s
+        decision, queued = self.scheduler.admit(self._plan(req, target_s, from_deadline=opts.deadline_ms is not None))
+        log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
+        if queued is None:
+            m.rejections.labels(decision.reason).inc()
+            raise self.refusal(decision, target_s)
+        rung = queued.rung
+        m.decisions.labels(*rung_labels(rung), decision.reason).inc()
+        encoding = images.Encoding(req.fmt, opts.quality, s.png_compress_level)
+        engine, out_size = self.registry[rung.model].engine, req.plan.resize_to(rung.model.scale)
+        try:
+            out = await self.scheduler.run(
+                queued,
+                lambda j: pipeline.process(
+                    engine, req.probe, j.rung.rung, encoding, out_size, pipeline.TileHooks(j.check, j.waited_for_lane)
+                ),
             )
-            log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
-            if queued is None:
-                m.rejections.labels(decision.reason).inc()
-                raise self.refusal(decision, target_s)
-            rung = queued.rung
-            m.decisions.labels(*rung_labels(rung), decision.reason).inc()
-            engine, out_size = self.registry[rung.model].engine, req.plan.resize_to(rung.model.scale)
-            try:
-                out = await self.scheduler.run(
-                    queued,
-                    lambda j: pipeline.process(
-                        engine,
-                        probe,
-                        j.rung.rung,
-                        req.fmt,
-                        opts.quality,
-                        s.png_compress_level,
-                        j.check,
-                        j.waited_for_lane,
-                        out_size,
-                    ),
-                )
-            except JobAborted as exc:  # timed out, or the server is shutting down
-                m.rejections.labels(exc.reason).inc()
-                retry = max(1, math.ceil(self.scheduler.load().wait_s))
-                timeout = f"not finished within {s.request_timeout_s:g} s"
-                detail = timeout if exc.reason == "timeout" else "server shutting down"
-                raise ApiError(503, exc.reason, detail, {"Retry-After": str(retry)}) from exc
-            queue_wait_s = queued.queue_wait_s
-            m.queue_wait.observe(queue_wait_s)
-        else:
-            decision, _ = self.scheduler.choose_for_job(
-                req.ladder,
-                work_pixels,
-                target_s=job.deadline_s,
-                timeout_s=s.job_timeout_s,
-                ask=req.ask,
-                fixed=fixed,
-                others=req.others,
-            )
-            if decision.rung is None:  # only a rung alone past the job timeout is refused
-                raise self.refusal(decision, job.deadline_s)
-            rung = decision.rung
-            job.started(decision, rung, decision.predicted_s)
-            log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
-            out = await asyncio.get_running_loop().run_in_executor(
-                job.executor, self._run_job, req, rung, job, opts, work_pixels
-            )
-            queue_wait_s = 0.0
+        except JobAborted as exc:  # timed out, or the server is shutting down
+            m.rejections.labels(exc.reason).inc()
+            retry = max(1, math.ceil(self.scheduler.load().wait_s))
+            timeout = f"not finished within {s.request_timeout_s:g} s"
+            detail = timeout if exc.reason == "timeout" else "server shutting down"
+            raise ApiError(503, exc.reason, detail, {"Retry-After": str(retry)}) from exc
+        m.queue_wait.observe(queued.queue_wait_s)
         labels = rung_labels(rung)
-        m.input_pixels.inc(probe.pixels)
+        m.inference.labels(*labels).observe(out.inference_s)
+        m.request_duration.labels(*labels).observe(time.perf_counter() - started)
+        return self._answer(req, decision, rung, out, queued.queue_wait_s, log)
+
+    async def run_job(self, data: bytes, opts: UpscaleOptions, log: dict, job: JobRun) -> Upscaled:
+        """A job's upscale (``service.jobs``): the best rung for its own deadline on the lane interactive requests
+        leave free, tile by tile, into its result file (``JobRun``). Its latencies are the jobs' own
+        (``csd_sr_job_duration_seconds``), never in the interactive histograms."""
+        self._check_ready()
+        req = self.prepare_job(data, opts)
+        _log_input(log, req, len(data))
+        plan = self._plan(req, job.deadline_s, from_deadline=True)
+        decision = self._choose_for_job(plan)
+        rung = decision.rung
+        assert rung is not None  # _choose_for_job refuses the rest
+        job.started(decision, rung, decision.predicted_s)
+        log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
+        out = await asyncio.get_running_loop().run_in_executor(
+            job.executor, self._run_job, req, rung, job, opts, plan.pixels
+        )
+        return self._answer(req, decision, rung, out, 0.0, log)
+
+    def _check_ready(self) -> None:
+        if not self.ready:
+            self.metrics.rejections.labels("not_ready").inc()
+            raise ApiError(503, "not_ready", self.warmup_error or "warming up", {"Retry-After": "2"})
+
+    def _plan(self, req: Prepared, target_s: float, from_deadline: bool) -> RequestPlan:
+        """What admission and the decision read of ``req``: its ladder, its work (LR pixels with tile margins:
+        the same for every model its ladder holds, one tile size and the body's receptive radius), its target."""
+        pixels = self.registry[req.key].engine.work_pixels(req.probe.height, req.probe.width)
+        fixed = ServedRung.of(req.key, self.settings.fixed_rung)
+        return RequestPlan(req.ladder, pixels, target_s, req.ask, fixed, req.others, from_deadline)
+
+    def _choose_for_job(self, plan: RequestPlan) -> Decision:
+        """A job's rung for its deadline; only a rung alone past the job timeout is refused (``ApiError``)."""
+        decision = self.scheduler.choose_for_job(plan, self.settings.job_timeout_s)
+        if decision.rung is None:
+            raise self.refusal(decision, plan.target_s)
+        return decision
+
+    def _answer(
+        self, req: Prepared, decision: Decision, rung: ServedRung, out: pipeline.Output, queue_wait_s: float, log: dict
+    ) -> Upscaled:
+        """The response headers of ``out``, served at ``rung``; the pixel counters and the log fields too."""
+        m, labels = self.metrics, rung_labels(rung)
+        m.input_pixels.inc(req.probe.pixels)
         m.output_pixels.inc(out.out_width * out.out_height)
-        if job is None:  # the interactive latencies; jobs have their own (csd_sr_job_duration_seconds)
-            m.inference.labels(*labels).observe(out.inference_s)
-            m.request_duration.labels(*labels).observe(time.perf_counter() - started)
         wait_ms, infer_ms = round(1000 * queue_wait_s, 1), round(1000 * out.inference_s, 1)
         log.update(model=rung.model.name, width=rung.width, precision=rung.precision)
         log.update(output=f"{out.out_width}x{out.out_height}")
@@ -287,12 +280,38 @@ class Upscaler:
             headers["X-Expected-PSNR"] = psnr
         return Upscaled(out.body, out.media_type, headers)
 
-    def prepare(self, data: bytes, opts: UpscaleOptions, job: bool) -> Prepared:
-        """Check a request (``job``: a job's) against the served models and the input pixels allowed at each
-        native scale: 4xx ``ApiError`` for anything refused, before any pixel is decoded (a job is refused at
-        submission)."""
-        m, reg = self.metrics, self.registry
-        limit = job_limits(self.settings) if job else interactive_limits(self.settings)
+    def prepare(self, data: bytes, opts: UpscaleOptions) -> Prepared:
+        """Check an interactive request against the served models and the input pixels allowed at each native
+        scale: 4xx ``ApiError`` for anything refused, before any pixel is decoded."""
+        limit = interactive_limits(self.settings)
+        read = self._read(data, opts, limit)
+        return self._complete(read, opts, others=read.probe.pixels <= limit(max(self.registry.scales)))
+
+    def prepare_job(self, data: bytes, opts: UpscaleOptions) -> Prepared:
+        """``prepare`` at the job limits (a job is refused at submission): over the interactive limit only as
+        PNG at a native scale, written as it goes."""
+        limit = job_limits(self.settings)
+        read = self._read(data, opts, limit)
+        # a larger model's output is 16/9 (x4 for x3) the pixels of the model's own: only inputs within the
+        # largest scale's limit may take it, and a streamed job writes the native output as it goes
+        streams = streamed(read.fmt, read.plan)
+        req = self._complete(read, opts, others=not streams and read.probe.pixels <= limit(max(self.registry.scales)))
+        probe, plan = req.probe, req.plan
+        interactive = input_limit(self.settings.max_pixels, plan.native)
+        if probe.pixels > interactive and not streams:  # held whole in memory: the interactive limit holds
+            raise ApiError(
+                413,
+                "too_many_pixels",
+                f"{probe.width}x{probe.height} is over the x{plan.native} interactive limit of {interactive} pixels: "
+                f"larger images are served as PNG at a native scale ({', '.join(map(str, self.registry.scales))}), "
+                f"not {req.fmt} at {plan.header(plan.native)}",
+            )
+        return req
+
+    def _read(self, data: bytes, opts: UpscaleOptions, limit: Callable[[int], int]) -> Read:
+        """The image's header, the size asked, the noise level and model chosen, the output format: 413 past
+        ``limit`` (counted as a rejection), 422 for a scale or a level not served."""
+        reg = self.registry
         try:
             # the largest input any scale allows; the plan checks the one of the scale it serves
             probe = images.probe(data, max(map(limit, reg.scales)))
@@ -304,39 +323,31 @@ class Upscaler:
             plan = plan_size(probe.width, probe.height, factor, size, key.scale, limit)
         except ApiError as exc:
             if exc.code in LIMIT_CODES:
-                m.rejections.labels(exc.code).inc()
+                self.metrics.rejections.labels(exc.code).inc()
             raise
-        fmt = opts.fmt or ("webp" if probe.lossless_webp else "png")
-        # a larger model's output is 16/9 (x4 for x3) the pixels of the model's own: only inputs within the
-        # largest scale's limit may take it, and a streamed job writes the native output as it goes
-        others = not (job and streamed(fmt, plan)) and probe.pixels <= limit(max(reg.scales))
-        ladder = reg.ladder_key(key, plan.factor)
+        return Read(probe, plan, noise, key, opts.fmt or ("webp" if probe.lossless_webp else "png"))
+
+    def _complete(self, read: Read, opts: UpscaleOptions, others: bool) -> Prepared:
+        """``read`` with the client's rung choice checked against its ladder (``others``: with the larger models'
+        rungs on it) and the output format against the image."""
+        ladder = self.registry.ladder_key(read.key, read.plan.factor)
         ask = self._parse_ask(ladder, opts, others)
         # `quality` with format=png is accepted and ignored, as it always was when the output is PNG by default:
         # PNG is lossless, there is nothing for it to set. It used to be a 422, which the spec cannot express
         # (OpenAPI parameters are independent schemas, so no "quality only with jpeg/webp"): a request valid by
         # the spec was refused, and generated clients could not know it (found by tests/service/test_contract.py).
+        fmt, probe = read.fmt, read.probe
         if fmt == "jpeg" and probe.has_alpha:
             raise ApiError(422, "invalid_option", "jpeg cannot carry the alpha channel; ask for png or webp")
-        if max(plan.out_size) > images.MAX_OUTPUT_SIDE.get(fmt, math.inf):  # a thin panorama, within the pixel limits
-            w, h = plan.out_size
+        if max(read.plan.out_size) > images.MAX_OUTPUT_SIDE.get(fmt, math.inf):  # a thin panorama, within limits
+            w, h = read.plan.out_size
             raise ApiError(
                 422,
                 "invalid_option",
                 f"{fmt} stores at most {images.MAX_OUTPUT_SIDE[fmt]} pixels a side, and the output is {w}x{h}; "
                 "ask for png",
             )
-        req = Prepared(probe, plan, noise, key, ladder, ask, fmt, others)
-        interactive = input_limit(self.settings.max_pixels, plan.native)
-        if probe.pixels > interactive and not req.streamed:  # held whole in memory: the interactive limit holds
-            raise ApiError(
-                413,
-                "too_many_pixels",
-                f"{probe.width}x{probe.height} is over the x{plan.native} interactive limit of {interactive} pixels: "
-                f"larger images are served as PNG at a native scale ({', '.join(map(str, reg.scales))}), "
-                f"not {fmt} at {plan.header(plan.native)}",
-            )
-        return req
+        return Prepared(*read, ladder, ask, others)
 
     def _run_job(
         self,
@@ -368,15 +379,13 @@ class Upscaler:
 
         start = time.perf_counter()
         if req.streamed:
-            out = pipeline.process_to_file(
-                engine, req.probe, rung.rung, job.out, s.png_compress_level, before_tile, turn
-            )
+            hooks = pipeline.TileHooks(before_tile, tile_turn=turn)
+            out = pipeline.process_to_file(engine, req.probe, rung.rung, job.out, s.png_compress_level, hooks)
         else:  # within the interactive limit: it waits its turn once, then holds the lane for its tiles
             with self.scheduler.job_turn(contextlib.nullcontext, job.check) as seconds:
                 waited += seconds
-            out = pipeline.process(
-                engine, req.probe, rung.rung, req.fmt, opts.quality, s.png_compress_level, before_tile, None, out_size
-            )
+            encoding = images.Encoding(req.fmt, opts.quality, s.png_compress_level)
+            out = pipeline.process(engine, req.probe, rung.rung, encoding, out_size, pipeline.TileHooks(before_tile))
             job.out.write(out.body)
         job.progress(total, total)
         own_s = time.perf_counter() - start - waited
@@ -434,6 +443,14 @@ class Upscaler:
             names = ", ".join(r.name_for(key) for r in ladder)
             detail = f"no rung on the {ladder_key.name} ladder matches {asked}; the ladder: {names}"
         raise ApiError(422, "invalid_option", detail)
+
+
+def _log_input(log: dict, req: Prepared, bytes_in: int) -> None:
+    probe = req.probe
+    log.update(input=f"{probe.width}x{probe.height}", input_format=probe.format, bytes_in=bytes_in)
+    log.update(model=req.key.name, noise=req.noise.header)
+    if probe.reduced_16bit:
+        log["input_bits"] = 16  # decoded at 8 bits per channel (see service.images)
 
 
 def _expected(card: dict, rung: ServedRung, noise: NoiseChoice) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Collection
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -49,22 +50,29 @@ class Backend(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Cores:
+    """How a backend spreads over the CPU: ``threads`` for OpenVINO's one lane; for torch, ``workers`` lanes of
+    ``torch_threads`` threads each."""
+
+    threads: int
+    workers: int = 1
+    torch_threads: int = 1
+
+
 def create_backend(
     name: BackendName,
     model: EDSR,
-    *,
-    threads: int,
-    workers: int,
-    torch_threads: int,
+    cores: Cores,
     weights: Path | None = None,
     precisions: Collection[Precision] = ("fp32",),
     lane: threading.Lock | None = None,
 ) -> Backend:
-    """``openvino``: the ``precisions`` rungs of every width, one lane on ``threads`` cores; int8 rungs
+    """``openvino``: the ``precisions`` rungs of every width, one lane on ``cores.threads`` cores; int8 rungs
     come from the files quantized from ``weights`` (left out, with the reason in ``describe()``, when
     there are none). ``lane``: a lock shared with other models' backends (default: its own).
 
-    ``torch``: the reference path (fp32 only), ``workers`` lanes of ``torch_threads`` threads each.
+    ``torch``: the reference path (fp32 only), ``cores.workers`` lanes of ``cores.torch_threads`` threads each.
     """
     if name == "openvino":
         from model.openvino import rung_models
@@ -73,11 +81,11 @@ def create_backend(
         models, note = rung_models(model, weights, precisions)
         if not models:
             raise ValueError(f"no rung to serve for precisions {list(precisions)}: {note}")
-        return OpenVINOBackend(models, threads=threads, missing=note, lane=lane)
+        return OpenVINOBackend(models, threads=cores.threads, missing=note, lane=lane)
     if name == "torch":
         from service.backends.torch_backend import TorchBackend
 
         if "fp32" not in precisions:
             raise ValueError("the torch backend runs fp32 rungs only: include fp32 in the precisions")
-        return TorchBackend(model, lanes=workers, threads=torch_threads)
+        return TorchBackend(model, lanes=cores.workers, threads=cores.torch_threads)
     raise ValueError(f"unknown backend {name!r}: expected 'openvino' or 'torch'")

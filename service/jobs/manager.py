@@ -1,7 +1,7 @@
 """Asynchronous jobs: accepted durably, run one at a time through ``service.upscaling.Upscaler`` on the lane
 interactive requests leave free, reported with progress and ETA, kept for a TTL.
 
-Submission checks everything ``/v1/upscale`` checks (``Upscaler.prepare``, at the job limits) and the disk
+Submission checks everything ``/v1/upscale`` checks (``Upscaler.prepare_job``) and the disk
 budget before answering 202, so an accepted job fails later only for what cannot be known from its header
 (a truncated file, a timeout). The input is on disk before the job is in the database, and a result is
 renamed into place once complete: after a crash every queued or interrupted job runs (again), and no
@@ -69,7 +69,7 @@ class JobManager:
             existing = self.store.get_by_key(idempotency_key)
             if existing is not None:
                 return self._same_submission(existing, fingerprint)
-        req = upscaler.prepare(data, opts, job=True)
+        req = upscaler.prepare_job(data, opts)
         counts = self.store.counts()
         if counts[QUEUED] >= s.max_jobs_queued:
             raise ApiError(503, "queue_full", f"{counts[QUEUED]} jobs queued (the limit)", {"Retry-After": "60"})
@@ -225,7 +225,7 @@ class JobManager:
             data = self.store.input_path(job.id).read_bytes()
             with partial.open("wb") as out:
                 run = JobRun(out, self.executor, max(0.0, deadline_at - time.time()), check, progress, on_start)
-                result = await self.upscaler.upscale(data, opts, fields, started, run)
+                result = await self.upscaler.run_job(data, opts, fields, run)
             partial.replace(self.store.result_path(job.id))
         except JobAborted as exc:
             partial.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from service.errors import ErrorBody
 from service.hardware import cpu_info
 from service.ladder import card_quality
 from service.pipeline import REFERENCE_SIDE, reference_work_pixels
-from service.policy import RungCost
+from service.policy import RequestPlan, RungCost
 from service.registry import LadderKey, ServedModel, ServedRung
 from service.upscaling import Upscaler
 
@@ -198,7 +198,7 @@ def _policy(upscaler: Upscaler, m: ServedModel) -> PolicyState:
     pixels = reference_work_pixels(m.engine)
     fixed = ServedRung.of(m.key, s.fixed_rung)
     ladder = LadderKey.of(m.key)
-    decision, _ = upscaler.scheduler.admit(ladder, pixels, target_s=s.latency_target_s, fixed=fixed, enqueue=False)
+    decision = upscaler.scheduler.preview(RequestPlan(ladder, pixels, s.latency_target_s, fixed=fixed))
     rung = decision.rung
     return PolicyState(
         mode=s.policy,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from starlette.datastructures import Headers, UploadFile
@@ -98,7 +98,7 @@ RESPONSES: dict = {
 }
 
 
-def upscale_options(
+def _size_options(
     scale: Annotated[
         float | None,
         Query(
@@ -122,6 +122,11 @@ def upscale_options(
     out_height: Annotated[
         int | None, Query(ge=1, le=MAX_SIDE, description="a target height, as out_width (either or both)")
     ] = None,
+) -> dict[str, Any]:
+    return {"scale": scale, "out_width": out_width, "out_height": out_height}
+
+
+def _rung_options(
     noise: Annotated[
         str,
         Query(
@@ -139,6 +144,11 @@ def upscale_options(
         str | None,
         Query(description="with width=auto: never narrower than this width (503 rather than narrower)"),
     ] = None,
+) -> dict[str, Any]:
+    return {"noise": noise, "width": width, "precision": precision, "min_width": min_width}
+
+
+def _format_options(
     fmt: Annotated[
         Literal["png", "jpeg", "webp"] | None,
         Query(alias="format", description="output format; default PNG (lossless WebP for lossless WebP inputs)"),
@@ -146,9 +156,18 @@ def upscale_options(
     quality: Annotated[
         int | None, Query(ge=1, le=100, description="JPEG/WebP quality; no quality: lossless WebP")
     ] = None,
+) -> dict[str, Any]:
+    return {"fmt": fmt, "quality": quality}
+
+
+def upscale_options(
+    size: Annotated[dict[str, Any], Depends(_size_options)],
+    rung: Annotated[dict[str, Any], Depends(_rung_options)],
+    output: Annotated[dict[str, Any], Depends(_format_options)],
 ) -> UpscaleOptions:
-    """The query parameters of ``/v1/upscale``, which ``POST /v1/jobs`` takes too."""
-    return UpscaleOptions(scale, out_width, out_height, noise, width, precision, min_width, fmt, quality)
+    """The query parameters of ``/v1/upscale``, which ``POST /v1/jobs`` takes too: the size asked, the rung
+    choice and the output format (three groups, in the spec in this order)."""
+    return UpscaleOptions(**size, **rung, **output)
 
 
 @router.post(

@@ -10,7 +10,7 @@ import torch
 
 from model.edsr import EDSR, EDSRConfig
 from model.rungs import Rung
-from service.backends import create_backend
+from service.backends import Cores, create_backend
 from service.engine import Engine, receptive_radius, tile_spans
 from tests.conftest import synthetic_image
 
@@ -22,7 +22,7 @@ def tiny(scale: int) -> EDSR:
 
 def engine(model: EDSR, tile_size: int, tile_overlap: int | None = None, backend: str = "torch") -> Engine:
     return Engine(
-        create_backend(backend, model, threads=2, workers=1, torch_threads=2), model.cfg, tile_size, tile_overlap
+        create_backend(backend, model, Cores(threads=2, workers=1, torch_threads=2)), model.cfg, tile_size, tile_overlap
     )
 
 
@@ -88,7 +88,7 @@ def trained_like() -> EDSR:
 
 @pytest.fixture(scope="module")
 def openvino_backend(trained_like: EDSR):
-    return create_backend("openvino", trained_like, threads=2, workers=1, torch_threads=2)
+    return create_backend("openvino", trained_like, Cores(threads=2, workers=1, torch_threads=2))
 
 
 @pytest.mark.parametrize("width", [0.25, 0.5, 1.0])

@@ -20,9 +20,9 @@ from PIL import Image
 
 from service.jobs.store import JobStore
 from service.ladder import Ladder
-from service.policy import CostModel
+from service.policy import CostModel, RequestPlan
 from service.registry import ModelKey, ServedRung
-from service.scheduler import Scheduler
+from service.scheduler import Limits, Scheduler
 from tests.conftest import synthetic_image
 from tests.service.conftest import client_for, decode, encode, png_bytes, running_server, settings, wait_ready
 
@@ -169,7 +169,7 @@ def one_rung_scheduler() -> Scheduler:
     full = ServedRung(ModelKey(), 1.0)
     cost = CostModel([full], alpha=0.0, ref_pixels=1)
     cost.fit(full, [(1_000, 0.001), (2_000, 0.002)])
-    scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=4, timeout_s=60)
+    scheduler = Scheduler(cost, Limits(workers=1, lanes=1, max_queue=4, timeout_s=60))
     scheduler.ladders[ModelKey()] = Ladder((full,), {})
     return scheduler
 
@@ -180,7 +180,7 @@ def test_a_job_tile_waits_while_an_interactive_request_is_in_the_system() -> Non
     order: list[str] = []
 
     async def interactive() -> None:
-        _, job = scheduler.admit(ModelKey(), 1_000, target_s=10)
+        _, job = scheduler.admit(RequestPlan(ModelKey(), 1_000, target_s=10))
         assert job is not None
         await scheduler.run(job, lambda _: (release.wait(5), order.append("interactive")))
 
@@ -250,7 +250,7 @@ def test_a_job_waiting_behind_interactive_requests_still_gets_its_share() -> Non
     order: list[str] = []
 
     async def interactive() -> None:  # in the system for 5 s: far longer than the job may be held back
-        _, job = scheduler.admit(ModelKey(), 1_000, target_s=10)
+        _, job = scheduler.admit(RequestPlan(ModelKey(), 1_000, target_s=10))
         await scheduler.run(job, lambda _: (release.wait(5), order.append("interactive")))
 
     def job_tile() -> None:

@@ -19,9 +19,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.ladder import Ladder
-from service.policy import CostModel
+from service.policy import CostModel, RequestPlan
 from service.registry import ModelKey, ServedRung
-from service.scheduler import Job, JobAborted, Scheduler
+from service.scheduler import Job, JobAborted, Limits, Scheduler
 from tests.conftest import synthetic_image
 from tests.service.conftest import client_for, encode, png_bytes, running_server, settings
 
@@ -187,7 +187,7 @@ def test_a_job_past_its_deadline_stops_at_its_next_tile() -> None:
     full = ServedRung(X4, 1.0)
     cost = CostModel([full], alpha=0.0, ref_pixels=1)
     cost.fit(full, [(1_000, 0.001), (2_000, 0.002)])  # predicts far less than the job will take
-    scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=1, timeout_s=0.05)
+    scheduler = Scheduler(cost, Limits(workers=1, lanes=1, max_queue=1, timeout_s=0.05))
     scheduler.ladders[X4] = Ladder((full,), {})
     tiles = []
 
@@ -197,7 +197,7 @@ def test_a_job_past_its_deadline_stops_at_its_next_tile() -> None:
             tiles.append(1)
             time.sleep(0.01)
 
-    _, job = scheduler.admit(X4, 1_000, target_s=1.0)
+    _, job = scheduler.admit(RequestPlan(X4, 1_000, target_s=1.0))
     with pytest.raises(JobAborted) as aborted:
         asyncio.run(scheduler.run(job, slow_tiles))
     scheduler.shutdown()
@@ -214,14 +214,14 @@ def fill(max_lane_price: float = math.inf, arrivals: int = 40) -> tuple[list[flo
     cost = CostModel(list(LADDER_QUALITY), alpha=0.0, ref_pixels=1)
     for rung, s_per_mp in zip(LADDER_QUALITY, (10.0, 3.0, 1.0), strict=True):
         cost.fit(rung, [(100_000, s_per_mp * 0.1), (200_000, s_per_mp * 0.2)])
-    scheduler = Scheduler(cost, workers=1, lanes=1, max_queue=50, timeout_s=60.0, max_lane_price=max_lane_price)
+    scheduler = Scheduler(cost, Limits(workers=1, lanes=1, max_queue=50, timeout_s=60.0, max_lane_price=max_lane_price))
     scheduler.ladders[X4] = Ladder(tuple(LADDER_QUALITY), {}, LADDER_QUALITY)
     pixels, target = 50_000, 4.0
     assert scheduler.lane_price(X4, pixels, target) == 0  # idle
     prices, rungs = [], []
     for _ in range(arrivals):
         prices.append(scheduler.lane_price(X4, pixels, target))
-        decision, _ = scheduler.admit(X4, pixels, target_s=target)
+        decision, _ = scheduler.admit(RequestPlan(X4, pixels, target_s=target))
         rungs.append(decision.rung)
     scheduler.shutdown()
     return prices, rungs

@@ -71,7 +71,7 @@ def test_tiny_images() -> None:
 def test_a_png_streamed_in_strips_decodes_to_the_pixels(pixels: np.ndarray) -> None:
     out = io.BytesIO()
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    writer = PngStreamWriter(out, 45, 61, channels, 16 if pixels.dtype == np.uint16 else 8, icc=b"profile")
+    writer = PngStreamWriter(out, (45, 61), channels, 16 if pixels.dtype == np.uint16 else 8, icc=b"profile")
     for top in range(0, 61, 16):  # uneven strips, the last one short
         writer.write(pixels[top : top + 16])
     writer.close()
@@ -80,7 +80,7 @@ def test_a_png_streamed_in_strips_decodes_to_the_pixels(pixels: np.ndarray) -> N
 
 
 def test_a_stream_refuses_rows_that_do_not_continue_the_image() -> None:
-    writer = PngStreamWriter(io.BytesIO(), 10, 4, 3)
+    writer = PngStreamWriter(io.BytesIO(), (10, 4), 3)
     with pytest.raises(ValueError, match="do not continue"):
         writer.write(np.zeros((2, 11, 3), np.uint8))
     writer.write(np.zeros((3, 10, 3), np.uint8))

@@ -7,8 +7,10 @@ import math
 import pytest
 
 from model.rungs import Rung
+from service import policy
 from service.ladder import DOMINANCE_MARGIN, build_ladder
 from service.policy import (
+    AUTO,
     BEST_EFFORT,
     DEADLINE,
     EXCEEDS_TIMEOUT,
@@ -22,9 +24,10 @@ from service.policy import (
     SIZE,
     Ask,
     CostModel,
+    LaneView,
+    RequestPlan,
     RungCost,
     allowed,
-    decide,
     lane_price,
     predicted_wait,
     retry_after,
@@ -35,6 +38,12 @@ Q, H, F = Rung(0.25), Rung(0.5), Rung(1.0)  # the fp32 rungs: quarter, half, ful
 Q8, H8, F8 = Rung(0.25, "int8"), Rung(0.5, "int8"), Rung(1.0, "int8")
 FP32 = (F, H, Q)  # a ladder without int8 rungs, best first
 WORK = {Q: 0.1, H: 0.4, F: 1.5}  # seconds of this request's work at each rung
+
+
+def decide(work, *, ladder, wait_s, target_s, queue_full, ask=AUTO, fixed=None, from_deadline=False, **lane):
+    """``policy.decide`` with the request's plan and the lane's view spelled out as keywords."""
+    plan = RequestPlan(ModelKey(), 0, target_s, ask, fixed, from_deadline=from_deadline)
+    return policy.decide(plan, LaneView(work, ladder, wait_s, queue_full, **lane))
 
 
 def choose(wait_s: float, target_s: float = 2.0, work=WORK, ladder=FP32, **kw) -> tuple[Rung | None, str]:
