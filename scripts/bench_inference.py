@@ -32,9 +32,9 @@ from model.edsr import count_macs
 from model.openvino import cpu_config, native_bf16
 from model.rungs import Rung
 from model.weights import load_weights
-from service.backends import Cores, create_backend
-from service.engine import Engine
-from service.hardware import available_cpus, cpu_info
+from service.inference.backends import Cores, create_backend
+from service.inference.hardware import available_cpus, cpu_info
+from service.inference.tiles import Engine
 from service.settings import DEFAULT_WEIGHTS, Settings
 
 PEERS = {"FSRCNN": "FSRCNN_x4.pb", "ESPCN": "ESPCN_x4.pb", "LapSRN": "LapSRN_x4.pb"}

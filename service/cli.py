@@ -71,7 +71,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from service.app import create_app
+    from service.api.app import create_app
 
     settings = _settings(args)
     try:
@@ -84,9 +84,9 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _upscale(args: argparse.Namespace) -> None:
     from model.weights import load_weights
-    from service import images, pipeline
-    from service.engine import build_engine
     from service.errors import ApiError
+    from service.inference import images, process
+    from service.inference.tiles import build_engine
 
     if len(args.inputs) != 2:
         sys.exit("csd-sr upscale: locally it takes IN OUT (many files: --server URL IN... --out DIR)")
@@ -125,7 +125,7 @@ def _upscale(args: argparse.Namespace) -> None:
         # a larger model's output (a JPEG at x2 by x4-jpeg) is Lanczos-downscaled to the asked scale, as served
         size = None if model.cfg.scale == args.scale else (probe.width * args.scale, probe.height * args.scale)
         encoding = images.Encoding(fmt, args.quality, settings.png_compress_level)
-        out = pipeline.process(engine, probe, rung, encoding, out_size=size)
+        out = process.process(engine, probe, rung, encoding, out_size=size)
     except ApiError as exc:
         sys.exit(f"csd-sr upscale: {exc.detail}")
     Path(args.output).write_bytes(out.body)
@@ -138,11 +138,11 @@ def _upscale(args: argparse.Namespace) -> None:
 
 def _pick_model(files: tuple[Path, ...], probe, scale: int, noise: str) -> tuple[Path, str]:
     """The file of the model for ``scale`` and ``noise`` (``auto``: as the service decides, from the input),
-    by the service's rule: the smallest scale >= ``scale`` serving the level (``service.registry.resolve``),
+    by the service's rule: the smallest scale >= ``scale`` serving the level (``service.catalog.registry.resolve``),
     so a JPEG at x2 goes to x4-jpeg, downscaled, when there is no x2-jpeg model."""
     from model.weights import card_path, read_config
-    from service.noise import choose_for_probe
-    from service.registry import ModelKey, noise_levels, resolve
+    from service.catalog.noise import choose_for_probe
+    from service.catalog.registry import ModelKey, noise_levels, resolve
 
     models = {}
     for path in files:

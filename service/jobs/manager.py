@@ -1,4 +1,4 @@
-"""Asynchronous jobs: accepted durably, run one at a time through ``service.upscaling.Upscaler`` on the lane
+"""Asynchronous jobs: accepted durably, run one at a time through ``service.upscaling.upscaler.Upscaler`` on the lane
 interactive requests leave free, reported with progress and ETA, kept for a TTL.
 
 Submission checks everything ``/v1/upscale`` checks (``Upscaler.prepare_job``) and the disk
@@ -20,13 +20,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
+from service.catalog.registry import ServedRung
 from service.errors import ApiError
 from service.jobs.redis_store import RedisJobStore
 from service.jobs.store import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, JobRecord, JobStore
-from service.policy import Decision
-from service.registry import ServedRung
-from service.scheduler import JobAborted
-from service.upscaling import JobRun, Prepared, UpscaleOptions, Upscaler
+from service.scheduling.policy import Decision
+from service.scheduling.scheduler import Aborted
+from service.upscaling.options import UpscaleOptions
+from service.upscaling.upscaler import JobRun, Prepared, Upscaler
 
 log = logging.getLogger("csd_sr.jobs")
 
@@ -204,14 +205,14 @@ class JobManager:
             (seen in the store, wherever it was asked), and renew the job's lease there."""
             nonlocal last_beat
             if self._stopping:
-                raise JobAborted("shutdown")
+                raise Aborted("shutdown")
             now = time.monotonic()
             if now > timeout_at:
-                raise JobAborted("timeout")
+                raise Aborted("timeout")
             if now - last_beat >= BEAT_S:
                 last_beat = now
                 if not self.store.beat(job.id):  # cancelled or removed
-                    raise JobAborted("cancelled")
+                    raise Aborted("cancelled")
 
         def progress(done: int, total: int) -> None:
             self.store.update(job.id, tiles_done=done, tiles_total=total)
@@ -227,7 +228,7 @@ class JobManager:
                 run = JobRun(out, self.executor, max(0.0, deadline_at - time.time()), check, progress, on_start)
                 result = await self.upscaler.run_job(data, opts, fields, run)
             partial.replace(self.store.result_path(job.id))
-        except JobAborted as exc:
+        except Aborted as exc:
             partial.unlink(missing_ok=True)
             if exc.reason == "timeout":
                 detail = f"not finished within {self.settings.job_timeout_s:g} s"

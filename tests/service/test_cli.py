@@ -19,7 +19,7 @@ from csd_sr.cli import main as cli_main
 from model.edsr import EDSR, EDSRConfig
 from model.rungs import Rung
 from model.weights import save_weights
-from service.app import create_app
+from service.api.app import create_app
 from service.settings import Settings
 from tests.conftest import synthetic_image, write_png
 from tests.service.conftest import CARD, client_for, png_bytes, wait_ready
