@@ -6,7 +6,12 @@ import argparse
 import json
 import sys
 import time
+import types
+import typing
 from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
 
 from model.rungs import PRECISIONS, Rung
 from service.settings import Settings
@@ -17,19 +22,7 @@ SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``serve`` and ``upscale`` to the ``csd-sr`` command."""
     p = sub.add_parser("serve", help="serve the upscale API (settings from CSD_SR_* env; flags override)")
-    p.add_argument("--weights", help="comma-separated .safetensors files (default: every shipped model)")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--latency-target-s", type=float)
-    p.add_argument("--policy", help="auto or fixed:<rung>, e.g. fixed:1 or fixed:1-int8")
-    p.add_argument("--precisions", help="rungs' precisions to build and serve: fp32,int8 (default) or fp32")
-    p.add_argument("--workers", type=int, help="requests processed at once")
-    p.add_argument("--backend", choices=["openvino", "torch"], help="inference runtime (default: openvino)")
-    p.add_argument("--threads", type=int, help="openvino: inference threads (default: usable CPUs)")
-    p.add_argument("--torch-threads", type=int, help="torch backend: threads per worker")
-    p.add_argument("--max-queue", type=int)
-    p.add_argument("--max-lane-price", type=float, help="most expected dB traded per lane-second (default: no limit)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    _add_settings_flags(p)
     p.set_defaults(func=_serve)
 
     p = sub.add_parser(
@@ -60,6 +53,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, help="openvino: inference threads (default: usable CPUs)")
     p.add_argument("--torch-threads", type=int, help="torch backend: threads (default: 1)")
     p.set_defaults(func=_upscale)
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per ``Settings`` field (``latency_target_s``: ``--latency-target-s``), its help the field's
+    description, its value checked by the field as the environment's is. Secrets stay in the environment: a
+    command line is visible to every process of the machine."""
+    for name, field in Settings.model_fields.items():
+        union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)  # X | None
+        kinds = typing.get_args(field.annotation) if union else (field.annotation,)
+        if SecretStr in kinds:
+            continue
+        literal = next((k for k in kinds if typing.get_origin(k) is Literal), None)
+        number = next((k for k in kinds if k in (int, float)), None)
+        flag = "--" + name.replace("_", "-")
+        choices = typing.get_args(literal) if literal is not None else None
+        parser.add_argument(flag, type=number, choices=choices, help=field.description)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
