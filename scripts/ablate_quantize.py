@@ -30,7 +30,7 @@ import torch
 from model.evaluate import Forward, evaluate_sets, openvino_forwards
 from model.quantize import Recipe, quantize
 from model.weights import load_weights
-from service.hardware import available_cpus, cpu_info
+from service.inference.hardware import available_cpus, cpu_info
 from service.settings import DEFAULT_WEIGHTS
 
 VARIANTS = {

@@ -32,9 +32,9 @@ from model.edsr import count_macs
 from model.openvino import cpu_config, native_bf16
 from model.rungs import Rung
 from model.weights import load_weights
-from service.backends import create_backend
-from service.engine import Engine
-from service.hardware import available_cpus, cpu_info
+from service.inference.backends import Cores, create_backend
+from service.inference.hardware import available_cpus, cpu_info
+from service.inference.tiles import Engine
 from service.settings import DEFAULT_WEIGHTS, Settings
 
 PEERS = {"FSRCNN": "FSRCNN_x4.pb", "ESPCN": "ESPCN_x4.pb", "LapSRN": "LapSRN_x4.pb"}
@@ -106,9 +106,7 @@ def bench_model(args, images: dict[str, np.ndarray], peaks: dict[int, dict[str, 
             backend = create_backend(
                 name,
                 model,
-                threads=threads,
-                workers=1,
-                torch_threads=threads,
+                Cores(threads=threads, workers=1, torch_threads=threads),
                 weights=args.weights,
                 precisions=("fp32", "int8", "bf16") if name == "openvino" else ("fp32",),  # bf16: native only
             )

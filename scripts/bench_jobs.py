@@ -32,7 +32,7 @@ from measure_budgets import rss_mb
 from PIL import Image
 from serving import free_port, wait_ready
 
-from service.hardware import cpu_info
+from service.inference.hardware import cpu_info
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "data" / "train" / "BSD200" / "HR"

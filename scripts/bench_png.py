@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service.hardware import cpu_info
-from service.png import encode_png
+from service.inference.hardware import cpu_info
+from service.inference.png import encode_png
 
 
 def best_ms(fn: Callable[[], bytes], repeats: int) -> tuple[float, int]:

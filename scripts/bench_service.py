@@ -49,7 +49,7 @@ from serving import free_port, wait_ready
 from model.edsr import EDSR, EDSRConfig
 from model.rungs import Rung
 from model.weights import read_config, save_weights
-from service.hardware import cpu_info
+from service.inference.hardware import cpu_info
 from service.settings import DEFAULT_WEIGHTS, shipped_weights
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,9 +24,9 @@ from PIL import Image
 
 from model.rungs import Rung
 from model.weights import load_weights
-from service.backends import create_backend
-from service.engine import Engine
-from service.hardware import available_cpus, cpu_info
+from service.inference.backends import Cores, create_backend
+from service.inference.hardware import available_cpus, cpu_info
+from service.inference.tiles import Engine
 from service.settings import DEFAULT_WEIGHTS
 
 WHOLE = 1 << 20  # a tile side no input reaches: the whole-image pass
@@ -136,7 +136,7 @@ def main() -> None:
 
     model, _ = load_weights(args.weights)
     threads = available_cpus()
-    backend = create_backend(args.backend, model, threads=threads, workers=1, torch_threads=threads)
+    backend = create_backend(args.backend, model, Cores(threads=threads, workers=1, torch_threads=threads))
     backend.init_worker()
     header = f"{args.backend} backend, {threads} threads, CPU {json.dumps(cpu_info())}, weights {args.weights.name}"
     print(header, flush=True)

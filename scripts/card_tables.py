@@ -14,7 +14,7 @@ from pathlib import Path
 
 from model.degradations import EVAL_DEGRADATIONS
 from model.weights import card_path
-from service.ladder import card_tables
+from service.catalog.cards import card_tables
 from service.settings import shipped_weights
 
 SETS = ("Set5", "Set14")

@@ -1,4 +1,4 @@
-"""How ``noise=auto`` tells a JPEG that was blurred before it was compressed: ``service.noise.detail_ratio``
+"""How ``noise=auto`` tells a JPEG that was blurred before it was compressed: ``service.catalog.noise.detail_ratio``
 of clean JPEGs of several qualities and of ``camera`` files (blur, noise, then q 80), per folder.
 
 python scripts/measure_blur_check.py --data ../shared/data/train/Wiki49/HR ../shared/data/train/T91/HR \
@@ -20,8 +20,8 @@ import numpy as np
 
 from model.data import as_rgb, downscale, list_images, load_image, mod_crop
 from model.degradations import degraded_file, image_seed
-from service.hardware import cpu_info
-from service.noise import BLUR_CHECK_QUALITY, BLURRED_DETAIL_RATIO, CLEAN_JPEG_QUALITY, jpeg_detail_ratio
+from service.catalog.noise import BLUR_CHECK_QUALITY, BLURRED_DETAIL_RATIO, CLEAN_JPEG_QUALITY, jpeg_detail_ratio
+from service.inference.hardware import cpu_info
 
 INPUTS = ("jpeg30", "jpeg50", "jpeg60", "jpeg70", "jpeg75", "jpeg80", "jpeg85", "camera")
 THRESHOLDS = (0.35, BLURRED_DETAIL_RATIO, 0.39, 0.41)

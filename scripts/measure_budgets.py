@@ -23,7 +23,7 @@ import httpx
 from PIL import Image
 from serving import free_port, wait_ready
 
-from service.hardware import cpu_info
+from service.inference.hardware import cpu_info
 
 ROOT = Path(__file__).resolve().parents[1]
 PHOTOS = ROOT.parent / "shared" / "data" / "train" / "BSD200" / "HR"

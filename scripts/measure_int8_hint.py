@@ -23,7 +23,7 @@ from model.evaluate import compiled_forward, evaluate_sets
 from model.openvino import cpu_config, int8_models, native_bf16
 from model.rungs import Rung
 from model.weights import load_weights
-from service.hardware import cpu_info
+from service.inference.hardware import cpu_info
 
 HINTS = ("f32", "bf16")
 

@@ -12,7 +12,7 @@ LR saved as a real JPEG file of quality q (Pillow), decoded, and upscaled by eac
 (fp32, OpenVINO, ``model.evaluate``); a larger model's output is Lanczos-downscaled to the scale, as
 the service serves it. ``auto``
 reads the file (its quantization tables, and its detail where the blur check applies) exactly as the
-service does (``service.noise.choose_for_probe``). Y-PSNR with
+service does (``service.catalog.noise.choose_for_probe``). Y-PSNR with
 the standard shave; means over all images.
 """
 
@@ -32,9 +32,9 @@ from model.evaluate import openvino_forwards, super_resolve
 from model.metrics import psnr_y
 from model.rungs import Rung
 from model.weights import load_weights
-from service.hardware import cpu_info
-from service.images import probe
-from service.noise import choose_for_probe
+from service.catalog.noise import choose_for_probe
+from service.inference.hardware import cpu_info
+from service.inference.images import probe
 
 QUALITIES = tuple(range(30, 100, 5))
 WEBP_QUALITIES = (50, 75, 90)

@@ -28,7 +28,7 @@ from PIL import Image
 from model.data import as_rgb, list_images, load_image, resize_lanczos, to_image, to_tensor
 from model.metrics import psnr_y
 from model.weights import load_weights
-from service.hardware import cpu_info
+from service.inference.hardware import cpu_info
 from service.settings import WEIGHTS_DIR
 
 

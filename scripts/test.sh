@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs into .venv and runs lint + tests.
+# Installs everything the test suite needs into .venv and runs lint, the import contracts and the tests.
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -m "not slow"`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,4 +15,5 @@ bash scripts/system-deps.sh
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/lint-imports  # the layering of service/ and model/'s independence (pyproject.toml [tool.importlinter])
 exec .venv/bin/pytest "$@"

@@ -6,7 +6,12 @@ import argparse
 import json
 import sys
 import time
+import types
+import typing
 from pathlib import Path
+from typing import Literal
+
+from pydantic import SecretStr
 
 from model.rungs import PRECISIONS, Rung
 from service.settings import Settings
@@ -17,19 +22,7 @@ SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Add ``serve`` and ``upscale`` to the ``csd-sr`` command."""
     p = sub.add_parser("serve", help="serve the upscale API (settings from CSD_SR_* env; flags override)")
-    p.add_argument("--weights", help="comma-separated .safetensors files (default: every shipped model)")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--latency-target-s", type=float)
-    p.add_argument("--policy", help="auto or fixed:<rung>, e.g. fixed:1 or fixed:1-int8")
-    p.add_argument("--precisions", help="rungs' precisions to build and serve: fp32,int8 (default) or fp32")
-    p.add_argument("--workers", type=int, help="requests processed at once")
-    p.add_argument("--backend", choices=["openvino", "torch"], help="inference runtime (default: openvino)")
-    p.add_argument("--threads", type=int, help="openvino: inference threads (default: usable CPUs)")
-    p.add_argument("--torch-threads", type=int, help="torch backend: threads per worker")
-    p.add_argument("--max-queue", type=int)
-    p.add_argument("--max-lane-price", type=float, help="most expected dB traded per lane-second (default: no limit)")
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    _add_settings_flags(p)
     p.set_defaults(func=_serve)
 
     p = sub.add_parser(
@@ -62,6 +55,22 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_upscale)
 
 
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per ``Settings`` field (``latency_target_s``: ``--latency-target-s``), its help the field's
+    description, its value checked by the field as the environment's is. Secrets stay in the environment: a
+    command line is visible to every process of the machine."""
+    for name, field in Settings.model_fields.items():
+        union = typing.get_origin(field.annotation) in (typing.Union, types.UnionType)  # X | None
+        kinds = typing.get_args(field.annotation) if union else (field.annotation,)
+        if SecretStr in kinds:
+            continue
+        literal = next((k for k in kinds if typing.get_origin(k) is Literal), None)
+        number = next((k for k in kinds if k in (int, float)), None)
+        flag = "--" + name.replace("_", "-")
+        choices = typing.get_args(literal) if literal is not None else None
+        parser.add_argument(flag, type=number, choices=choices, help=field.description)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     """Environment settings with the flags that were given on top."""
     fields = Settings.model_fields
@@ -71,7 +80,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from service.app import create_app
+    from service.api.app import create_app
 
     settings = _settings(args)
     try:
@@ -84,9 +93,9 @@ def _serve(args: argparse.Namespace) -> None:
 
 def _upscale(args: argparse.Namespace) -> None:
     from model.weights import load_weights
-    from service import images, pipeline
-    from service.engine import build_engine
     from service.errors import ApiError
+    from service.inference import images, process
+    from service.inference.tiles import build_engine
 
     if len(args.inputs) != 2:
         sys.exit("csd-sr upscale: locally it takes IN OUT (many files: --server URL IN... --out DIR)")
@@ -124,7 +133,8 @@ def _upscale(args: argparse.Namespace) -> None:
         engine.backend.init_worker()
         # a larger model's output (a JPEG at x2 by x4-jpeg) is Lanczos-downscaled to the asked scale, as served
         size = None if model.cfg.scale == args.scale else (probe.width * args.scale, probe.height * args.scale)
-        out = pipeline.process(engine, probe, rung, fmt, args.quality, settings.png_compress_level, out_size=size)
+        encoding = images.Encoding(fmt, args.quality, settings.png_compress_level)
+        out = process.process(engine, probe, rung, encoding, out_size=size)
     except ApiError as exc:
         sys.exit(f"csd-sr upscale: {exc.detail}")
     Path(args.output).write_bytes(out.body)
@@ -137,11 +147,11 @@ def _upscale(args: argparse.Namespace) -> None:
 
 def _pick_model(files: tuple[Path, ...], probe, scale: int, noise: str) -> tuple[Path, str]:
     """The file of the model for ``scale`` and ``noise`` (``auto``: as the service decides, from the input),
-    by the service's rule: the smallest scale >= ``scale`` serving the level (``service.registry.resolve``),
+    by the service's rule: the smallest scale >= ``scale`` serving the level (``service.catalog.registry.resolve``),
     so a JPEG at x2 goes to x4-jpeg, downscaled, when there is no x2-jpeg model."""
     from model.weights import card_path, read_config
-    from service.noise import choose_for_probe
-    from service.registry import ModelKey, noise_levels, resolve
+    from service.catalog.noise import choose_for_probe
+    from service.catalog.registry import ModelKey, noise_levels, resolve
 
     models = {}
     for path in files:

@@ -11,7 +11,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 # The servers the tests start (in process and as subprocesses, which inherit this) build the fp32 and int8
 # rungs on every CPU, so the ladders they assert do not depend on whether this CPU has native bf16. The bf16
-# rungs have their own tests, which ask for them explicitly (tests/service/test_api.py, tests/model/test_bf16.py).
+# rungs have their own tests, which ask for them explicitly (tests/service/api/test_api.py, tests/model/test_bf16.py).
 os.environ.setdefault("CSD_SR_PRECISIONS", "fp32,int8")
 
 

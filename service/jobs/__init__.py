@@ -1,1 +1,2 @@
-"""Asynchronous jobs: a durable queue (``store``) and the loop running it through ``service.upscaling``."""
+"""Asynchronous jobs: a durable queue (``store``, ``redis_store``) and the loop running it through the
+``Upscaler`` (``manager``)."""

@@ -1,7 +1,7 @@
-"""Asynchronous jobs: accepted durably, run one at a time through ``service.upscaling.upscale`` on the lane
+"""Asynchronous jobs: accepted durably, run one at a time through ``service.upscaling.upscaler.Upscaler`` on the lane
 interactive requests leave free, reported with progress and ETA, kept for a TTL.
 
-Submission checks everything ``/v1/upscale`` checks (``upscaling.prepare``, at the job limits) and the disk
+Submission checks everything ``/v1/upscale`` checks (``Upscaler.prepare_job``) and the disk
 budget before answering 202, so an accepted job fails later only for what cannot be known from its header
 (a truncated file, a timeout). The input is on disk before the job is in the database, and a result is
 renamed into place once complete: after a crash every queued or interrupted job runs (again), and no
@@ -20,15 +20,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
-from service import upscaling
+from service.catalog.registry import ServedRung
 from service.errors import ApiError
 from service.jobs.redis_store import RedisJobStore
 from service.jobs.store import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, JobRecord, JobStore
-from service.policy import Decision
-from service.registry import ServedRung
-from service.scheduler import JobAborted
-from service.state import ServiceState
-from service.upscaling import JobRun, UpscaleOptions
+from service.scheduling.policy import Decision
+from service.scheduling.scheduler import Aborted
+from service.upscaling.options import UpscaleOptions
+from service.upscaling.upscaler import JobRun, Prepared, Upscaler
 
 log = logging.getLogger("csd_sr.jobs")
 
@@ -41,14 +40,19 @@ BYTES_PER_SAMPLE_BOUND = 1.01  # deflate's worst case over raw bytes, plus the f
 
 
 class JobManager:
-    """Owns the jobs' store, their thread and the loop that runs them."""
+    """Owns the jobs' store, their thread and the loop that runs them through ``upscaler``."""
 
-    def __init__(self, svc: ServiceState, store: JobStore | RedisJobStore) -> None:
-        self.svc = svc
+    def __init__(self, upscaler: Upscaler, store: JobStore | RedisJobStore) -> None:
+        self.upscaler = upscaler
+        self.settings = upscaler.settings
+        self.metrics = m = upscaler.metrics
         self.store = store
-        settings = svc.settings
-        self.ttl_s = settings.job_ttl_s
-        default = svc.registry[svc.registry.default]
+        self.ttl_s = self.settings.job_ttl_s
+        m.jobs_queued.set_function(lambda: store.counts()[QUEUED])
+        m.jobs_running.set_function(lambda: store.counts()[RUNNING])
+        for state in (DONE, FAILED, CANCELLED):  # zero-valued series exist from the start
+            m.jobs_finished.labels(state)
+        default = upscaler.registry[upscaler.registry.default]
         self.executor = ThreadPoolExecutor(1, "csd-sr-job", initializer=default.engine.backend.init_worker)
         self._wake = asyncio.Event()
         self._stopping = False
@@ -58,15 +62,15 @@ class JobManager:
 
     def submit(self, data: bytes, opts: UpscaleOptions, deadline_s: float, idempotency_key: str | None) -> JobRecord:
         """Accept a job (``ApiError`` for what would be refused, checked now); a reused key returns its job."""
-        svc, s = self.svc, self.svc.settings
-        if not svc.ready:
-            raise ApiError(503, "not_ready", svc.warmup_error or "warming up", {"Retry-After": "2"})
+        upscaler, s = self.upscaler, self.settings
+        if not upscaler.ready:
+            raise ApiError(503, "not_ready", upscaler.warmup_error or "warming up", {"Retry-After": "2"})
         fingerprint = hashlib.sha256(data + json.dumps(asdict(opts), sort_keys=True).encode()).hexdigest()
         if idempotency_key is not None:
             existing = self.store.get_by_key(idempotency_key)
             if existing is not None:
                 return self._same_submission(existing, fingerprint)
-        req = upscaling.prepare(svc, data, opts, job=True)
+        req = upscaler.prepare_job(data, opts)
         counts = self.store.counts()
         if counts[QUEUED] >= s.max_jobs_queued:
             raise ApiError(503, "queue_full", f"{counts[QUEUED]} jobs queued (the limit)", {"Retry-After": "60"})
@@ -93,7 +97,7 @@ class JobManager:
         if stored is not job:  # the same key raced in between: keep the first
             path.unlink(missing_ok=True)
             return self._same_submission(stored, fingerprint)
-        svc.metrics.jobs_submitted.inc()
+        self.metrics.jobs_submitted.inc()
         self._wake.set()
         return job
 
@@ -139,7 +143,7 @@ class JobManager:
             return False
         if job.state == QUEUED:  # a running job's input goes when it stops
             self.store.input_path(job.id).unlink(missing_ok=True)
-        self.svc.metrics.jobs_finished.labels(CANCELLED).inc()
+        self.metrics.jobs_finished.labels(CANCELLED).inc()
         return True
 
     # -- running (one job at a time, on the jobs' own thread) --
@@ -159,7 +163,7 @@ class JobManager:
                     self.sweep()
                     if self.store.shared:  # another replica's jobs, if it died running them
                         self._recover(time.time() - LEASE_S)
-                job = self.store.claim() if self.svc.ready else None
+                job = self.store.claim() if self.upscaler.ready else None
             except Exception:
                 log.exception("jobs store failed; retrying")
                 await asyncio.sleep(STORE_RETRY_S)
@@ -188,10 +192,9 @@ class JobManager:
             self.store.remove(job_id)
 
     async def _run(self, job: JobRecord) -> None:
-        svc, m = self.svc, self.svc.metrics
         opts = UpscaleOptions(**{k: v for k, v in job.options.items() if k != "deadline_s"})
         deadline_at = job.created_at + job.options["deadline_s"]
-        timeout_at = time.monotonic() + svc.settings.job_timeout_s
+        timeout_at = time.monotonic() + self.settings.job_timeout_s
         started = time.perf_counter()
         fields: dict = {"job": job.id, "attempt": job.attempts}
 
@@ -202,14 +205,14 @@ class JobManager:
             (seen in the store, wherever it was asked), and renew the job's lease there."""
             nonlocal last_beat
             if self._stopping:
-                raise JobAborted("shutdown")
+                raise Aborted("shutdown")
             now = time.monotonic()
             if now > timeout_at:
-                raise JobAborted("timeout")
+                raise Aborted("timeout")
             if now - last_beat >= BEAT_S:
                 last_beat = now
                 if not self.store.beat(job.id):  # cancelled or removed
-                    raise JobAborted("cancelled")
+                    raise Aborted("cancelled")
 
         def progress(done: int, total: int) -> None:
             self.store.update(job.id, tiles_done=done, tiles_total=total)
@@ -223,12 +226,12 @@ class JobManager:
             data = self.store.input_path(job.id).read_bytes()
             with partial.open("wb") as out:
                 run = JobRun(out, self.executor, max(0.0, deadline_at - time.time()), check, progress, on_start)
-                result = await upscaling.upscale(svc, data, opts, fields, started, run)
+                result = await self.upscaler.run_job(data, opts, fields, run)
             partial.replace(self.store.result_path(job.id))
-        except JobAborted as exc:
+        except Aborted as exc:
             partial.unlink(missing_ok=True)
             if exc.reason == "timeout":
-                detail = f"not finished within {svc.settings.job_timeout_s:g} s"
+                detail = f"not finished within {self.settings.job_timeout_s:g} s"
                 self._finish(job, FAILED, fields, error="timeout", detail=detail)
             return  # cancelled: already recorded; shutdown: left running, to run again at the next start
         except ApiError as exc:
@@ -242,41 +245,27 @@ class JobManager:
             return
         size = self.store.result_path(job.id).stat().st_size
         self._finish(job, DONE, fields, media_type=result.media_type, headers=result.headers, result_bytes=size)
-        m.job_seconds.observe(time.perf_counter() - started)
+        self.metrics.job_seconds.observe(time.perf_counter() - started)
         self.store.input_path(job.id).unlink(missing_ok=True)  # done: only the result is kept
 
     def _finish(self, job: JobRecord, state: str, fields: dict, **values: object) -> None:
         if self.store.finish(job.id, state, **values):
-            self.svc.metrics.jobs_finished.labels(state).inc()
+            self.metrics.jobs_finished.labels(state).inc()
             log.info("job", extra={"fields": {**fields, "state": state, **{k: values.get(k) for k in ("error",)}}})
         else:  # cancelled while its last tile ran: drop what it made
             self.store.result_path(job.id).unlink(missing_ok=True)
 
-    def _plan(self, job: JobRecord, req: upscaling.Prepared) -> None:
+    def _plan(self, job: JobRecord, req: Prepared) -> None:
         """The rung the job would get now (it is chosen again when it starts) and its predicted seconds."""
-        svc = self.svc
-        engine = svc.registry[req.key].engine
-        pixels = engine.work_pixels(req.probe.height, req.probe.width)
-        rows, cols = engine.spans(req.probe.height, req.probe.width)
-        fixed = ServedRung.of(req.key, svc.settings.fixed_rung)
-        decision, _ = svc.scheduler.choose_for_job(
-            req.ladder,
-            pixels,
-            target_s=job.options["deadline_s"],
-            timeout_s=svc.settings.job_timeout_s,
-            ask=req.ask,
-            fixed=fixed,
-            others=req.others,
-        )
-        if decision.rung is None:
-            raise upscaling.refusal(decision, svc.settings, job.options["deadline_s"])
-        job.tiles_total = len(rows) * len(cols)
+        decision, tiles = self.upscaler.plan_job(req, job.options["deadline_s"])
+        assert decision.rung is not None  # plan_job refuses the rest
+        job.tiles_total = tiles
         job.predicted_s = decision.predicted_s
         job.rung = decision.rung.id
         job.reason = f"planned ({decision.reason}); chosen again when the job starts"
 
     def _check_disk(self, more: int) -> None:
-        budget = self.svc.settings.jobs_disk_bytes
+        budget = self.settings.jobs_disk_bytes
         used = self.store.disk_bytes()
         if used + more <= budget:
             return

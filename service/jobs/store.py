@@ -25,7 +25,7 @@ MAX_ATTEMPTS = 3  # a job that was running through this many crashes fails inste
 class JobRecord:
     id: str
     created_at: float
-    options: dict  # service.upscaling.UpscaleOptions fields, plus deadline_s
+    options: dict  # service.upscaling.options.UpscaleOptions fields, plus deadline_s
     input_bytes: int
     reserved_bytes: int  # upper bound of the result's size: the disk budget counts it until the result exists
     input_size: str  # "WxH"

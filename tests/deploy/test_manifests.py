@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from model.rungs import PRECISIONS
-from service.metrics import Metrics
-from service.registry import ModelKey, ServedRung
+from service.catalog.registry import ModelKey, ServedRung
 from service.settings import Settings
+from service.upscaling.prometheus import Metrics
 from tests.deploy.conftest import DOCKER_DIR, REPO
 from tests.deploy.promql import adapter_queries, alert_rules, all_panels, dashboard_targets
 
@@ -130,7 +130,7 @@ def used_metric_names() -> set[str]:
 
 def test_queries_use_the_service_metric_names() -> None:
     unknown = used_metric_names() - service_metric_names()
-    assert not unknown, f"not exposed by service/metrics.py: {sorted(unknown)}"
+    assert not unknown, f"not exposed by service/upscaling/prometheus.py: {sorted(unknown)}"
 
 
 def test_dashboard_panels_have_queries_on_the_provisioned_datasource() -> None:

@@ -24,7 +24,7 @@ from model.edsr import EDSR, EDSRConfig
 from model.openvino import MANIFEST, int8_dir, to_openvino
 from model.rungs import Rung
 from model.weights import file_sha256, save_weights
-from service.app import create_app
+from service.api.app import create_app
 from service.settings import Settings
 from tests.conftest import synthetic_image
 

@@ -19,7 +19,7 @@ from csd_sr.cli import main as cli_main
 from model.edsr import EDSR, EDSRConfig
 from model.rungs import Rung
 from model.weights import save_weights
-from service.app import create_app
+from service.api.app import create_app
 from service.settings import Settings
 from tests.conftest import synthetic_image, write_png
 from tests.service.conftest import CARD, client_for, png_bytes, wait_ready
@@ -60,6 +60,18 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert Settings(precisions="fp32, int8").precisions == ("fp32", "int8")
     with pytest.raises(ValidationError, match="precisions"):
         Settings(precisions="fp16")
+
+
+def test_serve_has_a_flag_per_setting_and_parses_it_as_the_field_does() -> None:
+    """The ``serve`` flags come from ``Settings`` (secrets stay in the environment), typed as its fields."""
+    serve = next(a for a in build_parser()._actions if a.dest == "command").choices["serve"]
+    flags = {a.dest for a in serve._actions} - {"help", "func"}
+    secrets = {"api_key", "redis_url"}
+    assert flags == set(Settings.model_fields) - secrets
+    args = build_parser().parse_args(["serve", "--max-queue", "3", "--precisions", "fp32", "--latency-target-s", "1.5"])
+    assert (args.max_queue, args.precisions, args.latency_target_s) == (3, "fp32", 1.5)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--backend", "cuda"])
 
 
 def test_missing_weights_fail_clearly(tmp_path: Path) -> None:
