@@ -58,7 +58,7 @@ def _scalar(text: str) -> str | None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from model.train import train
+    from model.distill_train import train
 
     overrides = {k: v for k, v in vars(args).items() if k in TrainConfig.model_fields and v is not None}
     cfg = TrainConfig.from_toml(args.config, **overrides)

@@ -13,7 +13,7 @@ import torch
 
 from model.distill import DistillObjective
 from model.teacher_data import DistillSampler
-from model.train import Trainer, build_feature_net
+from model.train import TrainConfig, Trainer, build_feature_net
 
 
 class DistillTrainer(Trainer):
@@ -63,3 +63,10 @@ class DistillTrainer(Trainer):
             self.disc_optimizer.step()
         self.step += 1
         return {"loss": loss.item(), **terms}
+
+
+def train(cfg: TrainConfig) -> Trainer:
+    """Run ``cfg``: a distillation when it names teacher targets, CSD's own objective otherwise."""
+    trainer = DistillTrainer(cfg) if cfg.teacher_targets else Trainer(cfg)
+    trainer.run()
+    return trainer

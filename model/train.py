@@ -62,7 +62,7 @@ class TrainConfig(BaseModel):
     feature_net: Literal["efficientnet-lite0", "vgg19"] = "efficientnet-lite0"
     feature_weights: str | None = None
     # the sharp style: a cache of teacher outputs (model.teacher_data) makes the run a distillation
-    # (model.distill_train) with these terms instead of the CSD objective above
+    # (model.distill_train.DistillTrainer) with these terms instead of the CSD objective above
     teacher_targets: str | None = None
     distill: DistillWeights = DistillWeights()
     # optimisation
@@ -390,14 +390,3 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> None:
     lineage = json.loads(state.get("lineage", "null"))
     card = training_card(cfg, state["step"], json.loads(state["history"]), lineage, state.get("train_seconds"))
     save_weights(model, out, card)
-
-
-def train(cfg: TrainConfig) -> Trainer:
-    if cfg.teacher_targets:
-        from model.distill_train import DistillTrainer  # imports this module: a subclass of Trainer
-
-        trainer: Trainer = DistillTrainer(cfg)
-    else:
-        trainer = Trainer(cfg)
-    trainer.run()
-    return trainer

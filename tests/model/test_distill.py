@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from model.distill import DistillObjective, DistillWeights, amplitude_l1
-from model.distill_train import DistillTrainer
+from model.distill_train import DistillTrainer, train
 from model.edsr import EDSR, EDSRConfig
-from model.train import TrainConfig, train
+from model.train import TrainConfig
 from model.weights import load_weights
 
 SMALL = EDSRConfig(scale=4, n_resblocks=1, n_feats=16)
