@@ -6,6 +6,13 @@ from __future__ import annotations
 from model.rungs import Rung
 
 HEADER_SETS = ("Set5", "Set14")  # the expected PSNR a response reports (X-Expected-PSNR)
+# The figure that ranks a style's rungs and that a response reports: PSNR to the HR for the faithful style;
+# for the sharp style PSNR to its teacher's output on the same LR (``csd-sr evaluate-sharp``), how closely a
+# rung draws the look it was distilled from (sharpness and PIQE would also reward noise and artifacts).
+STYLE_METRIC = {"faithful": "psnr", "sharp": "psnr_teacher"}
+# The inputs the sharp ladder is ranked on: typical web photos (a sharp model serves every noise level).
+SHARP_LADDER_DEGRADATION = "jpeg75"
+FIGURES = ("psnr", "ssim", "psnr_teacher")
 
 
 def card_tables(card: dict, degradation: str = "clean") -> dict:
@@ -16,7 +23,8 @@ def card_tables(card: dict, degradation: str = "clean") -> dict:
 
 
 def card_quality(card: dict, rung: Rung, degradation: str = "clean") -> dict[str, dict[str, float]]:
-    """PSNR/SSIM of one rung per eval set, from ``card["metrics"][set][rung.key]`` (or the degraded tables)."""
+    """PSNR/SSIM (a sharp card's PSNR to the teacher too) of one rung per eval set, from
+    ``card["metrics"][set][rung.key]`` (or the degraded tables)."""
     out = {}
     for name, rows in card_tables(card, degradation).items():
         row = rows.get(rung.key) if isinstance(rows, dict) else None
@@ -25,13 +33,13 @@ def card_quality(card: dict, rung: Rung, degradation: str = "clean") -> dict[str
             # cards' bf16 rows are within 0.015 dB of fp32; tests/model/test_bf16.py holds it to 0.02)
             row = rows.get(f"{rung.width:g}")
         if isinstance(row, dict):
-            out[name] = {k: float(row[k]) for k in ("psnr", "ssim") if k in row}
+            out[name] = {k: float(row[k]) for k in FIGURES if k in row}
     return out
 
 
 def expected_psnr(
-    card: dict, rung: Rung, sets: tuple[str, ...] = HEADER_SETS, degradation: str = "clean"
+    card: dict, rung: Rung, sets: tuple[str, ...] = HEADER_SETS, degradation: str = "clean", metric: str = "psnr"
 ) -> dict[str, float]:
-    """The card's PSNR of ``rung`` on each of ``sets`` that has one, with LR under ``degradation``."""
+    """The card's ``metric`` (a PSNR) of ``rung`` on each of ``sets`` that has one, with LR under ``degradation``."""
     quality = card_quality(card, rung, degradation)
-    return {name: quality[name]["psnr"] for name in sets if "psnr" in quality.get(name, {})}
+    return {name: quality[name][metric] for name in sets if metric in quality.get(name, {})}

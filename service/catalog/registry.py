@@ -13,6 +13,11 @@ model, at 0.25 by the x4 model and a downscale, where those measure best.
 
 Shipped files follow one name, ``weights/csd-edsr-x{scale}[-{noise}].safetensors``; the scale is
 read from the file's architecture, the noise level from its card (``"noise"``, default ``none``).
+
+A model also has a style (the card's ``"style"``): ``faithful`` (trained for fidelity to the HR, every model
+above) or ``sharp`` (``csd-edsr-x4-sharp``, distilled from a GAN teacher). Styles never share a ladder; a
+sharp model serves every input of its style whatever its noise (its teacher is blind to degradations), so
+its key has no noise level, and lower scales are served by its output downscaled.
 """
 
 from __future__ import annotations
@@ -28,23 +33,31 @@ from service.catalog.noise import NONE
 from service.inference.tiles import Engine, build_engine
 from service.settings import Settings
 
+FAITHFUL, SHARP = "faithful", "sharp"
+STYLES = (FAITHFUL, SHARP)
+
 
 @dataclass(frozen=True, order=True)
 class ModelKey:
-    """A served model: its native scale and the noise level it was trained for."""
+    """A served model: its native scale, the noise level it was trained for and its style."""
 
     scale: int = 4
     noise: str = NONE
+    style: str = FAITHFUL
 
     @property
     def name(self) -> str:
-        """``x4``, ``x4-real``, ``x2``: the shipped file's stem without ``csd-edsr-``."""
+        """``x4``, ``x4-real``, ``x2``, ``x4-sharp``: the shipped file's stem without ``csd-edsr-``."""
+        if self.style != FAITHFUL:
+            return f"x{self.scale}-{self.style}"
         return f"x{self.scale}" if self.noise == NONE else f"x{self.scale}-{self.noise}"
 
     @classmethod
     def of(cls, scale: int, card: dict) -> ModelKey:
-        """The key of a model of ``scale`` whose card names its noise level (``"noise"``, default ``none``)."""
-        return cls(scale, str(card.get("noise", NONE)))
+        """The key of a model of ``scale`` whose card names its noise level (``"noise"``, default ``none``) and
+        style (``"style"``, default ``faithful``; a sharp model serves every noise level: none in its key)."""
+        style = str(card.get("style", FAITHFUL))
+        return cls(scale, NONE, style) if style != FAITHFUL else cls(scale, str(card.get("noise", NONE)))
 
 
 @dataclass(frozen=True, order=True)
@@ -67,14 +80,23 @@ class LadderKey:
 
 
 def noise_levels(keys: Iterable[ModelKey], factor: float) -> set[str]:
-    """The noise levels ``keys`` serve at ``factor``: those of every model of that scale or larger."""
-    return {k.noise for k in keys if k.scale >= factor - 1e-9}
+    """The noise levels ``keys`` serve at ``factor``: those of every faithful model of that scale or larger."""
+    return {k.noise for k in keys if k.style == FAITHFUL and k.scale >= factor - 1e-9}
 
 
-def resolve(keys: Iterable[ModelKey], factor: float, noise: str) -> ModelKey | None:
-    """The model of ``keys`` for ``factor`` at a concrete noise level: the smallest scale >= ``factor`` that
-    serves the level (a JPEG at x3 goes to x4-jpeg when there is no x3-jpeg); ``None`` when none does."""
-    return min((k for k in keys if k.noise == noise and k.scale >= factor - 1e-9), default=None)
+def styles(keys: Iterable[ModelKey], factor: float) -> set[str]:
+    """The styles ``keys`` serve at ``factor``: those of every model of that scale or larger."""
+    return {k.style for k in keys if k.scale >= factor - 1e-9}
+
+
+def resolve(keys: Iterable[ModelKey], factor: float, noise: str, style: str = FAITHFUL) -> ModelKey | None:
+    """The model of ``keys`` for ``factor`` at a concrete noise level and style: the smallest scale >= ``factor``
+    that serves both (a JPEG at x3 goes to x4-jpeg when there is no x3-jpeg; any input of style sharp to the
+    smallest sharp model that reaches the factor); ``None`` when none does."""
+    return min(
+        (k for k in keys if k.style == style and (style != FAITHFUL or k.noise == noise) and k.scale >= factor - 1e-9),
+        default=None,
+    )
 
 
 @dataclass(frozen=True, order=True)
@@ -162,9 +184,13 @@ class Registry:
         """The noise levels served at ``factor``: those of every model of that scale or larger."""
         return noise_levels(self.models, factor)
 
-    def resolve(self, factor: float, noise: str) -> ModelKey | None:
-        """The model for ``factor`` at a concrete noise level (``resolve``)."""
-        return resolve(self.models, factor, noise)
+    def styles(self, factor: float) -> set[str]:
+        """The styles served at ``factor`` (``styles``)."""
+        return styles(self.models, factor)
+
+    def resolve(self, factor: float, noise: str, style: str = FAITHFUL) -> ModelKey | None:
+        """The model for ``factor`` at a concrete noise level and style (``resolve``)."""
+        return resolve(self.models, factor, noise, style)
 
     @property
     def ladder_keys(self) -> tuple[LadderKey, ...]:
@@ -199,7 +225,7 @@ class Registry:
         level (x4-real@x2 without an x2-real model; not x4@x3 beside an x3 model, which serves up to x3)."""
         out = []
         for key in self.models:
-            below = max((k.scale for k in self.models if k.noise == key.noise and k.scale < key.scale), default=1)
+            below = max((k.scale for k in self.models if _kin(k, key) and k.scale < key.scale), default=1)
             out += [LadderKey(key, s) for s in sorted(self._measured(key)) if below < s <= key.scale]
         return out
 
@@ -208,9 +234,14 @@ class Registry:
         out: dict[ServedRung, dict] = dict.fromkeys(self.models[key].rungs, self._measured(key)[scale])
         for m in self:
             at_scale = (m.card.get("at_scale") or {}).get(str(scale))
-            if m.key.noise == key.noise and m.key.scale > key.scale and at_scale:
+            if _kin(m.key, key) and m.key.scale > key.scale and at_scale:
                 out |= dict.fromkeys(m.rungs, at_scale)
         return out
+
+
+def _kin(a: ModelKey, b: ModelKey) -> bool:
+    """Whether ``a`` and ``b`` serve the same requests at different scales: one noise level, one style."""
+    return (a.noise, a.style) == (b.noise, b.style)
 
 
 def _reaching(measured: dict[int, dict], factor: float) -> int:

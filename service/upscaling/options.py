@@ -25,6 +25,7 @@ class UpscaleOptions:
     out_width: int | None = None  # a target size (either or both): the largest of the input's aspect within it
     out_height: int | None = None
     noise: str = AUTO
+    style: str = "faithful"  # service.catalog.registry.STYLES: the models of a style serve it
     width: str = "auto"
     precision: str = "auto"
     min_width: str | None = None

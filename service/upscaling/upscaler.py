@@ -17,9 +17,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from typing import BinaryIO, NamedTuple
 
-from service.catalog.cards import HEADER_SETS, expected_psnr
+from service.catalog.cards import HEADER_SETS, SHARP_LADDER_DEGRADATION, STYLE_METRIC, expected_psnr
 from service.catalog.noise import AUTO, LADDER_DEGRADATION, NoiseChoice, choose_for_probe
-from service.catalog.registry import LadderKey, ModelKey, Registry, ServedModel, ServedRung
+from service.catalog.registry import FAITHFUL, SHARP, LadderKey, ModelKey, Registry, ServedModel, ServedRung
 from service.errors import ApiError
 from service.inference import images
 from service.inference.process import Output, TileHooks, process, process_to_file
@@ -126,10 +126,13 @@ class Upscaler:
             return
         for key in self.registry.ladder_keys:
             reference = warmup.reference_work_pixels(self.registry[key.model].engine)
-            degradation = LADDER_DEGRADATION.get(key.model.noise, "clean")
+            degradation, metric = _ladder_basis(key.model)
             route = self.registry.route(key)  # its rungs, and a larger model's that serve its scale
             self.scheduler.ladders[key] = build_ladder(
-                {r: expected_psnr(card, r, (QUALITY_SET,), degradation).get(QUALITY_SET) for r, card in route.items()},
+                {
+                    r: expected_psnr(card, r, (QUALITY_SET,), degradation, metric).get(QUALITY_SET)
+                    for r, card in route.items()
+                },
                 {r: cost.predict(r, reference) for r in route},
                 native=key.model,
             )
@@ -260,8 +263,11 @@ class Upscaler:
         log.update(format=req.fmt, bytes_out=len(out.body), queue_wait_ms=wait_ms, inference_ms=infer_ms)
         headers = {
             "X-Scale": req.plan.header(rung.model.scale),
-            "X-Noise": req.noise.header,
-            "X-Width": labels[2],
+            "X-Noise": req.noise.header
+            if req.key.style == FAITHFUL
+            else f"{req.noise.header}; not used by style sharp",
+            "X-Style": req.key.style,
+            "X-Width": width_label(rung.width),
             "X-Precision": rung.precision,
             "X-Width-Reason": decision.reason,
             "X-Queue-Wait-Ms": str(wait_ms),
@@ -270,7 +276,7 @@ class Upscaler:
         }
         psnr = _expected(self.registry.figures(rung, req.plan.factor), rung, req.noise)
         if psnr:
-            headers["X-Expected-PSNR"] = psnr
+            headers[_expected_header(rung)] = psnr
         return Upscaled(out.body, out.media_type, headers)
 
     def prepare(self, data: bytes, opts: UpscaleOptions) -> Prepared:
@@ -310,9 +316,10 @@ class Upscaler:
             probe = images.probe(data, max(map(limit, reg.scales)))
             factor, size = output_size(probe.width, probe.height, opts, max(reg.scales))
             levels = self._check_noise(factor, opts.noise)
+            self._check_style(factor, opts.style)
             noise = choose_for_probe(opts.noise, probe, levels)
-            key = reg.resolve(factor, noise.level)
-            assert key is not None  # choose_for_probe picks among the levels served at this factor
+            key = reg.resolve(factor, noise.level, opts.style)
+            assert key is not None  # choose_for_probe picks among the levels served at this factor, and the style
             plan = plan_size(probe.width, probe.height, factor, size, key.scale, limit)
         except ApiError as exc:
             if exc.code in LIMIT_CODES:
@@ -393,6 +400,16 @@ class Upscaler:
             raise ApiError(422, "invalid_option", f"noise must be one of {choices} at scale {factor:g}, got {noise!r}")
         return levels
 
+    def _check_style(self, factor: float, style: str) -> None:
+        """422 for a style the server does not serve at ``factor``."""
+        served = self.registry.styles(factor)
+        if style not in served:
+            raise ApiError(
+                422,
+                "invalid_option",
+                f"style must be one of {', '.join(sorted(served))} at scale {factor:g}, got {style!r}",
+            )
+
     def refusal(self, decision: Decision, target_s: float) -> ApiError:
         """The error for a request refused at admission: 422 when it can never finish in time, else 503."""
         s = self.settings
@@ -446,10 +463,23 @@ def _log_input(log: dict, req: Prepared, bytes_in: int) -> None:
         log["input_bits"] = 16  # decoded at 8 bits per channel (see service.inference.images)
 
 
+def _ladder_basis(key: ModelKey) -> tuple[str, str]:
+    """The degradation and the card figure that rank ``key``'s rungs: a faithful level's own inputs and PSNR to
+    the HR; for a sharp model typical web photos and PSNR to its teacher (``STYLE_METRIC``)."""
+    if key.style == SHARP:
+        return SHARP_LADDER_DEGRADATION, STYLE_METRIC[SHARP]
+    return LADDER_DEGRADATION.get(key.noise, "clean"), STYLE_METRIC[FAITHFUL]
+
+
+def _expected_header(rung: ServedRung) -> str:
+    """``X-Expected-PSNR`` for a faithful rung, ``X-Expected-PSNR-Teacher`` (its metric's name) for a sharp one."""
+    return "X-Expected-PSNR-Teacher" if rung.model.style == SHARP else "X-Expected-PSNR"
+
+
 def _expected(card: dict, rung: ServedRung, noise: NoiseChoice) -> str | None:
     """``X-Expected-PSNR``: the card's figures at the degradation nearest the input, e.g.
-    ``jpeg75: Set5=29.10; Set14=26.40`` (clean inputs: no prefix, as before)."""
-    psnr = expected_psnr(card, rung.rung, HEADER_SETS, noise.degradation)
+    ``jpeg75: Set5=29.10; Set14=26.40`` (clean inputs: no prefix, as before); a sharp rung's PSNR to its teacher."""
+    psnr = expected_psnr(card, rung.rung, HEADER_SETS, noise.degradation, STYLE_METRIC[rung.model.style])
     if not psnr:
         return None
     values = "; ".join(f"{name}={value:.2f}" for name, value in psnr.items())

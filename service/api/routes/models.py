@@ -70,8 +70,9 @@ class PolicyState(BaseModel):
 
 class ModelInfo(BaseModel):
     ready: bool
-    name: str  # the model key: x4, x4-real, x2 (scale, and noise level when not none)
-    noise: str  # the noise level it serves: none (clean bicubic LR) or e.g. real
+    name: str  # the model key: x4, x4-real, x2, x4-sharp (scale, and noise level when not none, or style)
+    noise: str  # the noise level it serves: none (clean bicubic LR) or e.g. real; none for a sharp model
+    style: str  # faithful (fidelity to the original) or sharp (distilled from a GAN teacher: every input)
     weights: str
     weights_sha256: str
     scale: int
@@ -98,6 +99,7 @@ class ModelsInfo(BaseModel):
     default: str  # the model of a request without scale and noise (noise=auto picks by the file)
     scales: list[int]
     noise_levels: dict[str, list[str]]  # per scale: its models' and the larger ones' (served with a downscale)
+    styles: dict[str, list[str]]  # per scale: the styles served (faithful; sharp where a sharp model reaches it)
     models: list[ModelInfo]
 
 
@@ -133,6 +135,7 @@ async def models_info(upscaler: UpscalerDep) -> ModelsInfo:
         default=reg.default.name,
         scales=list(reg.scales),
         noise_levels={str(s): sorted(reg.noise_levels(s)) for s in reg.scales},
+        styles={str(s): sorted(reg.styles(s)) for s in reg.scales},
         models=[_info(upscaler, m) for m in reg],
     )
 
@@ -168,6 +171,7 @@ def _info(upscaler: Upscaler, m: ServedModel) -> ModelInfo:
         ready=upscaler.ready,
         name=m.key.name,
         noise=m.key.noise,
+        style=m.key.style,
         weights=m.path.name,
         weights_sha256=m.sha256,
         scale=m.engine.scale,

@@ -55,6 +55,12 @@ RESPONSES: dict = {
                 "description": "the noise level served and why, e.g. 'real; jpeg q~75 < 96' or 'none; lossless png'",
                 "schema": {"type": "string"},
             },
+            "X-Style": {"description": "the style served: faithful or sharp", "schema": {"type": "string"}},
+            "X-Expected-PSNR-Teacher": {
+                "description": "style sharp: the model card's PSNR (dB) of the rung used to its teacher's output "
+                "(Real-ESRGAN x4plus) on the same input, per eval set, as X-Expected-PSNR (which it replaces)",
+                "schema": {"type": "string"},
+            },
             "X-Width": {"description": "model width used", "schema": {"type": "string"}},
             "X-Precision": {"description": "numeric precision used: fp32 or int8", "schema": {"type": "string"}},
             "X-Width-Reason": {"description": "why the policy chose the rung", "schema": {"type": "string"}},
@@ -135,6 +141,14 @@ def _rung_options(
             "sensor noise); X-Noise says which served and why"
         ),
     ] = "auto",
+    style: Annotated[
+        Literal["faithful", "sharp"],
+        Query(
+            description="'faithful' (default: trained for fidelity to the original, PSNR) or 'sharp' (crisp edges and "
+            "texture, distilled from a GAN upscaler, Real-ESRGAN x4plus; one model for every input: noise only picks "
+            "which card row X-Expected-PSNR-Teacher reads); X-Style says which served"
+        ),
+    ] = "faithful",
     width: Annotated[str, Query(description="'auto' (policy) or a width of the ladder, e.g. 0.25")] = "auto",
     precision: Annotated[
         Literal["auto", "fp32", "bf16", "int8"],
@@ -145,7 +159,7 @@ def _rung_options(
         Query(description="with width=auto: never narrower than this width (503 rather than narrower)"),
     ] = None,
 ) -> dict[str, Any]:
-    return {"noise": noise, "width": width, "precision": precision, "min_width": min_width}
+    return {"noise": noise, "style": style, "width": width, "precision": precision, "min_width": min_width}
 
 
 def _format_options(

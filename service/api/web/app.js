@@ -228,7 +228,17 @@ function chosenNative() {
   return nativeScale(chosenScale());
 }
 
+// The styles served at the chosen factor: the page offers sharp first (the look people expect of an upscaler),
+// the API's default stays faithful.
+function renderStyle() {
+  const styles = state.models?.styles?.[String(chosenNative())] ?? ["faithful"];
+  const style = $("style");
+  $("style-row").hidden = !styles.includes("sharp");
+  if (!styles.includes(style.value)) style.value = styles.includes("sharp") ? "sharp" : "faithful";
+}
+
 function renderNoise() {
+  renderStyle();
   const levels = state.models?.noise_levels[String(chosenNative())] ?? ["none"];
   const noise = $("noise");
   const kept = noise.value;
@@ -487,6 +497,7 @@ function query() {
   const params = new URLSearchParams();
   params.set("scale", String(chosenScale()));
   params.set("noise", $("noise").value);
+  if (!$("style-row").hidden) params.set("style", $("style").value);
   params.set("width", document.querySelector('input[name="width"]:checked')?.value ?? "auto");
   const fmt = $("format").value;
   params.set("format", fmt);
@@ -758,15 +769,18 @@ async function showResult(xhr, total) {
   const width = header("X-Width");
   const reason = header("X-Width-Reason");
   $("res-scale").textContent = `×${header("X-Scale")}`;
+  $("res-style").textContent = header("X-Style") || "faithful";
   $("res-noise").textContent = header("X-Noise"); // "real; jpeg q~75 < 96": the level and why
   $("res-width").textContent = width;
   const row = state.model.per_width.find((r) => widthLabel(r.width) === width);
   $("res-channels").textContent = row ? `(${row.channels} channels)` : "";
   $("res-precision").textContent = header("X-Precision");
-  // "Set5=31.29; Set14=27.96", or for a JPEG "jpeg75: Set5=28.90; Set14=26.31" (the card's nearest JPEG quality)
-  const [under, values] = header("X-Expected-PSNR").includes(": ")
-    ? header("X-Expected-PSNR").split(": ")
-    : ["", header("X-Expected-PSNR")];
+  // "Set5=31.29; Set14=27.96", or for a JPEG "jpeg75: Set5=28.90; Set14=26.31" (the card's nearest JPEG quality);
+  // a sharp rung reports its PSNR to the teacher's output instead, under that name
+  const sharp = header("X-Style") === "sharp";
+  const expected = header(sharp ? "X-Expected-PSNR-Teacher" : "X-Expected-PSNR");
+  $("res-psnr-label").textContent = sharp ? "Expected PSNR to the teacher" : "Expected PSNR";
+  const [under, values] = expected.includes(": ") ? expected.split(": ") : ["", expected];
   const psnr = values.split("; ").filter(Boolean).map((s) => `${s.replace("=", " ")} dB`);
   $("res-psnr").textContent = psnr.length
     ? psnr.join(", ") + (under ? ` (inputs like ${under})` : "")

@@ -1,0 +1,147 @@
+"""``style=faithful|sharp``: a faithful and a sharp tiny model side by side on a real server."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from model.edsr import EDSR
+from model.weights import save_weights
+from service.catalog.registry import FAITHFUL, SHARP, ModelKey, resolve, styles
+from tests.service.conftest import CARD, TINY, client_for, decode, png_bytes, running_server, settings
+
+# The sharp card ranks by PSNR to the teacher, which here orders the widths unlike its PSNR to the HR: the ladder
+# shows which figure ranked it.
+SHARP_CARD = {
+    "style": SHARP,
+    "metrics": {
+        name: {
+            "0.25": {"psnr": 31.0, "psnr_teacher": 27.0, "sharpness": 3.0},
+            "0.5": {"psnr": 30.0, "psnr_teacher": 29.0, "sharpness": 4.0},
+            "1": {"psnr": 29.0, "psnr_teacher": 30.0, "sharpness": 5.0},
+        }
+        for name in ("Set5", "Set14")
+    },
+}
+
+
+def model_file(folder: Path, card: dict, seed: int) -> Path:
+    torch.manual_seed(seed)
+    path = folder / f"model-{seed}.safetensors"
+    save_weights(EDSR(TINY), path, card)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_styles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    folder = tmp_path_factory.mktemp("styles")
+    weights = (model_file(folder, CARD, 0), model_file(folder, SHARP_CARD, 1))
+    with running_server(settings(weights, tile_size=32, precisions=("fp32",))) as url:
+        yield url
+
+
+@pytest.fixture
+def client(two_styles: str) -> Iterator[httpx.Client]:
+    with client_for(two_styles) as c:
+        yield c
+
+
+def test_keys_and_resolution_keep_the_styles_apart() -> None:
+    faithful, real, sharp = ModelKey(4), ModelKey(4, "real"), ModelKey.of(4, {"style": SHARP, "noise": "real"})
+    assert (sharp.name, sharp.noise) == ("x4-sharp", "none")  # one sharp model serves every noise level
+    keys = (faithful, real, sharp, ModelKey(2))
+    assert resolve(keys, 4, "real") == real
+    assert resolve(keys, 4, "real", SHARP) == sharp
+    assert resolve(keys, 2, "none", SHARP) == sharp  # x2 through the x4 sharp model and a downscale
+    assert resolve(keys, 2, "none") == ModelKey(2)
+    assert styles(keys, 2) == {FAITHFUL, SHARP}
+    assert styles((faithful, ModelKey(2)), 2) == {FAITHFUL}
+
+
+def test_the_default_stays_faithful(client: httpx.Client) -> None:
+    r = client.post("/v1/upscale", content=png_bytes(), headers={"Content-Type": "image/png"})
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Style"] == FAITHFUL
+    assert "X-Expected-PSNR" in r.headers and "X-Expected-PSNR-Teacher" not in r.headers
+
+
+def test_sharp_runs_the_sharp_model_and_reports_its_metric(client: httpx.Client) -> None:
+    body = png_bytes()
+    faithful = client.post("/v1/upscale", params={"width": "1"}, content=body, headers={"Content-Type": "image/png"})
+    sharp = client.post(
+        "/v1/upscale",
+        params={"style": "sharp", "width": "1", "noise": "none"},
+        content=body,
+        headers={"Content-Type": "image/png"},
+    )
+    assert sharp.status_code == 200, sharp.text
+    assert sharp.headers["X-Style"] == SHARP
+    assert sharp.headers["X-Expected-PSNR-Teacher"] == "Set5=30.00; Set14=30.00"
+    assert "X-Expected-PSNR" not in sharp.headers
+    assert "not used by style sharp" in sharp.headers["X-Noise"]
+    a, b = (np.asarray(decode(r.content)) for r in (faithful, sharp))
+    assert a.shape == b.shape and not np.array_equal(a, b)  # other weights ran
+
+
+def test_sharp_at_a_lower_scale_is_the_x4_sharp_model_downscaled(client: httpx.Client) -> None:
+    r = client.post(
+        "/v1/upscale",
+        params={"style": "sharp", "scale": "2"},
+        content=png_bytes(),
+        headers={"Content-Type": "image/png"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["X-Scale"] == "2 (x4 + lanczos)"
+    assert decode(r.content).size == (64, 48)
+
+
+def test_an_unknown_style_is_a_422(client: httpx.Client) -> None:
+    r = client.post(
+        "/v1/upscale", params={"style": "vivid"}, content=png_bytes(), headers={"Content-Type": "image/png"}
+    )
+    assert r.status_code == 422
+
+
+def test_the_sharp_ladder_is_ranked_by_psnr_to_the_teacher(client: httpx.Client) -> None:
+    info = client.get("/v1/models").json()
+    assert info["styles"]["4"] == [FAITHFUL, SHARP]
+    sharp = next(m for m in info["models"] if m["style"] == SHARP)
+    assert sharp["name"] == "x4-sharp"
+    assert sharp["ladder"][0] == "1"  # best PSNR to the teacher, though worst PSNR to the HR
+    faithful = next(m for m in info["models"] if m["style"] == FAITHFUL)
+    assert faithful["ladder"][0] == "1"
+
+
+def test_metrics_carry_the_style(client: httpx.Client) -> None:
+    client.post("/v1/upscale", params={"style": "sharp"}, content=png_bytes(), headers={"Content-Type": "image/png"})
+    text = client.get("/metrics").text
+    assert 'csd_sr_inference_duration_seconds_count{noise="none",precision="fp32",scale="4",style="sharp"' in text
+
+
+def test_a_job_takes_the_style(client: httpx.Client) -> None:
+    r = client.post("/v1/jobs", params={"style": "sharp"}, content=png_bytes(), headers={"Content-Type": "image/png"})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    deadline = time.monotonic() + 60
+    while job["state"] not in ("done", "failed") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        job = client.get(f"/v1/jobs/{job['id']}").json()
+    assert job["state"] == "done", job
+    assert job["rung"].startswith("x4-sharp/")
+
+
+def test_a_server_without_a_sharp_model_refuses_the_style(tiny_weights: Path) -> None:
+    with running_server(settings(tiny_weights, precisions=("fp32",))) as url, client_for(url) as c:
+        r = c.post("/v1/upscale", params={"style": "sharp"}, content=png_bytes(), headers={"Content-Type": "image/png"})
+        assert r.status_code == 422
+        assert r.json() == {
+            "error": "invalid_option",
+            "detail": "style must be one of faithful at scale 4, got 'sharp'",
+        }
+        assert c.get("/v1/models").json()["styles"] == {"4": [FAITHFUL]}
