@@ -283,7 +283,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m model.cli",
-        description="train, evaluate, quantize, export, average (the csd-sr command without serve/upscale)",
+        description="train, evaluate, quantize, export, average, teacher-targets, evaluate-sharp (the csd-sr "
+        "command without serve/upscale)",
     )
     add_parsers(parser.add_subparsers(dest="command", required=True))
     return parser

@@ -7,8 +7,9 @@ Schemathesis, tests/service/api/test_contract.py, which keeps them in agreement)
   ``?quality=null`` or ``X-Deadline-Ms: null`` was valid by the spec but a 422. Leaving a parameter out is
   said by ``required: false``; the ``null`` branch goes.
 - ``width`` (and ``min_width``) was any string, but only ``auto`` or a width of the loaded model is
-  accepted, and ``precision`` only the precisions of the rungs the server runs. Both are known only once
-  the weights are loaded, hence this post-processing rather than the signature.
+  accepted, ``precision`` only the precisions of the rungs the server runs, and ``style`` only the styles of
+  its models. These are known only once the weights are loaded, hence this post-processing rather than the
+  signature.
 - The multipart ``file`` part was any bytes: its ``encoding`` now names the image types the server
   decodes, as the raw body's ``image/*`` does (other image types are the documented 415).
 - Validation errors were documented with FastAPI's ``HTTPValidationError`` (``{"detail": [...]}``); the
@@ -47,6 +48,7 @@ def install(app: FastAPI, registry: Registry) -> None:
                 precisions=tuple(dict.fromkeys(r.precision for r in rungs)),
                 scales=registry.scales,
                 noise_levels=tuple(sorted({m.key.noise for m in registry})),
+                styles=tuple(sorted({m.key.style for m in registry})),
             )
         return app.openapi_schema
 
@@ -59,9 +61,10 @@ def correct(
     precisions: tuple[str, ...],
     scales: tuple[int, ...] = (4,),
     noise_levels: tuple[str, ...] = ("none",),
+    styles: tuple[str, ...] = ("faithful",),
 ) -> dict:
     """``spec`` corrected in place (and returned): parameters without ``null``, the rungs, the served
-    scales and noise levels, error shapes."""
+    scales, noise levels and styles, error shapes."""
     for path, method, operation in _operations(spec):
         for param in operation.get("parameters", []):
             if not param.get("required", False):
@@ -78,6 +81,8 @@ def correct(
                 param["schema"]["maximum"] = max(scales)
             elif param["name"] == "noise":
                 param["schema"]["enum"] = ["auto", *noise_levels]
+            elif param["name"] == "style":
+                param["schema"]["enum"] = list(styles)
         if "content" in operation.get("requestBody", {}):
             _image_types(operation["requestBody"]["content"])
         for status, response in operation.get("responses", {}).items():

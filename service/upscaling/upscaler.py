@@ -254,7 +254,7 @@ class Upscaler:
         self, req: Prepared, decision: Decision, rung: ServedRung, out: Output, queue_wait_s: float, log: dict
     ) -> Upscaled:
         """The response headers of ``out``, served at ``rung``; the pixel counters and the log fields too."""
-        m, labels = self.metrics, rung_labels(rung)
+        m = self.metrics
         m.input_pixels.inc(req.probe.pixels)
         m.output_pixels.inc(out.out_width * out.out_height)
         wait_ms, infer_ms = round(1000 * queue_wait_s, 1), round(1000 * out.inference_s, 1)

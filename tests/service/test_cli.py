@@ -34,8 +34,19 @@ def test_one_command_joins_model_and_service() -> None:
     def subcommands(parser) -> set[str]:
         return set(next(a for a in parser._actions if a.dest == "command").choices)
 
-    assert subcommands(build_parser()) == {"train", "evaluate", "export", "quantize", "average", "serve", "upscale"}
-    assert subcommands(model_parser()) == {"train", "evaluate", "export", "quantize", "average"}
+    assert subcommands(build_parser()) == {
+        "train",
+        "evaluate",
+        "export",
+        "quantize",
+        "average",
+        "teacher-targets",
+        "evaluate-sharp",
+        "serve",
+        "upscale",
+    }
+    model_commands = {"train", "evaluate", "export", "quantize", "average", "teacher-targets", "evaluate-sharp"}
+    assert subcommands(model_parser()) == model_commands
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts == {"csd-sr": "csd_sr.cli:main"}
     help_text = subprocess.run(

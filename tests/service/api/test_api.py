@@ -440,10 +440,9 @@ def test_the_rung_served_and_its_expected_psnr_are_in_the_headers(ladder_url: st
         body = assert_error(post(width="0.25", precision="int8"), 422, "invalid_option")
         assert body["detail"].endswith("the ladder: 1, 1-int8, 0.5, 0.5-int8, 0.25")
         metrics = c.get("/metrics").text
-    assert (
-        'csd_sr_width_decisions_total{noise="none",precision="int8",reason="idle",scale="4",width="1"} 1.0' in metrics
-    )
-    assert 'csd_sr_inference_duration_seconds_count{noise="none",precision="int8",scale="4",width="0.5"} 1.0' in metrics
+    rung = 'noise="none",precision="int8",{}scale="4",style="faithful",width="{}"'
+    assert "csd_sr_width_decisions_total{" + rung.format('reason="idle",', "1") + "} 1.0" in metrics
+    assert "csd_sr_inference_duration_seconds_count{" + rung.format("", "0.5") + "} 1.0" in metrics
 
 
 def test_min_width_is_a_floor_for_the_policy(ladder_url: str) -> None:

@@ -23,7 +23,7 @@ def scrape(client: httpx.Client) -> dict[tuple[str, tuple], float]:
 def value(samples: dict, name: str, **labels: str) -> float:
     """A sample's value; a rung's labels (``width``) name the served model too: the one x4 clean model here."""
     if "width" in labels:
-        labels = {"scale": "4", "noise": "none", **labels}
+        labels = {"scale": "4", "noise": "none", "style": "faithful", **labels}
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
@@ -60,10 +60,8 @@ def test_metrics_parse_and_describe_the_model(client: httpx.Client) -> None:
     for w in ("0.25", "0.5", "1"):
         assert value(m, "csd_sr_cost_seconds_per_megapixel", width=w, precision="fp32") > 0
         # The latency target (2 s) is a bucket boundary, so "share within target" is one ratio.
-        assert (
-            "csd_sr_upscale_duration_seconds_bucket",
-            (("le", "2.0"), ("noise", "none"), ("precision", "fp32"), ("scale", "4"), ("width", w)),
-        ) in m
+        labels = {"le": "2.0", "noise": "none", "precision": "fp32", "scale": "4", "style": "faithful", "width": w}
+        assert ("csd_sr_upscale_duration_seconds_bucket", tuple(sorted(labels.items()))) in m
     assert value(m, "csd_sr_ready") == 1 and value(m, "csd_sr_latency_target_seconds") == 2.0
     assert value(m, "csd_sr_workers") == 2
     assert value(m, "csd_sr_queue_depth") == 0 and value(m, "csd_sr_busy_workers") == 0
