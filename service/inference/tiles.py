@@ -7,7 +7,7 @@ whole-image pass (equal up to float rounding). The influence of far pixels
 decays fast, so a much smaller margin is already invisible: the service's
 default (12 of EDSR-baseline's 36) keeps 8-bit outputs within one level of the
 whole-image pass at ~1.2x the returned pixels instead of 1.9x
-(scripts/bench_tiles.py).
+(bench/tiles.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Markdown tables of the shipped models' cards: per model, every rung under every evaluated degradation.
 
-python scripts/card_tables.py [weights/csd-edsr-x4.safetensors ...]   # default: every shipped model
+python -m bench.card_tables [weights/csd-edsr-x4.safetensors ...]   # default: every shipped model
 
 Reads only the cards (``csd-sr evaluate --update-card`` wrote them): Y-PSNR on Set5 / Set14 per
 rung and degradation, bicubic first, so docs/models.md shows exactly what the cards hold.

@@ -1,7 +1,7 @@
 """Throughput of the sharp style against its teacher: x4-sharp's rungs through OpenVINO vs Real-ESRGAN x4plus
 in PyTorch (fp32 and bf16 autocast), on the same LR input, all cores each, in one run.
 
-    python scripts/bench_sharp.py --out bench/results/sharp/speed
+    python -m bench.sharp --out bench/results/sharp/speed
 
 Prints the CPU, median ms per image per row and each row's throughput over the teacher's best.
 """

@@ -13,42 +13,27 @@ operands, run as u8 x i8), and torch's 2048^3 fp32 matmul for the torch rows.
 OpenCV's dnn_superres FSRCNN / ESPCN / LapSRN (``--peers``) run on the same
 inputs. Writes OUT.md, OUT.json and OUT.png.
 
-    python scripts/bench_inference.py --out bench/results/inference
+    python -m bench.inference --out bench/results/inference
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from bench.common import DATA, ROOT, available_cpus, cpu_description, median_ms, write_results
 from model.edsr import count_macs
 from model.openvino import cpu_config, native_bf16
 from model.rungs import Rung
 from model.weights import load_weights
 from service.inference.backends import Cores, create_backend
-from service.inference.hardware import available_cpus, cpu_info
 from service.inference.tiles import Engine
 from service.settings import DEFAULT_WEIGHTS, Settings
 
 PEERS = {"FSRCNN": "FSRCNN_x4.pb", "ESPCN": "ESPCN_x4.pb", "LapSRN": "LapSRN_x4.pb"}
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # first call: shapes, caches, thread pools
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def matmul_peak_gflops(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -210,11 +195,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=sorted({1, available_cpus()}))
     ap.add_argument("--sizes", nargs="+", default=["128x128", "480x360"], help="LR inputs, WxH")
     ap.add_argument("--repeats", type=int, default=6)
-    ap.add_argument("--peers", type=Path, default=ROOT.parent / "shared" / "peers" / "models")
+    ap.add_argument("--peers", type=Path, default=DATA.parent / "peers" / "models")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "inference")
     args = ap.parse_args()
 
-    header = f"CPU: {json.dumps(cpu_info())}; weights {args.weights.name}"
+    header = f"CPU: {cpu_description()}; weights {args.weights.name}"
     print(header, flush=True)
     precisions = ("fp32", "int8", "bf16") if native_bf16() else ("fp32", "int8")  # emulated bf16: no rung
     peaks = {t: peaks_for(t, precisions) for t in args.threads}
@@ -227,9 +212,7 @@ def main() -> None:
         f"{t} thread(s): " + ", ".join(f"{p} {v:.0f}" for p, v in by.items()) for t, by in peaks.items()
     )
     markdown = to_markdown(rows, args.sizes, header)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(markdown)
-    args.out.with_suffix(".json").write_text(json.dumps({"header": header, "peaks": peaks, "rows": rows}, indent=2))
+    write_results(args.out, {"header": header, "peaks": peaks, "rows": rows}, markdown)
     plot(rows, args.sizes[-1], args.out.with_suffix(".png"))
     print(markdown)
 

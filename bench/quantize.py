@@ -11,14 +11,13 @@ service builds them; timed on one LR input, all variants' rungs in turn for
 ``--rounds`` rounds (median; the machine's noise hits every variant alike).
 Writes OUT.md and OUT.json.
 
-    python scripts/ablate_quantize.py --train ../shared/data/train/T91/HR ../shared/data/train/BSD200/HR \\
+    python -m bench.quantize --train ../shared/data/train/T91/HR ../shared/data/train/BSD200/HR \\
         --data ../shared/data/Set5/HR ../shared/data/Set14/HR --out bench/results/quantize
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import tempfile
 import time
@@ -27,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.common import available_cpus, cpu_description, write_results
 from model.evaluate import Forward, evaluate_sets, openvino_forwards
 from model.quantize import Recipe, quantize
 from model.weights import load_weights
-from service.inference.hardware import available_cpus, cpu_info
 from service.settings import DEFAULT_WEIGHTS
 
 VARIANTS = {
@@ -86,7 +85,7 @@ def main() -> None:
     results["ms"] = {"side": args.side, "threads": threads, "rounds": args.rounds, "median": ms}
     sets = list(results["fp32"])
     lines = [
-        f"int8 recipe ablation, weights {args.weights.name}, CPU {json.dumps(cpu_info())}",
+        f"int8 recipe ablation, weights {args.weights.name}, CPU {cpu_description()}",
         "",
         f"Y-PSNR dB (difference to fp32 at that width); ms per {args.side}x{args.side} LR input, {threads} threads,"
         f" median of {args.rounds} rounds with every model in turn (speed-up over fp32 at that width)",
@@ -105,9 +104,7 @@ def main() -> None:
             variant_ms = ms[f"{name} {key}"]
             lines.append(f"| {name} | {key} | {cells} | {variant_ms:.0f} ({ref_ms / variant_ms:.2f}x) |")
     markdown = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(markdown)
-    args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    write_results(args.out, results, markdown)
     print(markdown)
 
 

@@ -1,7 +1,7 @@
 """Start-up time and memory of ``csd-sr serve`` with every shipped model: the budgets of the noise-level
 and scale issues (``/readyz`` within 60 s, idle RSS <= 2.5 GB, peak <= 4 GB under the photo mix).
 
-python scripts/measure_budgets.py [--weights weights] [--out bench/results/budgets]
+python -m bench.budgets [--weights weights] [--out bench/results/budgets]
 
 One server subprocess on loopback. Measured: seconds from start to ``/readyz`` 200; RSS once ready
 (idle); then the photo mix (BSD200 photos at LR long sides 128..512, every model, ``auto``) and a
@@ -12,7 +12,6 @@ process's peak RSS (VmHWM) after each phase. Prints the CPU flags.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import subprocess
 import sys
@@ -21,26 +20,14 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
-from serving import free_port, wait_ready
 
-from service.inference.hardware import cpu_info
-
-ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = ROOT.parent / "shared" / "data" / "train" / "BSD200" / "HR"
-
-
-def rss_mb(pid: int) -> dict[str, float]:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {k: int(fields[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM")}
+from bench.common import PHOTOS, ROOT, cpu_info, free_port, png, rss_mb, wait_ready, write_json
 
 
 def photo_png(path: Path, long_side: int) -> bytes:
     img = Image.open(path).convert("RGB")
     scale = long_side / max(img.size)
-    img = img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BICUBIC)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+    return png(img.resize((round(img.width * scale), round(img.height * scale)), Image.Resampling.BICUBIC))
 
 
 def main() -> None:
@@ -84,8 +71,7 @@ def main() -> None:
         proc.wait(timeout=30)
     print(json.dumps(report, indent=2))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.out.with_suffix(".json"), report)
 
 
 def _png() -> dict[str, str]:

@@ -18,19 +18,17 @@ refused at once. ``--rounds N`` runs every server's levels N times, servers in
 turn, and pools each level's answers: the machine's drift during the run then
 falls on every server alike. Writes OUT/bench.md, OUT/bench.json and OUT/bench.png.
 
-    python scripts/bench_service.py --out bench/results/service --baseline-root /tmp/main-before
-    python scripts/bench_service.py --backends openvino --ladders fp32,int8 fp32 --policies auto --concurrency 4 16 \
+    python -m bench.service --out bench/results/service --baseline-root /tmp/main-before
+    python -m bench.service --backends openvino --ladders fp32,int8 fp32 --policies auto --concurrency 4 16 \
         --seconds-per-level 40 --rounds 3
-    python scripts/bench_service.py --random-weights --seconds-per-level 5 --concurrency 1 4   # smoke run
-    python scripts/bench_service.py --weights weights --scales 2 3 4 --backends openvino --policies auto   # every model
-    python scripts/bench_service.py --backends openvino --ladders fp32,bf16,int8 fp32,int8 --policies auto  # bf16?
+    python -m bench.service --random-weights --seconds-per-level 5 --concurrency 1 4   # smoke run
+    python -m bench.service --weights weights --scales 2 3 4 --backends openvino --policies auto   # every model
+    python -m bench.service --backends openvino --ladders fp32,bf16,int8 fp32,int8 --policies auto  # bf16?
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import os
 import random
 import subprocess
@@ -44,15 +42,24 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
-from serving import free_port, wait_ready
 
+from bench.common import (
+    OUT,
+    PHOTOS,
+    ROOT,
+    cpu_description,
+    free_port,
+    photo_inputs,
+    png,
+    rss_mb,
+    wait_ready,
+    write_json,
+)
 from model.edsr import EDSR, EDSRConfig
 from model.rungs import Rung
 from model.weights import read_config, save_weights
-from service.inference.hardware import cpu_info
 from service.settings import DEFAULT_WEIGHTS, shipped_weights
 
-ROOT = Path(__file__).resolve().parents[1]
 BASELINE = "baseline"  # the server of --baseline-root
 DOOMED_SIDE = 1000  # the doomed-work probe's input side (also the servers' MAX_PIXELS side)
 IDLE_SIZES = ((320, 240), (480, 360), (640, 480))  # LR inputs sent one at a time to an idle server
@@ -128,12 +135,6 @@ def expected_set5(r: httpx.Response) -> float | None:
     return float(values["Set5"]) if "Set5" in values else None
 
 
-def png(img: np.ndarray | Image.Image) -> bytes:
-    buf = io.BytesIO()
-    (img if isinstance(img, Image.Image) else Image.fromarray(img)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def square_inputs(seed: int = 0) -> list[tuple[bytes, int, float]]:
     """Textured squares (encoding costs what a photo costs): (PNG, pixels, weight)."""
     rng = np.random.default_rng(seed)
@@ -143,21 +144,6 @@ def square_inputs(seed: int = 0) -> list[tuple[bytes, int, float]]:
         base = 128 + 100 * (np.sin(x / 6.0) * np.cos(y / 9.0))[..., None]
         img = np.clip(base + rng.normal(0, 10, (side, side, 3)), 0, 255).astype(np.uint8)
         out.append((png(img), side * side, weight))
-    return out
-
-
-def photo_inputs(folder: Path, long_sides=(128, 256, 384, 512)) -> list[tuple[bytes, int, float]]:
-    """Real photos at each LR long side, landscape and portrait (equal weights): (PNG, pixels, weight)."""
-    photos = sorted(folder.glob("*.png"))
-    landscape = next(p for p in photos if Image.open(p).width > Image.open(p).height)
-    portrait = next(p for p in photos if Image.open(p).width < Image.open(p).height)
-    out = []
-    for path in (landscape, portrait):
-        photo = Image.open(path).convert("RGB")
-        for side in long_sides:
-            scale = side / max(photo.size)
-            img = photo.resize((round(photo.width * scale), round(photo.height * scale)), Image.BICUBIC)
-            out.append((png(img), img.width * img.height, 1.0))
     return out
 
 
@@ -204,14 +190,6 @@ def photo(folder: Path, w: int, h: int) -> Image.Image:
     """A landscape photo of the folder resized to ``w`` x ``h``."""
     path = next(p for p in sorted(folder.glob("*.png")) if Image.open(p).width > Image.open(p).height)
     return Image.open(path).convert("RGB").resize((w, h), Image.BICUBIC)
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The server process's peak resident memory so far (VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def fitted_costs(client: httpx.Client) -> dict[str, float]:
@@ -448,7 +426,7 @@ def session(
                 run.doomed[server] = doomed_probe(c)
                 print(f"{server} doomed-work probe: {run.doomed[server]}", flush=True)
         if policy == "auto":
-            run.peak_rss[server] = max(run.peak_rss.get(server, 0.0), peak_rss_mb(proc.pid))
+            run.peak_rss[server] = max(run.peak_rss.get(server, 0.0), rss_mb(proc.pid)["VmHWM"])
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -466,7 +444,7 @@ def main() -> None:
         "answer's Set5 figure at its own scale, so it compares servers, not scales",
     )
     ap.add_argument("--random-weights", action="store_true", help="time a random EDSR-baseline (no trained file)")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--backends", nargs="+", default=["openvino", "torch"])
     ap.add_argument("--baseline-root", type=Path, help="another checkout whose server runs as backend 'baseline'")
     ap.add_argument(
@@ -482,7 +460,7 @@ def main() -> None:
     ap.add_argument("--concurrency", nargs="*", type=int, default=[1, 2, 4, 8, 16], help="none: the probes only")
     ap.add_argument("--request-timeout-s", type=float, default=60.0, help="the servers' REQUEST_TIMEOUT_S")
     ap.add_argument("--mix", choices=["photo", "squares"], default="photo")
-    ap.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "train" / "BSD200" / "HR")
+    ap.add_argument("--photos", type=Path, default=PHOTOS)
     ap.add_argument("--seconds-per-level", type=float, default=20.0)
     ap.add_argument(
         "--rounds", type=int, default=1, help="run every server's levels this many times, in turn, and pool them"
@@ -520,7 +498,7 @@ def main() -> None:
         f"(torch: x {args.torch_threads} threads), max queue {args.max_queue}, "
         f"max lane price {'none' if args.max_lane_price is None else f'{args.max_lane_price:g} dB/s'}, "
         f"{args.seconds_per_level:g} s per level x {args.rounds} round(s), "
-        f"CPU {json.dumps(cpu_info())}, weights {Path(weights).name}, scales {' '.join(f'{s:g}' for s in args.scales)}"
+        f"CPU {cpu_description()}, weights {Path(weights).name}, scales {' '.join(f'{s:g}' for s in args.scales)}"
     )
     checks = verdict(rows, args.latency_target_s, run.doomed)
     markdown = to_markdown(rows, header, checks) + probes_markdown(run.idle, run.costs)
@@ -531,20 +509,8 @@ def main() -> None:
     )
     (args.out / "bench.md").write_text(markdown)
     meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    (args.out / "bench.json").write_text(
-        json.dumps(
-            {
-                "args": meta,
-                "rows": rows,
-                "doomed": run.doomed,
-                "idle": run.idle,
-                "costs": run.costs,
-                "peak_rss_mb": run.peak_rss,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    results = {"args": meta, "rows": rows, "doomed": run.doomed, "idle": run.idle, "costs": run.costs}
+    write_json(args.out / "bench.json", {**results, "peak_rss_mb": run.peak_rss})
     if rows:
         plot(rows, args.latency_target_s, args.out / "bench.png")
     print(markdown)

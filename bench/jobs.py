@@ -1,14 +1,14 @@
 """A phone-sized photo as a job: the jobs issue's targets (peak RSS <= 3 GB, progress at least once per tile,
 ETA within 30 % of the truth at the halfway point).
 
-python scripts/bench_jobs.py [--size 4000x3000] [--scale 2] [--deadline-s 600] [--clients 4] [--out bench/results/jobs]
+python -m bench.jobs [--size 4000x3000] [--scale 2] [--deadline-s 600] [--clients 4] [--out bench/results/jobs]
 
 One ``csd-sr serve`` subprocess on loopback with every shipped model (or ``--weights``). The input: a Wiki49
 photograph resized (Lanczos) to ``--size`` and saved as JPEG q 90. Measured: submission to done, the rung the
 deadline chose, how often the status moved (distinct ``tiles_done`` seen, polled every 0.2 s, against the
 tile count), the ETA reported at the first status past half the tiles against the time it really took from
 there, and the server's RSS (ready, and its peak VmHWM after the job). With ``--clients N``, N closed-loop
-clients send the photo mix of scripts/bench_service.py to ``/v1/upscale`` while the job runs (a 503 waits its
+clients send the photo mix of bench/service.py to ``/v1/upscale`` while the job runs (a 503 waits its
 Retry-After): their p95 against the latency target, and how the job fares beside them. Prints the CPU flags.
 """
 
@@ -27,16 +27,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from bench_service import photo_inputs
-from measure_budgets import rss_mb
 from PIL import Image
-from serving import free_port, wait_ready
 
-from service.inference.hardware import cpu_info
+from bench.common import DATA, OUT, PHOTOS, ROOT, cpu_info, free_port, photo_inputs, rss_mb, wait_ready, write_json
 
-ROOT = Path(__file__).resolve().parents[1]
-PHOTOS = ROOT.parent / "shared" / "data" / "train" / "BSD200" / "HR"
-PHOTO = sorted((ROOT.parent / "shared" / "data" / "train" / "Wiki49" / "HR").glob("*"))[0]
+PHOTO = sorted((DATA / "train" / "Wiki49" / "HR").glob("*"))[0]
 
 
 def photo_jpeg(size: tuple[int, int]) -> bytes:
@@ -100,7 +95,7 @@ def main() -> None:
     port = free_port()
     cmd = [sys.executable, "-m", "csd_sr", "serve", "--port", str(port), "--weights", args.weights]
     cmd += ["--log-level", "warning", "--latency-target-s", str(args.latency_target_s)]
-    jobs_dir = ROOT / "bench" / "out" / "jobs"  # ignored by git
+    jobs_dir = OUT / "jobs"  # ignored by git
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "CSD_SR_JOBS_DIR": str(jobs_dir)})
     report: dict = {"cpu": cpu_info(), "input": args.size, "input_bytes": len(data), "scale": args.scale}
     try:
@@ -149,8 +144,7 @@ def main() -> None:
         proc.wait(30)
     print(json.dumps(report, indent=2))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        write_json(args.out.with_suffix(".json"), report)
 
 
 if __name__ == "__main__":

@@ -4,39 +4,30 @@ Each int8 IR is compiled twice, with OpenVINO's ``INFERENCE_PRECISION_HINT`` f32
 and bf16, and both are scored on Set5 and timed on one 268x268 LR tile (the served tile: 256 + 2 x 6
 margin) in the same run. Prints the CPU flags and a markdown table; needs a CPU with native bf16.
 
-    python scripts/measure_int8_hint.py --weights weights/csd-edsr-x4.safetensors weights/csd-edsr-x2.safetensors
+    python -m bench.int8_hint --weights weights/csd-edsr-x4.safetensors weights/csd-edsr-x2.safetensors
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import openvino as ov
 
+from bench.common import DATA, cpu_description, median_ms
 from model.edsr import EDSR
 from model.evaluate import compiled_forward, evaluate_sets
 from model.openvino import cpu_config, int8_models, native_bf16
 from model.rungs import Rung
 from model.weights import load_weights
-from service.inference.hardware import cpu_info
 
 HINTS = ("f32", "bf16")
 
 
 def tile_ms(compiled: ov.CompiledModel, side: int = 268, repeats: int = 7) -> float:
     x = np.random.default_rng(0).uniform(0, 255, (1, 3, side, side)).astype(np.float32)
-    compiled([x])
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        compiled([x])
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
+    return median_ms(lambda: compiled([x]), repeats)
 
 
 def set_psnr(model: EDSR, data: Path, rung: Rung, compiled: ov.CompiledModel) -> float:
@@ -47,10 +38,10 @@ def set_psnr(model: EDSR, data: Path, rung: Rung, compiled: ov.CompiledModel) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", type=Path, nargs="+", required=True)
-    ap.add_argument("--data", type=Path, default=Path("../shared/data/Set5/HR"))
+    ap.add_argument("--data", type=Path, default=DATA / "Set5" / "HR")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    print(f"CPU: {json.dumps(cpu_info())}", flush=True)
+    print(f"CPU: {cpu_description()}", flush=True)
     if not native_bf16():
         raise SystemExit("this CPU has no native bf16: nothing to compare")
     core = ov.Core()

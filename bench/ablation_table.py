@@ -1,7 +1,7 @@
-"""The ablation table from scripts/ablation.sh's outputs: per run ``<run>.json`` (``csd-sr
+"""The ablation table from bench/ablation.sh's outputs: per run ``<run>.json`` (``csd-sr
 evaluate``) and ``<run>.card.json`` (the run's model card).
 
-    python scripts/ablation_table.py weights/ablation
+    python -m bench.ablation_table weights/ablation
 
 Only widths a run trained are listed (its card's ``student_widths``, plus 1 when the teacher
 term is on); the other widths of such a run are the teacher's untrained slices.

@@ -1,12 +1,12 @@
 """How ``noise=auto`` tells a JPEG that was blurred before it was compressed: ``service.catalog.noise.detail_ratio``
 of clean JPEGs of several qualities and of ``camera`` files (blur, noise, then q 80), per folder.
 
-python scripts/measure_blur_check.py --data ../shared/data/train/Wiki49/HR ../shared/data/train/T91/HR \
+python -m bench.blur_check --data ../shared/data/train/Wiki49/HR ../shared/data/train/T91/HR \
     ../shared/data/train/BSDS500test/HR --out bench/results/noise-blur
 
 Each HR is bicubic-downscaled x4 (the evaluation protocol) and saved as the file a user sends
 (``model.degradations.degraded_file``); the ratio is read from the file as the service reads it. The
-threshold is tuned on the training sets, never on Set5 / Set14 (``scripts/measure_noise_auto.py``
+threshold is tuned on the training sets, never on Set5 / Set14 (``python -m bench.noise_auto``
 measures what the rule does there, model by model). No model runs: a minute for 340 photos.
 """
 
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.common import cpu_description, write_results
 from model.data import as_rgb, downscale, list_images, load_image, mod_crop
 from model.degradations import degraded_file, image_seed
 from service.catalog.noise import BLUR_CHECK_QUALITY, BLURRED_DETAIL_RATIO, CLEAN_JPEG_QUALITY, jpeg_detail_ratio
-from service.inference.hardware import cpu_info
 
 INPUTS = ("jpeg30", "jpeg50", "jpeg60", "jpeg70", "jpeg75", "jpeg80", "jpeg85", "camera")
 THRESHOLDS = (0.35, BLURRED_DETAIL_RATIO, 0.39, 0.41)
@@ -46,14 +46,12 @@ def main() -> None:
         print(folder, json.dumps({k: round(v[f"below_{BLURRED_DETAIL_RATIO}"], 3) for k, v in sets[folder].items()}))
 
     header = (
-        f"CPU: {json.dumps(cpu_info())}; x4 bicubic LRs; the service calls a JPEG of q "
+        f"CPU: {cpu_description()}; x4 bicubic LRs; the service calls a JPEG of q "
         f"{BLUR_CHECK_QUALITY}-{CLEAN_JPEG_QUALITY - 1} "
         f"blurred below {BLURRED_DETAIL_RATIO}"
     )
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps({"header": header, "sets": sets}, indent=2))
-        args.out.with_suffix(".md").write_text(_markdown(header, sets))
+        write_results(args.out, {"header": header, "sets": sets}, _markdown(header, sets))
 
 
 def _row(v: np.ndarray) -> dict[str, float]:

@@ -4,7 +4,7 @@ Each layout ``WORKERSxTHREADS`` runs WORKERS closed-loop threads, each calling t
 dense sub-network with ``torch.set_num_threads(THREADS)`` on LR inputs of
 ``--side`` pixels for ``--seconds``; the compute the service's workers do.
 
-    python scripts/bench_concurrency.py --layouts 1x1 1x2 2x1 --seconds 20
+    python -m bench.concurrency --layouts 1x1 1x2 2x1 --seconds 20
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Seconds per training step for a few recipes, measured side by side in one run.
 
-python scripts/bench_train_step.py --steps 5 [--threads 2]
+python -m bench.train_step --steps 5 [--threads 2]
 """
 
 from __future__ import annotations

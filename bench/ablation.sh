@@ -3,7 +3,7 @@
 #   (a) CSD (contrastive on)  (b) joint L1 for all widths  (c) the 0.25 student alone.
 # Plus (d): the 0.25 student alone for the CPU time of (a): 11x the steps, since a step of
 # (a) measured 1.60 s and one of (c) 0.14 s on 2 cores.
-# Usage: bash scripts/ablation.sh [STEPS] [TEACHER]
+# Usage: bash bench/ablation.sh [STEPS] [TEACHER]
 # Checkpoints and weights go to runs/ablation/; evaluations, cards and the table to weights/ablation/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,4 +27,4 @@ for name in a-csd b-joint-l1 c-student-alone d-student-alone-equal-time; do
     --data ../shared/data/Set5/HR ../shared/data/Set14/HR --out "weights/ablation/$name"
   cp "runs/ablation/$name.json" "weights/ablation/$name.card.json"
 done
-.venv/bin/python scripts/ablation_table.py weights/ablation | tee weights/ablation/table.md
+.venv/bin/python -m bench.ablation_table weights/ablation | tee weights/ablation/table.md

@@ -1,6 +1,6 @@
 """Check the PyTorch port of the teacher against the package's own Vulkan build on a few crops.
 
-    python scripts/check_teacher.py --crops 3 --size 80
+    python -m bench.check_teacher --crops 3 --size 80
 
 Needs Mesa's software Vulkan on a CPU machine (Debian: mesa-vulkan-drivers libvulkan1 libomp5) and
 OpenCV (the package imports it). Prints, per crop, the mean and 99th-percentile absolute difference

@@ -8,13 +8,12 @@ tiles large) is upscaled whole and tiled with each of ``--margins`` at
 ``--tile``; the 8-bit outputs are compared: PSNR over all images and channels,
 the worst image's PSNR and the largest difference in levels.
 
-    python scripts/bench_tiles.py --data ../shared/data/Set5/HR ../shared/data/Set14/HR --out bench/results/tiles
+    python -m bench.tiles --data ../shared/data/Set5/HR ../shared/data/Set14/HR --out bench/results/tiles
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import time
 from pathlib import Path
@@ -22,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.common import available_cpus, cpu_description, write_results
 from model.rungs import Rung
 from model.weights import load_weights
 from service.inference.backends import Cores, create_backend
-from service.inference.hardware import available_cpus, cpu_info
 from service.inference.tiles import Engine
 from service.settings import DEFAULT_WEIGHTS
 
@@ -138,14 +137,12 @@ def main() -> None:
     threads = available_cpus()
     backend = create_backend(args.backend, model, Cores(threads=threads, workers=1, torch_threads=threads))
     backend.init_worker()
-    header = f"{args.backend} backend, {threads} threads, CPU {json.dumps(cpu_info())}, weights {args.weights.name}"
+    header = f"{args.backend} backend, {threads} threads, CPU {cpu_description()}, weights {args.weights.name}"
     print(header, flush=True)
     cost = cost_rows(backend, model.cfg, args)
     error = error_rows(backend, model.cfg, load_inputs(args.data), args) if args.data else []
     markdown = to_markdown(cost, error, header, args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(markdown)
-    args.out.with_suffix(".json").write_text(json.dumps({"header": header, "cost": cost, "error": error}, indent=2))
+    write_results(args.out, {"header": header, "cost": cost, "error": error}, markdown)
     print(markdown)
 
 

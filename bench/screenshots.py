@@ -1,6 +1,6 @@
 """Screenshots of the web page for the README: desktop and phone width, before and after a result.
 
-    python scripts/screenshots.py            # -> docs/screenshots/{desktop,phone}-{before,after}.png
+    python -m bench.screenshots           # -> docs/screenshots/{desktop,phone}-{before,after}.png
 
 Serves the shipped weights with ``csd-sr serve`` on a free loopback port, drives Debian's Chromium
 through Playwright, and uploads a Set5 image shrunk x4 with bicubic (a synthetic image when
@@ -21,10 +21,10 @@ import httpx
 import numpy as np
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
-from serving import free_port, wait_ready
 
-ROOT = Path(__file__).resolve().parents[1]
-SET5 = ROOT.parent / "shared" / "data" / "Set5" / "HR"
+from bench.common import DATA, ROOT, free_port, wait_ready
+
+SET5 = DATA / "Set5" / "HR"
 VIEWPORTS = {"desktop": (1280, 900), "phone": (390, 844)}
 
 

@@ -1,6 +1,6 @@
 """Crop sheet of the two styles: bicubic | faithful | sharp at each width | the teacher | HR.
 
-    python scripts/crop_sheet.py --out docs/screenshots/sharp-crops.png
+    python -m bench.crop_sheet --out docs/screenshots/sharp-crops.png
 
 Each row is one crop of an image from ../shared/data (Set14 and the held-out training images, never a
 training crop), x4 from an LR degraded as named on the row (the ``model.degradations`` recipes). The

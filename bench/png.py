@@ -4,14 +4,13 @@ Each image of ``--data`` is upscaled 4x by bicubic (an output's size and smoothn
 and encoded; the table gives the best of ``--repeats`` in ms and the size relative
 to Pillow's level 1, per writer, level and thread count.
 
-    python scripts/bench_png.py --data ../shared/data/Set5/HR ../shared/data/Set14/HR --out bench/results/png
+    python -m bench.png --data ../shared/data/Set5/HR ../shared/data/Set14/HR --out bench/results/png
 """
 
 from __future__ import annotations
 
 import argparse
 import io
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service.inference.hardware import cpu_info
+from bench.common import cpu_description, cpu_info, write_results
 from service.inference.png import encode_png
 
 
@@ -67,7 +66,7 @@ def main() -> None:
     ref = rows[0]
     lines = [
         f"{len(outputs)} images of {' '.join(str(d) for d in args.data)} upscaled 4x by bicubic "
-        f"({megapixels:.1f} output MP), best of {args.repeats}; CPU {json.dumps(cpu_info())}",
+        f"({megapixels:.1f} output MP), best of {args.repeats}; CPU {cpu_description()}",
         "",
         "| writer | ms per output MP | speed vs Pillow 1 | size vs Pillow 1 |",
         "|---|---|---|---|",
@@ -76,9 +75,7 @@ def main() -> None:
         speed, size = ref["ms_per_output_mp"] / r["ms_per_output_mp"], r["bytes"] / ref["bytes"]
         lines.append(f"| {r['writer']} | {r['ms_per_output_mp']:.1f} | {speed:.2f}x | {size:.3f} |")
     markdown = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".md").write_text(markdown)
-    args.out.with_suffix(".json").write_text(json.dumps({"cpu": cpu_info(), "rows": rows}, indent=1) + "\n")
+    write_results(args.out, {"cpu": cpu_info(), "rows": rows}, markdown, indent=1)
     print(markdown)
 
 

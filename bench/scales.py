@@ -1,8 +1,8 @@
 """Quality of every scale factor the service serves, native and between natives, against bicubic.
 
-python scripts/measure_scales.py --data ../shared/data/Set5/HR --factors 1.5 2 2.5 3 4 \
+python -m bench.scales --data ../shared/data/Set5/HR --factors 1.5 2 2.5 3 4 \
     --out bench/results/scales
-python scripts/measure_scales.py --data ../shared/data/Set5/HR --factors 3 --widths 0.25 0.5 1 \
+python -m bench.scales --data ../shared/data/Set5/HR --factors 3 --widths 0.25 0.5 1 \
     --weights weights/csd-edsr-x4.safetensors weights/csd-edsr-x3.safetensors --out bench/results/scales-x3
 
 For a factor f the HR is cropped so that its 1/f is whole (the standard mod-crop: to a multiple
@@ -17,7 +17,6 @@ says which native scale served it, so x2 via x4 + downscale sits beside the x2 m
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -25,10 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from bench.common import cpu_description, write_results
 from model.data import as_rgb, list_images, load_image, resize_lanczos, to_image, to_tensor
 from model.metrics import psnr_y
 from model.weights import load_weights
-from service.inference.hardware import cpu_info
 from service.settings import WEIGHTS_DIR
 
 
@@ -74,10 +73,9 @@ def main() -> None:
         }
         rows.append(row)
         print(f"x{f:g} via x{native} at {width:g}: bicubic {row['bicubic']:.2f}  model {row['model']:.2f}", flush=True)
-    header = f"CPU: {json.dumps(cpu_info())}; {len(hrs)} images ({', '.join(args.data)}); fp32 (PyTorch)"
+    header = f"CPU: {cpu_description()}; {len(hrs)} images ({', '.join(args.data)}); fp32 (PyTorch)"
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps({"header": header, "rows": rows}, indent=2))
+        write_results(args.out, {"header": header, "rows": rows})
         lines = [header, "", "| factor | served by | width | bicubic | model | gain |", "|---|---|---|---|---|---|"]
         for r in rows:
             gain = r["model"] - r["bicubic"]

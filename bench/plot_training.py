@@ -1,6 +1,6 @@
 """Plot Set5 PSNR per width against training step from a model card's validation history.
 
-    python scripts/plot_training.py weights/csd-edsr-x4.json --out weights/training-curve.png
+    python -m bench.plot_training weights/csd-edsr-x4.json --out weights/training-curve.png
 
 A card's ``training.init`` chain holds the stages before it (teacher, earlier cycles); they
 are laid end to end, and a width is plotted only where its stage trained it.

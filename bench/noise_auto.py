@@ -1,9 +1,9 @@
 """How well ``noise=auto`` picks the level: every noise model on JPEG inputs of quality 30..95 (and the
 clean, camera and lossy WebP inputs), side by side with bicubic, and the level ``auto`` picks from each file.
 
-python scripts/measure_noise_auto.py --data ../shared/data/Set5/HR ../shared/data/Set14/HR \
+python -m bench.noise_auto --data ../shared/data/Set5/HR ../shared/data/Set14/HR \
     --out bench/results/noise-auto
-python scripts/measure_noise_auto.py --data ../shared/data/Set5/HR ../shared/data/Set14/HR --scale 2 \
+python -m bench.noise_auto --data ../shared/data/Set5/HR ../shared/data/Set14/HR --scale 2 \
     --weights weights/csd-edsr-x2.safetensors weights/csd-edsr-x4-jpeg.safetensors --qualities 75 80 85 90 \
     --out bench/results/noise-auto-x2   # where the levels cross at x2: a larger model's output downscaled
 
@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bench.common import cpu_description, write_results
 from model.data import as_rgb, downscale, list_images, load_image, mod_crop, upscale
 from model.degradations import degraded_file, image_seed
 from model.evaluate import openvino_forwards, super_resolve
@@ -33,7 +33,6 @@ from model.metrics import psnr_y
 from model.rungs import Rung
 from model.weights import load_weights
 from service.catalog.noise import choose_for_probe
-from service.inference.hardware import cpu_info
 from service.inference.images import probe
 
 QUALITIES = tuple(range(30, 100, 5))
@@ -103,15 +102,13 @@ def main() -> None:
     jpeg = [r for r in rows if r["input"].startswith("jpeg")]
     loss = float(np.mean([r["best"] - r["auto"] for r in jpeg]))
     qualities = f"q {min(args.qualities)}..{max(args.qualities)}"
-    header = f"CPU: {json.dumps(cpu_info())}; images: {len(hrs)} ({', '.join(args.data)}); x{scale}, width 1, fp32"
+    header = f"CPU: {cpu_description()}; images: {len(hrs)} ({', '.join(args.data)}); x{scale}, width 1, fp32"
     summary = f"auto on JPEG {qualities}: {loss:.3f} dB below the best level per input on average"
     print(summary)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(
-            json.dumps({"header": header, "rows": rows, "summary": summary}, indent=2)
+        write_results(
+            args.out, {"header": header, "rows": rows, "summary": summary}, _markdown(rows, levels, header, summary)
         )
-        args.out.with_suffix(".md").write_text(_markdown(rows, levels, header, summary))
 
 
 def _line(row: dict, levels: set[str]) -> str:
