@@ -74,17 +74,13 @@ def test_finishing_is_final_and_the_disk_account_follows(tmp_path: Path) -> None
 def test_a_database_of_an_earlier_version_is_upgraded_in_place(tmp_path: Path) -> None:
     import sqlite3
 
-    db = sqlite3.connect(tmp_path / "jobs.sqlite3")  # the first version's table: no heartbeat_at
+    db = sqlite3.connect(tmp_path / "jobs.sqlite3")  # the first version's table: no heartbeat_at, no counter
+    old = {"id": "old", "created_at": 1.0, "options": "{}", "headers": "{}", "state": QUEUED, "input_bytes": 5}
     columns = [c for c in JobRecord.__dataclass_fields__ if c != "heartbeat_at"]
     db.execute(f"CREATE TABLE jobs ({', '.join(columns)})")
     db.execute(
         f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-        [
-            {"id": "old", "created_at": 1.0, "options": "{}", "headers": "{}", "state": QUEUED, "input_bytes": 5}.get(
-                c, 0
-            )
-            for c in columns
-        ],
+        [old.get(c, 0) for c in columns],
     )
     db.commit()
     db.close()
