@@ -22,9 +22,10 @@ from service.api.routes import health, models, upscale, web
 from service.api.routes import jobs as jobs_routes
 from service.catalog.registry import LadderKey, build_registry
 from service.inference.hardware import cpu_info
+from service.jobs.base import JobStore
 from service.jobs.manager import JobManager
 from service.jobs.redis_store import RedisJobStore
-from service.jobs.store import JobStore
+from service.jobs.store import SqliteJobStore
 from service.scheduling.policy import CostModel
 from service.scheduling.scheduler import Limits, Scheduler
 from service.settings import Settings
@@ -40,8 +41,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     logs.setup(settings.log_level)
     upscaler = _build_upscaler(settings)
     # with Redis, replicas share the jobs' state; their files stay in jobs_dir, which they share too (a volume)
-    redis_url = settings.redis_url
-    store = RedisJobStore(redis_url.get_secret_value(), settings.jobs_dir) if redis_url else JobStore(settings.jobs_dir)
+    url, folder = settings.redis_url, settings.jobs_dir
+    store: JobStore = RedisJobStore(url.get_secret_value(), folder) if url else SqliteJobStore(folder)
     jobs = JobManager(upscaler, store)
 
     @asynccontextmanager

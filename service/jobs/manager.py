@@ -6,6 +6,9 @@ budget before answering 202, so an accepted job fails later only for what cannot
 (a truncated file, a timeout). The input is on disk before the job is in the database, and a result is
 renamed into place once complete: after a crash every queued or interrupted job runs (again), and no
 half-written result is ever served.
+
+The store and the files are blocking I/O (a database, Redis, inputs up to MAX_JOB_BODY_BYTES): the async
+methods the routes call, and the loop running the jobs, do that work on threads, never on the event loop.
 """
 
 from __future__ import annotations
@@ -22,12 +25,11 @@ from dataclasses import asdict
 
 from service.catalog.registry import ServedRung
 from service.errors import ApiError
-from service.jobs.redis_store import RedisJobStore
-from service.jobs.store import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, JobRecord, JobStore
+from service.jobs.base import CANCELLED, DONE, FAILED, FINISHED, QUEUED, RUNNING, JobRecord, JobStore
 from service.scheduling.policy import Decision
 from service.scheduling.scheduler import Aborted
 from service.upscaling.options import UpscaleOptions
-from service.upscaling.upscaler import JobRun, Prepared, Upscaler
+from service.upscaling.upscaler import JobRun, Prepared, Upscaled, Upscaler
 
 log = logging.getLogger("csd_sr.jobs")
 
@@ -42,7 +44,7 @@ BYTES_PER_SAMPLE_BOUND = 1.01  # deflate's worst case over raw bytes, plus the f
 class JobManager:
     """Owns the jobs' store, their thread and the loop that runs them through ``upscaler``."""
 
-    def __init__(self, upscaler: Upscaler, store: JobStore | RedisJobStore) -> None:
+    def __init__(self, upscaler: Upscaler, store: JobStore) -> None:
         self.upscaler = upscaler
         self.settings = upscaler.settings
         self.metrics = m = upscaler.metrics
@@ -56,12 +58,39 @@ class JobManager:
         self.executor = ThreadPoolExecutor(1, "csd-sr-job", initializer=default.engine.backend.init_worker)
         self._wake = asyncio.Event()
         self._stopping = False
+        self._recovered = False
         self._last_sweep = 0.0
 
-    # -- submission and reports (the event loop) --
+    # -- submission and reports (the routes: each call's work on a thread) --
 
-    def submit(self, data: bytes, opts: UpscaleOptions, deadline_s: float, idempotency_key: str | None) -> JobRecord:
+    async def submit(
+        self, data: bytes, opts: UpscaleOptions, deadline_s: float, idempotency_key: str | None
+    ) -> JobRecord:
         """Accept a job (``ApiError`` for what would be refused, checked now); a reused key returns its job."""
+        job = await asyncio.to_thread(self._accept, data, opts, deadline_s, idempotency_key)
+        self._wake.set()
+        return job
+
+    async def find(self, job_id: str) -> JobRecord:
+        """The job on record (``ApiError`` 404 if there is none)."""
+        job = await asyncio.to_thread(self.store.get, job_id)
+        if job is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r}")
+        return job
+
+    async def status(self, job: JobRecord) -> dict:
+        """What ``GET /v1/jobs/{id}`` reports."""
+        return await asyncio.to_thread(self._status, job)
+
+    async def cancel(self, job: JobRecord) -> bool:
+        """Cancel a queued or running job (a running one stops at its next tile); False if it had finished."""
+        return await asyncio.to_thread(self._cancel, job)
+
+    async def remove(self, job: JobRecord) -> None:
+        """Cancel the job if unfinished, then forget it and delete its files."""
+        await asyncio.to_thread(self._remove, job)
+
+    def _accept(self, data: bytes, opts: UpscaleOptions, deadline_s: float, idempotency_key: str | None) -> JobRecord:
         upscaler, s = self.upscaler, self.settings
         if not upscaler.ready:
             raise ApiError(503, "not_ready", upscaler.warmup_error or "warming up", {"Retry-After": "2"})
@@ -91,18 +120,15 @@ class JobManager:
             fingerprint=fingerprint,
         )
         self._plan(job, req)
-        path = self.store.input_path(job.id)
-        path.write_bytes(data)  # before the record: a queued job always has its input
+        self.store.files.write_input(job.id, data)  # before the record: a queued job always has its input
         stored = self.store.add(job)
         if stored is not job:  # the same key raced in between: keep the first
-            path.unlink(missing_ok=True)
+            self.store.files.drop_input(job.id)
             return self._same_submission(stored, fingerprint)
         self.metrics.jobs_submitted.inc()
-        self._wake.set()
         return job
 
-    def status(self, job: JobRecord) -> dict:
-        """What ``GET /v1/jobs/{id}`` reports."""
+    def _status(self, job: JobRecord) -> dict:
         now = time.time()
         body: dict = {
             "id": job.id,
@@ -137,14 +163,18 @@ class JobManager:
         body["updated"] = now
         return body
 
-    def cancel(self, job: JobRecord) -> bool:
-        """Cancel a queued or running job (a running one stops at its next tile); False if it had finished."""
+    def _cancel(self, job: JobRecord) -> bool:
         if not self.store.finish(job.id, CANCELLED, error="cancelled", detail="cancelled by the client"):
             return False
         if job.state == QUEUED:  # a running job's input goes when it stops
-            self.store.input_path(job.id).unlink(missing_ok=True)
+            self.store.files.drop_input(job.id)
         self.metrics.jobs_finished.labels(CANCELLED).inc()
         return True
+
+    def _remove(self, job: JobRecord) -> None:
+        if job.state not in FINISHED:
+            self._cancel(job)
+        self.store.remove(job.id)
 
     # -- running (one job at a time, on the jobs' own thread) --
 
@@ -153,23 +183,15 @@ class JobManager:
 
         A store that fails (Redis unreachable, a full disk) is logged and retried: the loop never ends
         on it, and the interactive service is unaffected."""
-        recovered = False
         while True:
+            self._wake.clear()  # before the claim: a job submitted while it is made ends the wait below
             try:
-                if not recovered:
-                    self._recover(None if not self.store.shared else time.time() - LEASE_S)  # local: all ours
-                    recovered = True
-                if time.monotonic() - self._last_sweep > min(SWEEP_EVERY_S, self.ttl_s / 2):
-                    self.sweep()
-                    if self.store.shared:  # another replica's jobs, if it died running them
-                        self._recover(time.time() - LEASE_S)
-                job = self.store.claim() if self.upscaler.ready else None
+                job = await asyncio.to_thread(self._next)
             except Exception:
                 log.exception("jobs store failed; retrying")
                 await asyncio.sleep(STORE_RETRY_S)
                 continue
             if job is None:
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_S)
                 continue
@@ -179,6 +201,18 @@ class JobManager:
         """Stop the running job at its next tile, left ``running`` so the next start runs it again."""
         self._stopping = True
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+    def _next(self) -> JobRecord | None:
+        """The store's part of the loop (on a thread): the recovery at the first call, the sweep when due, then
+        the oldest queued job, claimed (None while there is none, or while warming up)."""
+        if not self._recovered:
+            self._recover(None if not self.store.shared else time.time() - LEASE_S)  # local: all ours
+            self._recovered = True
+        if time.monotonic() - self._last_sweep > min(SWEEP_EVERY_S, self.ttl_s / 2):
+            self.sweep()
+            if self.store.shared:  # another replica's jobs, if it died running them
+                self._recover(time.time() - LEASE_S)
+        return self.store.claim() if self.upscaler.ready else None
 
     def _recover(self, stale_before: float | None) -> None:
         requeued, failed = self.store.recover(stale_before)
@@ -192,12 +226,32 @@ class JobManager:
             self.store.remove(job_id)
 
     async def _run(self, job: JobRecord) -> None:
+        """Run ``job`` and record how it ended (a shutdown leaves it running, to run again at the next start)."""
+        fields: dict = {"job": job.id, "attempt": job.attempts}
+        started = time.perf_counter()
+        try:
+            result, size = await self._produce(job, fields)
+        except Aborted as exc:
+            if exc.reason != "timeout":  # cancelled: already recorded; shutdown: left running
+                await asyncio.to_thread(self.store.files.partial_path(job.id).unlink, missing_ok=True)
+                return
+            end = {"error": "timeout", "detail": f"not finished within {self.settings.job_timeout_s:g} s"}
+            await asyncio.to_thread(self._settle, job, FAILED, fields, end)
+        except ApiError as exc:
+            await asyncio.to_thread(self._settle, job, FAILED, fields, {"error": exc.code, "detail": exc.detail})
+        except Exception as exc:  # a bug: the job fails, the loop goes on
+            log.exception("job failed", extra={"fields": fields})
+            await asyncio.to_thread(self._settle, job, FAILED, fields, {"error": "internal_error", "detail": repr(exc)})
+        else:
+            end = {"media_type": result.media_type, "headers": result.headers, "result_bytes": size}
+            await asyncio.to_thread(self._settle, job, DONE, fields, end)
+            self.metrics.job_seconds.observe(time.perf_counter() - started)
+
+    async def _produce(self, job: JobRecord, fields: dict) -> tuple[Upscaled, int]:
+        """The job's result, written to its partial file and renamed into place once complete; its size."""
         opts = UpscaleOptions(**{k: v for k, v in job.options.items() if k != "deadline_s"})
         deadline_at = job.created_at + job.options["deadline_s"]
         timeout_at = time.monotonic() + self.settings.job_timeout_s
-        started = time.perf_counter()
-        fields: dict = {"job": job.id, "attempt": job.attempts}
-
         last_beat = 0.0
 
         def check() -> None:
@@ -221,39 +275,25 @@ class JobManager:
             why = f"{decision.reason}: predicted {predicted_s:.0f} s of {decision.target_s:.0f} s left of the deadline"
             self.store.update(job.id, rung=rung.id, reason=why, predicted_s=predicted_s)
 
-        partial = self.store.partial_path(job.id)
-        try:
-            data = self.store.input_path(job.id).read_bytes()
-            with partial.open("wb") as out:
-                run = JobRun(out, self.executor, max(0.0, deadline_at - time.time()), check, progress, on_start)
-                result = await self.upscaler.run_job(data, opts, fields, run)
-            partial.replace(self.store.result_path(job.id))
-        except Aborted as exc:
-            partial.unlink(missing_ok=True)
-            if exc.reason == "timeout":
-                detail = f"not finished within {self.settings.job_timeout_s:g} s"
-                self._finish(job, FAILED, fields, error="timeout", detail=detail)
-            return  # cancelled: already recorded; shutdown: left running, to run again at the next start
-        except ApiError as exc:
-            partial.unlink(missing_ok=True)
-            self._finish(job, FAILED, fields, error=exc.code, detail=exc.detail)
-            return
-        except Exception as exc:  # a bug: the job fails, the loop goes on
-            partial.unlink(missing_ok=True)
-            log.exception("job failed", extra={"fields": fields})
-            self._finish(job, FAILED, fields, error="internal_error", detail=repr(exc))
-            return
-        size = self.store.result_path(job.id).stat().st_size
-        self._finish(job, DONE, fields, media_type=result.media_type, headers=result.headers, result_bytes=size)
-        self.metrics.job_seconds.observe(time.perf_counter() - started)
-        self.store.input_path(job.id).unlink(missing_ok=True)  # done: only the result is kept
+        # The callbacks run on the jobs' thread, as does the writing; reading the input and the rename, here.
+        files = self.store.files
+        data = await asyncio.to_thread(files.read_input, job.id)
+        with files.partial_path(job.id).open("wb") as out:
+            run = JobRun(out, self.executor, max(0.0, deadline_at - time.time()), check, progress, on_start)
+            result = await self.upscaler.run_job(data, opts, fields, run)
+        return result, await asyncio.to_thread(files.publish, job.id)
 
-    def _finish(self, job: JobRecord, state: str, fields: dict, **values: object) -> None:
+    def _settle(self, job: JobRecord, state: str, fields: dict, values: dict) -> None:
+        """Record how the job ended (on a thread); a failed run's partial file goes, a done job's input too."""
+        files = self.store.files
+        files.partial_path(job.id).unlink(missing_ok=True)  # none once the result is in place
         if self.store.finish(job.id, state, **values):
             self.metrics.jobs_finished.labels(state).inc()
-            log.info("job", extra={"fields": {**fields, "state": state, **{k: values.get(k) for k in ("error",)}}})
+            log.info("job", extra={"fields": {**fields, "state": state, "error": values.get("error")}})
         else:  # cancelled while its last tile ran: drop what it made
-            self.store.result_path(job.id).unlink(missing_ok=True)
+            files.result_path(job.id).unlink(missing_ok=True)
+        if state == DONE:
+            files.drop_input(job.id)  # only the result is kept
 
     def _plan(self, job: JobRecord, req: Prepared) -> None:
         """The rung the job would get now (it is chosen again when it starts) and its predicted seconds."""

@@ -1,11 +1,15 @@
-"""Job state in Redis, shared by several replicas (``CSD_SR_REDIS_URL``); the files stay in the jobs folder,
-which the replicas must share too (a shared volume).
+"""Job state in Redis, shared by several replicas (``CSD_SR_REDIS_URL``); the files stay in the jobs folder
+(``service.jobs.base.JobFiles``), which the replicas must share too (a shared volume).
 
-The same interface and semantics as ``service.jobs.store.JobStore``. Layout, every key under ``prefix``:
+Implements ``service.jobs.base.JobStore`` with the SQLite store's semantics. Layout, every key under ``prefix``:
 ``{p}:job:{id}`` a hash of the record's fields, each JSON-encoded; ``{p}:key:{idempotency key}`` the job's id;
 ``{p}:{state}`` a sorted set of the ids in that state, scored by ``created_at`` (queued: the claim order),
-``heartbeat_at`` (running: the lease ``recover`` reads) or ``finished_at`` (finished: the TTL). Every change
-that touches more than one key, or reads before it writes, is one Lua script: atomic across replicas.
+``heartbeat_at`` (running: the lease ``recover`` reads) or ``finished_at`` (finished: the TTL);
+``{p}:disk_bytes`` the disk budget's counter (the sum of ``JobRecord.disk_bytes``). Every change that touches
+more than one key, or reads before it writes, is one Lua script: atomic across replicas.
+
+Each script declares every key it touches in ``KEYS`` (Redis Cluster and proxies route by them); on a
+cluster, give a prefix in braces (``{csd-sr}``) so that all the keys are in one slot.
 """
 
 from __future__ import annotations
@@ -18,130 +22,130 @@ from typing import Any
 
 import redis
 
-from service.jobs.store import FAILED, FINISHED, MAX_ATTEMPTS, QUEUED, RUNNING, STATES, JobRecord
+from service.jobs.base import (
+    CRASHED_DETAIL,
+    FAILED,
+    FINISHED,
+    MAX_ATTEMPTS,
+    QUEUED,
+    RUNNING,
+    STATES,
+    JobFiles,
+    JobRecord,
+)
 
 _FIELDS = {f.name for f in dataclasses.fields(JobRecord)}
 
-# Shared by every script. States are compared decoded; timestamps come from the caller already JSON-encoded
-# (cjson would write 14 significant digits), so a record keeps the caller's clock as the SQLite store does.
+# Shared by every script. Every script's KEYS begin with the state sets (in ``STATES`` order) and the disk
+# counter, which ``settle`` keeps; its own keys follow, the job's hash first (KEYS[#STATES + 2]). States are
+# compared decoded; timestamps come from the caller already JSON-encoded (cjson would write 14 significant
+# digits), so a record keeps the caller's clock as the SQLite store does.
 _PRELUDE = f"""
-local P = ARGV[1]
 local STATES = cjson.decode('{json.dumps(STATES)}')
 local QUEUED, RUNNING, FAILED = '{QUEUED}', '{RUNNING}', '{FAILED}'
-local function job_key(id) return P .. ':job:' .. id end
-local function state_of(id)
-  local state = redis.call('HGET', job_key(id), 'state')
+local SET = {{}}
+for i, s in ipairs(STATES) do SET[s] = KEYS[i] end
+local DISK = KEYS[#STATES + 1]
+local OWN = #STATES + 2
+local function state_of(job)
+  local state = redis.call('HGET', job, 'state')
   return state and cjson.decode(state)
 end
-local function reindex(id)  -- the id in its state's sorted set only, scored by that state's time
-  for _, s in ipairs(STATES) do redis.call('ZREM', P .. ':' .. s, id) end
-  local state = state_of(id)
-  local field = 'finished_at'
-  if state == QUEUED then field = 'created_at' elseif state == RUNNING then field = 'heartbeat_at' end
-  redis.call('ZADD', P .. ':' .. state, tonumber(redis.call('HGET', job_key(id), field)) or 0, id)
+local function held(job)  -- JobRecord.disk_bytes; 0 for a job not on record
+  local v = redis.call('HMGET', job, 'state', 'input_bytes', 'reserved_bytes', 'result_bytes')
+  if not v[1] then return 0 end
+  local state = cjson.decode(v[1])
+  if state == QUEUED or state == RUNNING then return (tonumber(v[2]) or 0) + (tonumber(v[3]) or 0) end
+  return tonumber(v[4]) or 0
+end
+local function settle(job, id, before)  -- after a change: the id in its state's set only, the bytes counted
+  for _, s in ipairs(STATES) do redis.call('ZREM', SET[s], id) end
+  local state = state_of(job)
+  if state then
+    local field = 'finished_at'
+    if state == QUEUED then field = 'created_at' elseif state == RUNNING then field = 'heartbeat_at' end
+    redis.call('ZADD', SET[state], tonumber(redis.call('HGET', job, field)) or 0, id)
+  end
+  local change = held(job) - before
+  if change ~= 0 then redis.call('INCRBY', DISK, change) end
 end
 """
 
+# KEYS[OWN + 1], when the job has one: its idempotency key's mapping. A key taken returns the job's id.
 _ADD = """
-local id, has_key, key = ARGV[2], ARGV[3], ARGV[4]
-if has_key == '1' then
-  local existing = redis.call('GET', P .. ':key:' .. key)
-  if existing then return redis.call('HGETALL', job_key(existing)) end
-  redis.call('SET', P .. ':key:' .. key, id)
+local job, id, mapping = KEYS[OWN], ARGV[1], KEYS[OWN + 1]
+if mapping then
+  local existing = redis.call('GET', mapping)
+  if existing then return existing end
+  redis.call('SET', mapping, id)
 end
-redis.call('HSET', job_key(id), unpack(ARGV, 5))
-reindex(id)
+local before = held(job)
+redis.call('HSET', job, unpack(ARGV, 2))
+settle(job, id, before)
 return false
 """
 
-_UPDATE = """
-if redis.call('EXISTS', job_key(ARGV[2])) == 0 then return 0 end  -- no partial record for a removed job
-redis.call('HSET', job_key(ARGV[2]), unpack(ARGV, 3))
-reindex(ARGV[2])
-return 1
-"""
-
-_FINISH = """
-local state = state_of(ARGV[2])
-if state ~= QUEUED and state ~= RUNNING then return 0 end
-redis.call('HSET', job_key(ARGV[2]), unpack(ARGV, 3))
-reindex(ARGV[2])
+# ARGV[2]: the states (JSON) the job must be in; not on record, or in another, it is left as it is.
+_SET_IF = """
+local job, id, allowed = KEYS[OWN], ARGV[1], cjson.decode(ARGV[2])
+local state = state_of(job)
+local ok = false
+for _, s in ipairs(allowed) do ok = ok or s == state end
+if not ok then return 0 end
+local before = held(job)
+redis.call('HSET', job, unpack(ARGV, 3))
+settle(job, id, before)
 return 1
 """
 
 _CLAIM = """
-local id = redis.call('ZRANGE', P .. ':' .. QUEUED, 0, 0)[1]
-if not id then return false end
-local attempts = tonumber(redis.call('HGET', job_key(id), 'attempts')) or 0
-redis.call('HSET', job_key(id), 'state', cjson.encode(RUNNING), 'started_at', ARGV[2], 'heartbeat_at', ARGV[2],
-  'attempts', tostring(attempts + 1))
-reindex(id)
-return redis.call('HGETALL', job_key(id))
+local job, id = KEYS[OWN], ARGV[1]
+if state_of(job) ~= QUEUED then return false end  -- another claimant took it first, or it was cancelled
+local before = held(job)
+redis.call('HSET', job, 'state', cjson.encode(RUNNING), 'started_at', ARGV[2], 'heartbeat_at', ARGV[2])
+redis.call('HINCRBY', job, 'attempts', 1)
+settle(job, id, before)
+return redis.call('HGETALL', job)
 """
 
-_BEAT = """
-if state_of(ARGV[2]) ~= RUNNING then return 0 end
-redis.call('HSET', job_key(ARGV[2]), 'heartbeat_at', ARGV[3])
-reindex(ARGV[2])
-return 1
-"""
-
+# KEYS[OWN..]: the candidates' hashes, ARGV[4..] their ids; taken only while still running on a lease older
+# than ARGV[1] (empty: any lease).
 _RECOVER = f"""
 local requeued, failed = {{}}, {{}}
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':' .. RUNNING, '-inf', ARGV[2])) do
-  if (tonumber(redis.call('HGET', job_key(id), 'attempts')) or 0) >= {MAX_ATTEMPTS} then
-    redis.call('HSET', job_key(id), 'state', cjson.encode(FAILED), 'finished_at', ARGV[3],
-      'error', cjson.encode('crashed'), 'detail', ARGV[4])
-    table.insert(failed, id)
-  else
-    redis.call('HSET', job_key(id), 'state', cjson.encode(QUEUED), 'started_at', 'null', 'tiles_done', '0')
-    table.insert(requeued, id)
+local bound = tonumber(ARGV[1]) or math.huge
+for i = OWN, #KEYS do
+  local job, id = KEYS[i], ARGV[i - OWN + 4]
+  local lease = tonumber(redis.call('ZSCORE', SET[RUNNING], id))
+  if lease and lease < bound then
+    local before = held(job)
+    if (tonumber(redis.call('HGET', job, 'attempts')) or 0) >= {MAX_ATTEMPTS} then
+      redis.call('HSET', job, 'state', cjson.encode(FAILED), 'finished_at', ARGV[2],
+        'error', cjson.encode('crashed'), 'detail', ARGV[3])
+      table.insert(failed, id)
+    else
+      redis.call('HSET', job, 'state', cjson.encode(QUEUED), 'started_at', 'null', 'tiles_done', '0')
+      table.insert(requeued, id)
+    end
+    settle(job, id, before)
   end
-  reindex(id)
 end
 return {{requeued, failed}}
 """
 
-_AHEAD = """
-local jobs = {}
-for _, id in ipairs(redis.call('ZRANGE', P .. ':' .. RUNNING, 0, -1)) do
-  table.insert(jobs, redis.call('HGETALL', job_key(id)))
-end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. ':' .. QUEUED, '-inf', ARGV[2])) do
-  table.insert(jobs, redis.call('HGETALL', job_key(id)))
-end
-return jobs
-"""
-
-_DISK_BYTES = """
-local total = 0
-for _, s in ipairs(STATES) do
-  for _, id in ipairs(redis.call('ZRANGE', P .. ':' .. s, 0, -1)) do
-    if s == QUEUED or s == RUNNING then
-      local v = redis.call('HMGET', job_key(id), 'input_bytes', 'reserved_bytes')
-      total = total + (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
-    else
-      total = total + (tonumber(redis.call('HGET', job_key(id), 'result_bytes')) or 0)
-    end
-  end
-end
-return total
-"""
-
+# KEYS[OWN + 1], when the job has an idempotency key: its mapping, freed as with the SQLite store's index.
 _REMOVE = """
-local key = redis.call('HGET', job_key(ARGV[2]), 'idempotency_key')
-if key and key ~= 'null' then  -- the key is free again, as with the SQLite store's unique index
-  local mapping = P .. ':key:' .. cjson.decode(key)
-  if redis.call('GET', mapping) == ARGV[2] then redis.call('DEL', mapping) end
-end
-for _, s in ipairs(STATES) do redis.call('ZREM', P .. ':' .. s, ARGV[2]) end
-redis.call('DEL', job_key(ARGV[2]))
+local job, id, mapping = KEYS[OWN], ARGV[1], KEYS[OWN + 1]
+if mapping and redis.call('GET', mapping) == id then redis.call('DEL', mapping) end
+local before = held(job)
+redis.call('DEL', job)
+settle(job, id, before)
 return 1
 """
 
 
 class RedisJobStore:
-    """The jobs' state in Redis; safe to call from the event loop and the job thread (redis-py's pool).
+    """The jobs' state in Redis (implements ``service.jobs.base.JobStore``); safe from several threads
+    (redis-py's pool).
 
     Shared by replicas (``shared`` True): a job left running is another's only once its lease is stale.
     """
@@ -149,80 +153,79 @@ class RedisJobStore:
     shared = True
 
     def __init__(self, url: str, folder: Path, prefix: str = "csd-sr") -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        self.files = JobFiles(folder)
         self._prefix = prefix
         self._redis = redis.Redis.from_url(url, decode_responses=True)
+        self._disk = self._key("disk_bytes")
+        self._common_keys = [*(self._key(state) for state in STATES), self._disk]  # every script's first KEYS
         self._scripts = {
             name: self._redis.register_script(_PRELUDE + lua)
-            for name, lua in dict(
-                add=_ADD,
-                update=_UPDATE,
-                finish=_FINISH,
-                claim=_CLAIM,
-                beat=_BEAT,
-                recover=_RECOVER,
-                ahead=_AHEAD,
-                disk_bytes=_DISK_BYTES,
-                remove=_REMOVE,
-            ).items()
+            for name, lua in dict(add=_ADD, set_if=_SET_IF, claim=_CLAIM, recover=_RECOVER, remove=_REMOVE).items()
         }
-
-    def input_path(self, job_id: str) -> Path:
-        return self.folder / f"{job_id}.in"
-
-    def result_path(self, job_id: str) -> Path:
-        return self.folder / f"{job_id}.out"
-
-    def partial_path(self, job_id: str) -> Path:
-        """The result while it is written (renamed to ``result_path`` once complete)."""
-        return self.folder / f"{job_id}.part"
+        self._count_disk_once()
 
     def add(self, job: JobRecord) -> JobRecord:
-        """Insert ``job``; with an ``idempotency_key`` already used, the existing job instead (not inserted)."""
         key = job.idempotency_key
-        existing = self._run("add", job.id, "0" if key is None else "1", key or "", *_pairs(dataclasses.asdict(job)))
-        return job if existing is None else _record(existing)
+        mapping = [] if key is None else [self._key("key", key)]
+        while True:
+            existing = self._run("add", [self._job(job.id), *mapping], job.id, *_pairs(dataclasses.asdict(job)))
+            if existing is None:
+                return job
+            # The key's job is read after the script (a script reads only the keys it was given); removed
+            # in between, the key is free again: add once more.
+            if (record := self.get(existing)) is not None:
+                return record
 
     def get_by_key(self, idempotency_key: str) -> JobRecord | None:
         job_id = self._redis.get(self._key("key", idempotency_key))
         return None if job_id is None else self.get(job_id)
 
     def get(self, job_id: str) -> JobRecord | None:
-        return _record(self._redis.hgetall(self._key("job", job_id)))
+        return _record(self._redis.hgetall(self._job(job_id)))
 
     def update(self, job_id: str, **fields: object) -> None:
         if fields:
-            self._run("update", job_id, *_pairs(fields))
+            self._set_if(job_id, STATES, fields)
 
     def finish(self, job_id: str, state: str, **fields: object) -> bool:
-        """Move a queued or running job to a final ``state``; False if it had finished already."""
-        return self._run("finish", job_id, *_pairs({"state": state, "finished_at": time.time(), **fields})) == 1
+        return self._set_if(job_id, (QUEUED, RUNNING), {"state": state, "finished_at": time.time(), **fields})
 
     def claim(self) -> JobRecord | None:
-        """The oldest queued job, now running (atomic: one claimant gets it)."""
-        return _record(self._run("claim", json.dumps(time.time())))
+        # The oldest queued id is read first, so that the script is given its job's key; it takes the job only
+        # if it is still queued, and otherwise the next oldest is tried.
+        while head := self._redis.zrange(self._key(QUEUED), 0, 0):
+            claimed = self._run("claim", [self._job(head[0])], head[0], json.dumps(time.time()))
+            if claimed:
+                return _record(claimed)
+        return None
 
     def beat(self, job_id: str) -> bool:
-        """Renew a running job's lease; False when it is no longer running (cancelled, removed)."""
-        return self._run("beat", job_id, json.dumps(time.time())) == 1
+        return self._set_if(job_id, (RUNNING,), {"heartbeat_at": time.time()})
 
     def recover(self, stale_before: float | None = None) -> tuple[list[str], list[str]]:
-        """Jobs left running by a server that stopped (every running one, or those whose lease is older
-        than ``stale_before``) run again from the start, unless they were running through
-        ``MAX_ATTEMPTS`` starts, which fail. Returns (requeued ids, failed ids)."""
+        # The candidates are read first, so that the script is given their keys; it takes again only those
+        # still running on a stale lease (a replica may have renewed one in between).
         below = "+inf" if stale_before is None else f"({stale_before!r}"
-        detail = f"the server stopped during each of {MAX_ATTEMPTS} runs"
-        requeued, failed = self._run("recover", below, json.dumps(time.time()), json.dumps(detail))
+        ids = self._redis.zrangebyscore(self._key(RUNNING), "-inf", below)
+        if not ids:
+            return [], []
+        bound = "" if stale_before is None else repr(stale_before)
+        now, detail = json.dumps(time.time()), json.dumps(CRASHED_DETAIL)
+        requeued, failed = self._run("recover", [self._job(i) for i in ids], bound, now, detail, *ids)
         return requeued, failed
 
     def position(self, job: JobRecord) -> int:
-        """Jobs queued ahead of ``job`` (0: it runs next)."""
         return self._redis.zcount(self._key(QUEUED), "-inf", f"({job.created_at!r}")
 
     def ahead(self, job: JobRecord) -> list[JobRecord]:
-        """The running jobs and the queued ones ahead of ``job``."""
-        return [r for r in map(_record, self._run("ahead", f"({job.created_at!r}")) if r is not None]
+        with self._redis.pipeline() as ids:  # MULTI: both sets as of one moment
+            ids.zrange(self._key(RUNNING), 0, -1)
+            ids.zrangebyscore(self._key(QUEUED), "-inf", f"({job.created_at!r}")
+            running, queued = ids.execute()
+        with self._redis.pipeline(transaction=False) as records:
+            for job_id in (*running, *queued):
+                records.hgetall(self._job(job_id))
+            return [r for r in map(_record, records.execute()) if r is not None]  # None: removed meanwhile
 
     def counts(self) -> dict[str, int]:
         pipe = self._redis.pipeline()
@@ -231,18 +234,15 @@ class RedisJobStore:
         return dict(zip(STATES, pipe.execute(), strict=True))
 
     def disk_bytes(self) -> int:
-        """Bytes the jobs hold or will hold: inputs of unfinished jobs, results (or their reservation)."""
-        return self._run("disk_bytes")
+        return int(self._redis.get(self._disk) or 0)
 
     def expired(self, before: float) -> list[str]:
-        """Finished jobs older than ``before`` (their time to live is over)."""
         pipe = self._redis.pipeline()
         for state in FINISHED:
             pipe.zrangebyscore(self._key(state), "-inf", f"({before!r}")
         return [job_id for ids in pipe.execute() for job_id in ids]
 
     def next_expiry(self, ttl_s: float) -> float | None:
-        """When the oldest finished job expires (``time.time()`` seconds), None with none finished."""
         pipe = self._redis.pipeline()
         for state in FINISHED:
             pipe.zrange(self._key(state), 0, 0, withscores=True)
@@ -250,19 +250,46 @@ class RedisJobStore:
         return min(oldest) + ttl_s if oldest else None
 
     def remove(self, job_id: str) -> None:
-        """Forget the job and delete its files."""
-        self._run("remove", job_id)
-        for path in (self.input_path(job_id), self.partial_path(job_id), self.result_path(job_id)):
-            path.unlink(missing_ok=True)  # a running job's partial result too: it stops at its next beat
+        # The idempotency key's mapping is named by the record, so it is read first to be given to the script;
+        # a job's key never changes, so what was read is still true when the script runs.
+        key = self._redis.hget(self._job(job_id), "idempotency_key")
+        mapping = [] if key is None or json.loads(key) is None else [self._key("key", json.loads(key))]
+        self._run("remove", [self._job(job_id), *mapping], job_id)
+        self.files.delete(job_id)
 
     def close(self) -> None:
         self._redis.close()
 
+    def _count_disk_once(self) -> None:
+        """Without a counter (a new store, or one from before it): count the jobs' bytes once. Optimistic:
+        should a replica change a state set meanwhile (WATCH), count again."""
+        while True:
+            with self._redis.pipeline() as pipe:
+                try:
+                    pipe.watch(*self._common_keys)
+                    if pipe.exists(self._disk):
+                        return
+                    ids = [job_id for state in STATES for job_id in pipe.zrange(self._key(state), 0, -1)]
+                    total = sum(r.disk_bytes for r in map(self.get, ids) if r is not None)
+                    pipe.multi()
+                    pipe.set(self._disk, total, nx=True)
+                    pipe.execute()
+                    return
+                except redis.WatchError:
+                    continue
+
+    def _set_if(self, job_id: str, states: tuple[str, ...], fields: dict) -> bool:
+        """Set ``fields`` of the job if it is in one of ``states``; False if not (or not on record)."""
+        return self._run("set_if", [self._job(job_id)], job_id, json.dumps(states), *_pairs(fields)) == 1
+
     def _key(self, *parts: str) -> str:
         return ":".join((self._prefix, *parts))
 
-    def _run(self, script: str, *args: object) -> Any:  # each script's own reply
-        return self._scripts[script](args=[self._prefix, *args])
+    def _job(self, job_id: str) -> str:
+        return self._key("job", job_id)
+
+    def _run(self, script: str, keys: list[str], *args: object) -> Any:  # each script's own reply
+        return self._scripts[script](keys=[*self._common_keys, *keys], args=args)
 
 
 def _pairs(fields: dict) -> list[str]:

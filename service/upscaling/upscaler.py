@@ -92,7 +92,7 @@ class JobRun:
     deadline_s: float  # what is left of the job's deadline
     check: Callable[[], None]  # before each tile: raises Aborted when cancelled or out of time
     progress: Callable[[int, int], None]  # tiles done, tiles in all
-    started: Callable[[Decision, ServedRung, float], None]  # the rung chosen, why, predicted seconds
+    started: Callable[[Decision, ServedRung, float], None]  # the rung chosen, why, predicted seconds (on ``executor``)
 
 
 class Upscaler:
@@ -224,10 +224,9 @@ class Upscaler:
         decision = self._choose_for_job(plan)
         rung = decision.rung
         assert rung is not None  # _choose_for_job refuses the rest
-        job.started(decision, rung, decision.predicted_s)
         log.update(reason=decision.reason, predicted_ms=round(1000 * decision.predicted_s, 1))
         out = await asyncio.get_running_loop().run_in_executor(
-            job.executor, self._run_job, req, rung, job, opts, plan.pixels
+            job.executor, self._run_job, req, decision, job, opts, plan.pixels
         )
         return self._answer(req, decision, rung, out, 0.0, log)
 
@@ -352,12 +351,15 @@ class Upscaler:
     def _run_job(
         self,
         req: Prepared,
-        rung: ServedRung,
+        decision: Decision,
         job: JobRun,
         opts: UpscaleOptions,
         work_pixels: int,
     ) -> Output:
         """A job's work on its own thread: streamed when it can be, otherwise (small images) in memory."""
+        rung = decision.rung
+        assert rung is not None  # _choose_for_job refuses the rest
+        job.started(decision, rung, decision.predicted_s)  # here: it writes to the store, off the event loop
         s, engine, out_size = self.settings, self.registry[rung.model].engine, req.plan.resize_to(rung.model.scale)
         rows, cols = engine.spans(req.probe.height, req.probe.width)
         total, done, waited, last_tile_s = len(rows) * len(cols), 0, 0.0, 0.0

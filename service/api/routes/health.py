@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -33,4 +35,5 @@ async def readyz(upscaler: UpscalerDep) -> dict[str, str]:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics(metrics: MetricsDep) -> Response:
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    # on a thread: the jobs' gauges read the jobs' store
+    return Response(await asyncio.to_thread(metrics.render), media_type=CONTENT_TYPE_LATEST)

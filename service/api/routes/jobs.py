@@ -1,6 +1,7 @@
 """``/v1/jobs``: an upscale accepted now and run in the background (``service.jobs``), for images over the
 interactive limit and for batches: submit (202), poll the status (progress, ETA, rung), fetch the result,
-cancel or remove."""
+cancel or remove. The manager's methods do the store's and the files' work on threads: the event loop
+never waits on a disk or on Redis."""
 
 from __future__ import annotations
 
@@ -15,8 +16,7 @@ from service.api.auth import require_api_key
 from service.api.deps import JobsDep
 from service.api.routes.upscale import BODY_DOC, ERROR, RESPONSES, client_closed, read_image, upscale_options
 from service.errors import ApiError
-from service.jobs.manager import JobManager
-from service.jobs.store import DONE, FINISHED, JobRecord
+from service.jobs.base import DONE
 from service.upscaling.options import UpscaleOptions
 
 router = APIRouter(tags=["jobs"], dependencies=[Depends(require_api_key)])
@@ -91,13 +91,6 @@ _SUBMIT_RESPONSES: dict = {
 }
 
 
-def _job(manager: JobManager, job_id: str) -> JobRecord:
-    job = manager.store.get(job_id)
-    if job is None:
-        raise ApiError(404, "not_found", f"no job {job_id!r}")
-    return job
-
-
 @router.post(
     "/v1/jobs",
     status_code=202,
@@ -130,10 +123,10 @@ async def submit(
         data = await read_image(request, settings.max_job_body_bytes, manager.metrics)
     except ClientDisconnect:
         return client_closed(request.state.log)
-    job = manager.submit(data, options, deadline_s or settings.job_deadline_s, idempotency_key)
+    job = await manager.submit(data, options, deadline_s or settings.job_deadline_s, idempotency_key)
     request.state.log.update(job=job.id, model=job.model, input=job.input_size)
     response.headers["Location"] = f"/v1/jobs/{job.id}"
-    return JobStatus(**manager.status(job))
+    return JobStatus(**await manager.status(job))
 
 
 @router.get(
@@ -143,7 +136,7 @@ async def submit(
     summary="A job's state, progress (tiles), ETA, queue position and rung",
 )
 async def status(manager: JobsDep, job_id: str) -> JobStatus:
-    return JobStatus(**manager.status(_job(manager, job_id)))
+    return JobStatus(**await manager.status(await manager.find(job_id)))
 
 
 @router.get(
@@ -161,11 +154,11 @@ async def status(manager: JobsDep, job_id: str) -> JobStatus:
     summary="A done job's image, with the headers /v1/upscale sends",
 )
 async def result(manager: JobsDep, job_id: str) -> FileResponse:
-    job = _job(manager, job_id)
+    job = await manager.find(job_id)
     if job.state != DONE:
         why = f": {job.error} ({job.detail})" if job.error else ""
         raise ApiError(409, "job_not_done", f"job {job_id} is {job.state}{why}")
-    path = manager.store.result_path(job.id)
+    path = manager.store.files.result_path(job.id)  # FileResponse reads it on a thread
     return FileResponse(path, media_type=job.media_type, headers=job.headers)
 
 
@@ -177,8 +170,8 @@ async def result(manager: JobsDep, job_id: str) -> FileResponse:
     "cancelled, until its TTL",
 )
 async def cancel(manager: JobsDep, job_id: str) -> JobStatus:
-    manager.cancel(_job(manager, job_id))  # a finished job stays as it was
-    return JobStatus(**manager.status(_job(manager, job_id)))
+    await manager.cancel(await manager.find(job_id))  # a finished job stays as it was
+    return JobStatus(**await manager.status(await manager.find(job_id)))
 
 
 @router.delete(
@@ -192,8 +185,5 @@ async def cancel(manager: JobsDep, job_id: str) -> JobStatus:
     summary="Remove a job: cancel it if unfinished, delete its input and result",
 )
 async def delete(manager: JobsDep, job_id: str) -> Response:
-    job = _job(manager, job_id)
-    if job.state not in FINISHED:
-        manager.cancel(job)
-    manager.store.remove(job.id)
+    await manager.remove(await manager.find(job_id))
     return Response(status_code=204)

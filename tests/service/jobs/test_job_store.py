@@ -6,7 +6,8 @@ import threading
 import time
 from pathlib import Path
 
-from service.jobs.store import CANCELLED, DONE, FAILED, MAX_ATTEMPTS, QUEUED, RUNNING, JobRecord, JobStore
+from service.jobs.base import CANCELLED, DONE, FAILED, MAX_ATTEMPTS, QUEUED, RUNNING, JobRecord
+from service.jobs.store import SqliteJobStore
 
 
 def record(job_id: str, created: float, key: str | None = None, **kw) -> JobRecord:
@@ -15,7 +16,7 @@ def record(job_id: str, created: float, key: str | None = None, **kw) -> JobReco
 
 
 def test_each_queued_job_is_claimed_once_oldest_first(tmp_path: Path) -> None:
-    store = JobStore(tmp_path)
+    store = SqliteJobStore(tmp_path)
     for i in range(50):
         store.add(record(f"j{i:02d}", created=1000.0 + i))
     claimed: list[str] = []
@@ -34,20 +35,20 @@ def test_each_queued_job_is_claimed_once_oldest_first(tmp_path: Path) -> None:
 
 
 def test_a_key_already_used_returns_the_first_job(tmp_path: Path) -> None:
-    store = JobStore(tmp_path)
+    store = SqliteJobStore(tmp_path)
     first = store.add(record("a", 1.0, key="k"))
     assert store.add(record("b", 2.0, key="k")).id == first.id == "a"
     assert store.get("b") is None and store.get_by_key("k").id == "a"
 
 
 def test_recovery_requeues_interrupted_jobs_and_fails_those_that_keep_crashing(tmp_path: Path) -> None:
-    store = JobStore(tmp_path)
+    store = SqliteJobStore(tmp_path)
     store.add(record("ok", 1.0))
     store.add(record("poison", 2.0, attempts=MAX_ATTEMPTS - 1))
     store.add(record("waiting", 3.0))
     assert store.claim().id == "ok" and store.claim().id == "poison"
     store.update("ok", tiles_done=7)
-    requeued, failed = JobStore(tmp_path).recover()  # a new process after a crash
+    requeued, failed = SqliteJobStore(tmp_path).recover()  # a new process after a crash
     assert requeued == ["ok"] and failed == ["poison"]
     assert store.get("ok").state == QUEUED and store.get("ok").tiles_done == 0
     assert store.get("poison").state == FAILED and store.get("poison").error == "crashed"
@@ -55,7 +56,7 @@ def test_recovery_requeues_interrupted_jobs_and_fails_those_that_keep_crashing(t
 
 
 def test_finishing_is_final_and_the_disk_account_follows(tmp_path: Path) -> None:
-    store = JobStore(tmp_path)
+    store = SqliteJobStore(tmp_path)
     store.add(record("a", 1.0))
     store.add(record("b", 2.0))
     assert store.disk_bytes() == 2 * (100 + 1000)  # unfinished: input + the result's upper bound
@@ -65,28 +66,28 @@ def test_finishing_is_final_and_the_disk_account_follows(tmp_path: Path) -> None
     assert store.disk_bytes() == 400 + 1100
     assert store.counts() == {QUEUED: 1, RUNNING: 0, DONE: 1, FAILED: 0, CANCELLED: 0}
     assert store.expired(time.time() + 1) == ["a"] and store.expired(time.time() - 60) == []
-    store.input_path("a").write_bytes(b"x")
+    store.files.input_path("a").write_bytes(b"x")
     store.remove("a")
-    assert store.get("a") is None and not store.input_path("a").exists()
+    assert store.get("a") is None and not store.files.input_path("a").exists()
 
 
 def test_a_database_of_an_earlier_version_is_upgraded_in_place(tmp_path: Path) -> None:
     import sqlite3
 
-    db = sqlite3.connect(tmp_path / "jobs.sqlite3")  # the first version's table: no heartbeat_at
+    db = sqlite3.connect(tmp_path / "jobs.sqlite3")  # the first version's table: no heartbeat_at, no counter
+    old = {"id": "old", "created_at": 1.0, "options": "{}", "headers": "{}", "state": QUEUED, "input_bytes": 5}
     columns = [c for c in JobRecord.__dataclass_fields__ if c != "heartbeat_at"]
     db.execute(f"CREATE TABLE jobs ({', '.join(columns)})")
     db.execute(
         f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-        [
-            {"id": "old", "created_at": 1.0, "options": "{}", "headers": "{}", "state": QUEUED}.get(c, 0)
-            for c in columns
-        ],
+        [old.get(c, 0) for c in columns],
     )
     db.commit()
     db.close()
-    store = JobStore(tmp_path)
+    store = SqliteJobStore(tmp_path)
+    assert store.disk_bytes() == 5  # counted once, when the counter is new
     assert store.get("old").state == QUEUED and store.claim().id == "old"
     assert store.get("old").heartbeat_at is not None and store.beat("old")
     store.add(record("new", 2.0))
-    assert store.counts()[QUEUED] == 1
+    assert store.counts()[QUEUED] == 1 and store.disk_bytes() == 5 + 1100
+    assert SqliteJobStore(tmp_path).disk_bytes() == 5 + 1100  # reopened: kept, not counted again

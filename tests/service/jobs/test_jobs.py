@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from service.catalog.registry import ModelKey, ServedRung
-from service.jobs.store import JobStore
+from service.jobs.store import SqliteJobStore
 from service.scheduling.ladder import Ladder
 from service.scheduling.policy import CostModel, RequestPlan
 from service.scheduling.scheduler import Limits, Scheduler
@@ -135,14 +135,14 @@ def test_jobs_survive_a_restart(tiny_weights: Path, tmp_path: Path) -> None:
         ids = [submit(c, img, "?width=1&precision=fp32").json()["id"] for img in images]
         wait_for(c, ids[0], until=("running",))
     # stopped in the middle of the first: it is left running, the second queued
-    assert [JobStore(tmp_path).get(i).state for i in ids] == ["running", "queued"]
+    assert [SqliteJobStore(tmp_path).get(i).state for i in ids] == ["running", "queued"]
     with running_server(settings(tiny_weights, tile_size=8, jobs_dir=tmp_path)) as url, client_for(url) as c:
         for job, img in zip(ids, images, strict=True):
             status = wait_for(c, job)
             assert status["state"] == "done"
             direct = c.post("/v1/upscale?width=1&precision=fp32", content=img, headers=PNG).content
             assert np.array_equal(np.asarray(decode(c.get(status["result"]).content)), np.asarray(decode(direct)))
-        assert JobStore(tmp_path).get(ids[0]).attempts == 2
+        assert SqliteJobStore(tmp_path).get(ids[0]).attempts == 2
 
 
 def test_the_disk_budget_refuses_up_front(tiny_weights: Path, tmp_path: Path) -> None:
@@ -232,7 +232,7 @@ def test_a_job_survives_kill_9_with_the_same_bytes(tiny_weights: Path, tmp_path:
                 time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)  # no shutdown of any kind
         proc.wait(10)
-        assert JobStore(tmp_path / "jobs").get(job).state == "running"
+        assert SqliteJobStore(tmp_path / "jobs").get(job).state == "running"
         proc, url = serve(tiny_weights, tmp_path / "jobs", tmp_path / "serve.log")
         with client_for(url) as c:
             assert wait_for(c, job)["state"] == "done"

@@ -17,13 +17,14 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.jobs.base import CANCELLED, DONE, FAILED, MAX_ATTEMPTS, QUEUED, RUNNING, JobStore
 from service.jobs.redis_store import RedisJobStore
-from service.jobs.store import CANCELLED, DONE, FAILED, MAX_ATTEMPTS, QUEUED, RUNNING, JobStore
+from service.jobs.store import SqliteJobStore
 from tests.service.conftest import client_for, decode, png_bytes, running_server, settings
 from tests.service.jobs.test_job_store import record
 from tests.service.jobs.test_jobs import submit, wait_for
 
-Store = JobStore | RedisJobStore
+Store = SqliteJobStore | RedisJobStore
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     if request.param == "sqlite":
 
         def make() -> Store:
-            return JobStore(tmp_path)
+            return SqliteJobStore(tmp_path)
     else:
         url, prefix = request.getfixturevalue("redis_url"), f"test-{uuid.uuid4().hex}"  # isolated by prefix
 
@@ -85,6 +86,10 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Calla
     yield open_one
     for store in opened:
         store.close()
+
+
+def test_both_stores_implement_the_protocol(open_store: Callable[[], Store]) -> None:
+    assert isinstance(open_store(), JobStore)
 
 
 def test_each_queued_job_is_claimed_once_oldest_first(open_store: Callable[[], Store]) -> None:
@@ -118,7 +123,7 @@ def test_a_key_already_used_returns_the_first_job(open_store: Callable[[], Store
     assert store.add(record("c", 3.0, key="k")).id == "c" and store.get_by_key("k").id == "c"
 
 
-# Redis only: JobStore checks a key under its own lock, so two processes on one SQLite file can race
+# Redis only: SqliteJobStore checks a key under its own lock, so two processes on one SQLite file can race
 # (the second insert fails the unique index); it is one server's store.
 @pytest.mark.parametrize("open_store", ["redis"], indirect=True)
 def test_a_key_raced_by_replicas_inserts_one_job(open_store: Callable[[], Store]) -> None:
@@ -153,6 +158,7 @@ def test_recovery_requeues_interrupted_jobs_and_fails_those_that_keep_crashing(
     ok, poison = store.get("ok"), store.get("poison")
     assert ok.state == QUEUED and ok.tiles_done == 0 and ok.started_at is None and ok.attempts == 1
     assert poison.state == FAILED and poison.error == "crashed" and poison.finished_at is not None
+    assert store.disk_bytes() == 2 * (100 + 1000)  # the failed job's input and reservation are off the account
     assert [j.id for j in store.ahead(store.get("waiting"))] == ["ok"] and store.position(store.get("waiting")) == 1
     assert store.claim().id == "ok" and store.get("ok").attempts == 2  # runs again, first in line
 
@@ -196,13 +202,26 @@ def test_finishing_is_final_and_the_disk_account_follows(open_store: Callable[[]
     finished_at = store.get("a").finished_at
     assert store.next_expiry(60.0) == pytest.approx(finished_at + 60.0)
     assert sorted(store.expired(time.time() + 1)) == ["a", "b"] and store.expired(time.time() - 60) == []
-    for path in (store.input_path("a"), store.partial_path("a"), store.result_path("a")):
+    for path in (store.files.input_path("a"), store.files.partial_path("a"), store.files.result_path("a")):
         path.write_bytes(b"x")
     store.remove("a")
-    assert store.get("a") is None and not any(store.folder.glob("a.*"))
+    assert store.get("a") is None and not any(store.files.folder.glob("a.*"))
     assert store.counts()[DONE] == 0 and store.disk_bytes() == 0 and store.expired(time.time() + 1) == ["b"]
     store.update("a", tiles_done=1)  # a removed job stays removed
     assert store.get("a") is None
+
+
+@pytest.mark.parametrize("open_store", ["redis"], indirect=True)
+def test_a_store_from_before_the_disk_counter_is_counted_once(open_store: Callable[[], Store]) -> None:
+    store = open_store()
+    store.add(record("a", 1.0))
+    store.add(record("b", 2.0))
+    store.claim()
+    store.finish("a", DONE, result_bytes=400)
+    store._redis.delete(store._disk)  # as the keys of a version that kept no counter
+    assert open_store().disk_bytes() == 400 + 1100
+    store.remove("a")
+    assert store.disk_bytes() == 1100
 
 
 # -- two replicas: one Redis, one jobs folder --
