@@ -11,28 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from bench.common import median_ms
 from model.evaluate import openvino_forwards
 from model.openvino import cpu_description
 from model.rungs import PRECISIONS
 from model.teacher import load_teacher
 from model.weights import load_weights
-
-
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # shapes, caches, thread pools
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def main() -> None:
