@@ -59,4 +59,4 @@ def test_model_cli_runs_without_the_service() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "{train,evaluate,quantize,export,average}" in result.stdout
+    assert "{train,evaluate,quantize,export,teacher-targets,evaluate-sharp,average}" in result.stdout
