@@ -7,12 +7,14 @@ from model.rungs import Rung
 
 HEADER_SETS = ("Set5", "Set14")  # the expected PSNR a response reports (X-Expected-PSNR)
 # The figure that ranks a style's rungs and that a response reports: PSNR to the HR for the faithful style;
-# for the sharp style PSNR to its teacher's output on the same LR (``csd-sr evaluate-sharp``), how closely a
-# rung draws the look it was distilled from (sharpness and PIQE would also reward noise and artifacts).
-STYLE_METRIC = {"faithful": "psnr", "sharp": "psnr_teacher"}
+# for the sharp style the output's sharpness (``csd-sr evaluate-sharp``: % of the luma's spectral power above
+# a quarter of Nyquist). PSNR to the teacher ranked x4-sharp's full width last (Set5 jpeg75: 26.91 dB vs 27.50 at
+# 0.25), as MSE rewards blur wherever texture is not at the teacher's pixels, while by eye and by PIQE the wider
+# rungs are the crisper ones; sharpness orders them as both do (bench/results/sharp/recipes.md).
+STYLE_METRIC = {"faithful": "psnr", "sharp": "sharpness"}
 # The inputs the sharp ladder is ranked on: typical web photos (a sharp model serves every noise level).
 SHARP_LADDER_DEGRADATION = "jpeg75"
-FIGURES = ("psnr", "ssim", "psnr_teacher")
+FIGURES = ("psnr", "ssim", "psnr_teacher", "sharpness", "piqe")
 
 
 def card_tables(card: dict, degradation: str = "clean") -> dict:
@@ -23,7 +25,7 @@ def card_tables(card: dict, degradation: str = "clean") -> dict:
 
 
 def card_quality(card: dict, rung: Rung, degradation: str = "clean") -> dict[str, dict[str, float]]:
-    """PSNR/SSIM (a sharp card's PSNR to the teacher too) of one rung per eval set, from
+    """PSNR/SSIM (a sharp card's PSNR to the teacher, sharpness and PIQE too) of one rung per eval set, from
     ``card["metrics"][set][rung.key]`` (or the degraded tables)."""
     out = {}
     for name, rows in card_tables(card, degradation).items():
@@ -40,6 +42,6 @@ def card_quality(card: dict, rung: Rung, degradation: str = "clean") -> dict[str
 def expected_psnr(
     card: dict, rung: Rung, sets: tuple[str, ...] = HEADER_SETS, degradation: str = "clean", metric: str = "psnr"
 ) -> dict[str, float]:
-    """The card's ``metric`` (a PSNR) of ``rung`` on each of ``sets`` that has one, with LR under ``degradation``."""
+    """The card's ``metric`` (``STYLE_METRIC``) of ``rung`` on each of ``sets`` having it, LR under ``degradation``."""
     quality = card_quality(card, rung, degradation)
     return {name: quality[name][metric] for name in sets if metric in quality.get(name, {})}

@@ -467,20 +467,20 @@ def _log_input(log: dict, req: Prepared, bytes_in: int) -> None:
 
 def _ladder_basis(key: ModelKey) -> tuple[str, str]:
     """The degradation and the card figure that rank ``key``'s rungs: a faithful level's own inputs and PSNR to
-    the HR; for a sharp model typical web photos and PSNR to its teacher (``STYLE_METRIC``)."""
+    the HR; for a sharp model typical web photos and sharpness (``STYLE_METRIC``)."""
     if key.style == SHARP:
         return SHARP_LADDER_DEGRADATION, STYLE_METRIC[SHARP]
     return LADDER_DEGRADATION.get(key.noise, "clean"), STYLE_METRIC[FAITHFUL]
 
 
 def _expected_header(rung: ServedRung) -> str:
-    """``X-Expected-PSNR`` for a faithful rung, ``X-Expected-PSNR-Teacher`` (its metric's name) for a sharp one."""
-    return "X-Expected-PSNR-Teacher" if rung.model.style == SHARP else "X-Expected-PSNR"
+    """``X-Expected-PSNR`` for a faithful rung, ``X-Expected-Sharpness`` (its metric's name) for a sharp one."""
+    return "X-Expected-Sharpness" if rung.model.style == SHARP else "X-Expected-PSNR"
 
 
 def _expected(card: dict, rung: ServedRung, noise: NoiseChoice) -> str | None:
     """``X-Expected-PSNR``: the card's figures at the degradation nearest the input, e.g.
-    ``jpeg75: Set5=29.10; Set14=26.40`` (clean inputs: no prefix, as before); a sharp rung's PSNR to its teacher."""
+    ``jpeg75: Set5=29.10; Set14=26.40`` (clean inputs: no prefix, as before); a sharp rung's sharpness (%)."""
     psnr = expected_psnr(card, rung.rung, HEADER_SETS, noise.degradation, STYLE_METRIC[rung.model.style])
     if not psnr:
         return None

@@ -56,9 +56,10 @@ RESPONSES: dict = {
                 "schema": {"type": "string"},
             },
             "X-Style": {"description": "the style served: faithful or sharp", "schema": {"type": "string"}},
-            "X-Expected-PSNR-Teacher": {
-                "description": "style sharp: the model card's PSNR (dB) of the rung used to its teacher's output "
-                "(Real-ESRGAN x4plus) on the same input, per eval set, as X-Expected-PSNR (which it replaces)",
+            "X-Expected-Sharpness": {
+                "description": "style sharp, instead of X-Expected-PSNR: the model card's sharpness of the rung used "
+                "(% of the luma's spectral power above a quarter of Nyquist), per eval set, e.g. "
+                "'jpeg75: Set5=3.75; Set14=5.27'",
                 "schema": {"type": "string"},
             },
             "X-Width": {"description": "model width used", "schema": {"type": "string"}},
@@ -146,7 +147,7 @@ def _rung_options(
         Query(
             description="'faithful' (default: trained for fidelity to the original, PSNR) or 'sharp' (crisp edges and "
             "texture, distilled from a GAN upscaler, Real-ESRGAN x4plus; one model for every input: noise only picks "
-            "which card row X-Expected-PSNR-Teacher reads); X-Style says which served"
+            "which card row X-Expected-Sharpness reads); X-Style says which served"
         ),
     ] = "faithful",
     width: Annotated[str, Query(description="'auto' (policy) or a width of the ladder, e.g. 0.25")] = "auto",

@@ -776,12 +776,12 @@ async function showResult(xhr, total) {
   $("res-channels").textContent = row ? `(${row.channels} channels)` : "";
   $("res-precision").textContent = header("X-Precision");
   // "Set5=31.29; Set14=27.96", or for a JPEG "jpeg75: Set5=28.90; Set14=26.31" (the card's nearest JPEG quality);
-  // a sharp rung reports its PSNR to the teacher's output instead, under that name
+  // a sharp rung reports its sharpness instead (% of spectral power above a quarter of Nyquist)
   const sharp = header("X-Style") === "sharp";
-  const expected = header(sharp ? "X-Expected-PSNR-Teacher" : "X-Expected-PSNR");
-  $("res-psnr-label").textContent = sharp ? "Expected PSNR to the teacher" : "Expected PSNR";
+  const expected = header(sharp ? "X-Expected-Sharpness" : "X-Expected-PSNR");
+  $("res-psnr-label").textContent = sharp ? "Expected sharpness" : "Expected PSNR";
   const [under, values] = expected.includes(": ") ? expected.split(": ") : ["", expected];
-  const psnr = values.split("; ").filter(Boolean).map((s) => `${s.replace("=", " ")} dB`);
+  const psnr = values.split("; ").filter(Boolean).map((s) => `${s.replace("=", " ")}${sharp ? " %" : " dB"}`);
   $("res-psnr").textContent = psnr.length
     ? psnr.join(", ") + (under ? ` (inputs like ${under})` : "")
     : "not in the model card";
