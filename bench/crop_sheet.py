@@ -29,7 +29,7 @@ CROPS = (
     ("Set14/HR/baboon.png", "jpeg75", 180, 40),
     ("Set14/HR/comic.png", "camera", 40, 60),
     ("Set14/HR/barbara.png", "jpeg75", 420, 260),
-    ("train/Wiki49/HR/045.png", "jpeg75", 600, 300),
+    ("Set14/HR/zebra.png", "jpeg75", 240, 120),
     ("train/BSDS500test/HR/" + "{last}", "camera", 120, 60),
 )
 SIDE = 128  # HR crop side (LR 32)
