@@ -67,7 +67,7 @@ def shoot(page: Page, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, default=ROOT / "weights" / "csd-edsr-x4.safetensors")
+    parser.add_argument("--weights", type=Path, default=ROOT / "weights", help="default: every shipped model")
     parser.add_argument("--image", default="butterfly", help="a Set5 image name (shrunk x4 for the input)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     parser.add_argument("--chromium", default="/usr/bin/chromium", help="Debian's chromium package")
