@@ -471,3 +471,38 @@ def test_the_scale_chosen_sets_the_output_size_and_reaches_the_server(open_page,
     assert "scale=1.5" in response.url and response.headers["x-scale"] == "1.5 (x2 + lanczos)"
     assert page.get_attribute("#download", "download") == "photo-x1.5.png"
     watched.clean()
+
+
+@pytest.fixture(scope="module")
+def two_styles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server with a faithful and a sharp tiny x4 model."""
+    from tests.service.upscaling.test_style import SHARP_CARD, model_file
+
+    folder = tmp_path_factory.mktemp("styles")
+    from tests.service.conftest import CARD
+
+    weights = (model_file(folder, CARD, 0), model_file(folder, SHARP_CARD, 1))
+    with running_server(settings(weights, tile_size=32, precisions=("fp32",))) as url:
+        yield url
+
+
+@in_browser
+def test_the_page_offers_sharp_first_and_faithful_on_request(open_page, two_styles: str, server: str) -> None:
+    watched = open_page(two_styles)
+    page = ready(watched)
+    expect(page.locator("#style-row")).to_be_visible()
+    assert page.input_value("#style") == "sharp"  # the page's default; the API's stays faithful
+    choose(page, "photo.png", png_bytes(24, 32), "image/png")
+    response = upscale(page)
+    assert "style=sharp" in response.url and response.headers["x-style"] == "sharp"
+    assert text(page, "#res-style") == "sharp"
+    assert text(page, "#res-psnr").endswith("%") and text(page, "#res-psnr-label") == "Expected sharpness"
+    page.select_option("#style", "faithful")
+    response = upscale(page)
+    assert "style=faithful" in response.url and text(page, "#res-style") == "faithful"
+    assert text(page, "#res-psnr-label") == "Expected PSNR"
+    watched.clean()
+    plain = open_page(server)  # a server without a sharp model: no style to choose, none sent
+    ready(plain)
+    expect(plain.page.locator("#style-row")).to_be_hidden()
+    plain.clean()
