@@ -12,23 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from bench.common import DATA, cpu_description
 from model.data import downscale, list_images, load_image
 from model.teacher import load_teacher, teacher_upscale
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def main() -> None:
@@ -72,7 +63,7 @@ def main() -> None:
                 }
             )
             print(rows[-1], flush=True)
-    result = {"cpu": cpu_name(), "lr_crop": args.size, "rows": rows}
+    result = {"cpu": cpu_description(), "lr_crop": args.size, "rows": rows}
     print(json.dumps(result, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

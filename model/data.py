@@ -163,7 +163,7 @@ class PatchSampler:
                 lr_np = self.degradation(lr_np, hr_np, generator)
             lr, hr = (torch.from_numpy(a).permute(2, 0, 1) for a in (lr_np, hr_np))
             hflip, vflip, transpose = torch.randint(2, (3,), generator=generator).tolist()
-            lr, hr = (_augment(t, hflip, vflip, transpose) for t in (lr, hr))
+            lr, hr = (augment(t, hflip, vflip, transpose) for t in (lr, hr))
             lrs.append(lr)
             hrs.append(hr)
         return torch.stack(lrs).float(), torch.stack(hrs).float()
@@ -174,7 +174,8 @@ def as_rgb(img: np.ndarray) -> np.ndarray:
     return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
 
 
-def _augment(t: torch.Tensor, hflip: int, vflip: int, transpose: int) -> torch.Tensor:
+def augment(t: torch.Tensor, hflip: int, vflip: int, transpose: int) -> torch.Tensor:
+    """A CxHxW patch flipped and transposed as drawn (the samplers draw once per aligned pair)."""
     if hflip:
         t = t.flip(2)
     if vflip:

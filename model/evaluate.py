@@ -146,7 +146,7 @@ def evaluate_sets(
     results: dict[str, dict] = {}
     for folder in folders:
         pairs = degrade_pairs(load_pairs(folder, scale), degradation)
-        name = Path(folder).parent.name if Path(folder).name.upper() == "HR" else Path(folder).name
+        name = set_name(folder)
         rows = {"bicubic": bicubic_scores(pairs, scale)}
         for rung, forward in forwards.items():
             srs = [super_resolve(forward, p.lr, self_ensemble, (p.hr.shape[1], p.hr.shape[0])) for p in pairs]
@@ -169,6 +169,11 @@ def evaluate_sets(
             "rows": rows,
         }
     return results
+
+
+def set_name(folder: str | Path) -> str:
+    """``Set5`` for ``.../Set5/HR``, the folder's own name otherwise."""
+    return Path(folder).parent.name if Path(folder).name.upper() == "HR" else Path(folder).name
 
 
 def _cpu_description() -> str:

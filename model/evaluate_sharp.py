@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from model.data import Pair, as_rgb, degrade_pairs, downscale, load_image, load_pairs, upscale
-from model.evaluate import Forward, super_resolve
+from model.evaluate import Forward, set_name, super_resolve
 from model.metrics import psnr_y, ssim_y
 from model.perceptual_metrics import piqe, sharpness
 from model.rrdbnet import RRDBNet
@@ -85,9 +85,7 @@ def evaluate_sharp(
 
 
 def load_sets(folders: list[str | Path], scale: int = 4) -> dict[str, list[Pair]]:
-    return {
-        Path(f).parent.name if Path(f).name.upper() == "HR" else Path(f).name: load_pairs(f, scale) for f in folders
-    }
+    return {set_name(f): load_pairs(f, scale) for f in folders}
 
 
 def to_markdown(result: dict) -> str:

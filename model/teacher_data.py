@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.data import _augment, as_rgb, downscale, list_images, load_image
+from model.data import as_rgb, augment, downscale, list_images, load_image
 from model.degradations import RealWorld
 from model.rrdbnet import RRDBNet
 from model.teacher import teacher_upscale
@@ -123,6 +123,6 @@ class DistillSampler:
             )
             flips = torch.randint(2, (3,), generator=generator).tolist()
             for bucket, crop in zip(out, crops, strict=True):
-                bucket.append(_augment(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1), *flips))
+                bucket.append(augment(torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1), *flips))
         lr, target, hr = (torch.stack(b).float() for b in out)
         return lr, target, hr

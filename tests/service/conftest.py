@@ -170,3 +170,35 @@ def decode(body: bytes) -> Image.Image:
     img = Image.open(io.BytesIO(body))
     img.load()
     return img
+
+
+# The sharp card ranks by sharpness, which here orders the widths unlike its PSNR to the HR and to the teacher:
+# the ladder shows which figure ranked it.
+SHARP_CARD = {
+    "style": "sharp",
+    "metrics": {
+        name: {
+            "0.25": {"psnr": 31.0, "psnr_teacher": 30.0, "sharpness": 3.0},
+            "0.5": {"psnr": 30.0, "psnr_teacher": 29.0, "sharpness": 4.0},
+            "1": {"psnr": 29.0, "psnr_teacher": 28.0, "sharpness": 5.0},
+        }
+        for name in ("Set5", "Set14")
+    },
+}
+
+
+def model_file(folder: Path, card: dict, seed: int) -> Path:
+    """A tiny x4 model with ``card``, its weights drawn from ``seed``."""
+    torch.manual_seed(seed)
+    path = folder / f"model-{seed}.safetensors"
+    save_weights(EDSR(TINY), path, card)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_styles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server with a faithful and a sharp tiny x4 model (fp32 rungs)."""
+    folder = tmp_path_factory.mktemp("styles")
+    weights = (model_file(folder, CARD, 0), model_file(folder, SHARP_CARD, 1))
+    with running_server(settings(weights, tile_size=32, precisions=("fp32",))) as url:
+        yield url

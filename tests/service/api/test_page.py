@@ -473,19 +473,6 @@ def test_the_scale_chosen_sets_the_output_size_and_reaches_the_server(open_page,
     watched.clean()
 
 
-@pytest.fixture(scope="module")
-def two_styles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A server with a faithful and a sharp tiny x4 model."""
-    from tests.service.upscaling.test_style import SHARP_CARD, model_file
-
-    folder = tmp_path_factory.mktemp("styles")
-    from tests.service.conftest import CARD
-
-    weights = (model_file(folder, CARD, 0), model_file(folder, SHARP_CARD, 1))
-    with running_server(settings(weights, tile_size=32, precisions=("fp32",))) as url:
-        yield url
-
-
 @in_browser
 def test_the_page_offers_sharp_first_and_faithful_on_request(open_page, two_styles: str, server: str) -> None:
     watched = open_page(two_styles)
