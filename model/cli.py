@@ -179,7 +179,7 @@ def _evaluate_sharp(args: argparse.Namespace) -> None:
 def _average(args: argparse.Namespace) -> None:
     from model.weights import average_weights
 
-    average_weights(args.weights, args.out)
+    average_weights(args.weights, args.out, args.ratios)
     print(f"wrote {args.out}")
 
 
@@ -274,8 +274,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--update-card", action="store_true", help="store the figures in the (one) model's card")
     p.set_defaults(func=_evaluate_sharp)
 
-    p = sub.add_parser("average", help="the mean of weights files of one architecture (e.g. two training stages)")
+    p = sub.add_parser(
+        "average",
+        help="the (weighted) mean of weights files of one architecture: two training stages, or a faithful and a "
+        "sharp model (a sharpness step between them)",
+    )
     p.add_argument("--weights", nargs="+", required=True, help="two or more .safetensors of the same architecture")
+    p.add_argument("--ratios", nargs="+", type=float, help="one per weights file, summing to 1 (default: uniform)")
     p.add_argument("--out", required=True, help="OUT.safetensors (card written to OUT.json)")
     p.set_defaults(func=_average)
 

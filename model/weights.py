@@ -114,19 +114,24 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu") -> tuple[
     return model.to(device).eval(), card
 
 
-def average_weights(sources: list[str | Path], out: str | Path) -> None:
-    """Write the uniform mean of ``sources`` (same architecture; e.g. two stages of one fine-tuning run).
+def average_weights(sources: list[str | Path], out: str | Path, ratios: list[float] | None = None) -> None:
+    """Write the weighted mean of ``sources`` (same architecture; ``ratios`` sum to 1, default uniform).
 
     Checkpoints of one run, one fine-tuned from the other, lie in one basin, so their mean is often
-    better than either on inputs both were meant for (Wortsman et al. 2022, "model soups"). The
-    widths stay width-switchable: every slice is the mean of the same slices. The card is the last
-    source's (its training record) with the average recorded; metrics are left out: evaluate again.
+    better than either on inputs both were meant for (Wortsman et al. 2022, "model soups"); a sharp
+    model and the faithful one it was fine-tuned from interpolate between their looks (what Real-ESRGAN's
+    ``-dn`` does). The widths stay width-switchable: every slice is the mean of the same slices. The card
+    is the last source's (its training record) with the average recorded; a mean of sharp and faithful
+    weights is style sharp with ``sharpness`` = the sharp sources' share. Metrics are left out: evaluate again.
     """
+    ratios = ratios or [1 / len(sources)] * len(sources)
+    if len(ratios) != len(sources) or abs(sum(ratios) - 1) > 1e-6 or min(ratios) < 0:
+        raise ValueError(f"ratios must be one per source, >= 0, summing to 1: got {ratios}")
     models, cards = zip(*(load_weights(s) for s in sources), strict=True)
     if len({m.cfg for m in models}) != 1:
         raise ValueError("weights of different architectures cannot be averaged")
     states = [m.state_dict() for m in models]
-    mean = {k: sum(st[k] for st in states) / len(states) for k in states[0]}
+    mean = {k: sum(r * st[k] for r, st in zip(ratios, states, strict=True)) for k in states[0]}
     model = EDSR(models[0].cfg)
     model.load_state_dict(mean)
     card = {
@@ -137,9 +142,14 @@ def average_weights(sources: list[str | Path], out: str | Path) -> None:
             "file": Path(s).name,
             "sha256": file_sha256(s),
             "steps": c.get("training", {}).get("steps"),
+            "ratio": round(r, 6),
         }
-        for s, c in zip(sources, cards, strict=True)
+        for s, c, r in zip(sources, cards, ratios, strict=True)
     ]
+    styles = [c.get("style", "faithful") for c in cards]
+    if "sharp" in styles and "faithful" in styles:
+        card["style"] = "sharp"
+        card["sharpness"] = round(sum(r for r, st in zip(ratios, styles, strict=True) if st == "sharp"), 6)
     save_weights(model, out, card)
 
 

@@ -17,7 +17,9 @@ read from the file's architecture, the noise level from its card (``"noise"``, d
 A model also has a style (the card's ``"style"``): ``faithful`` (trained for fidelity to the HR, every model
 above) or ``sharp`` (``csd-edsr-x4-sharp``, distilled from a GAN teacher). Styles never share a ladder; a
 sharp model serves every input of its style whatever its noise (its teacher is blind to degradations), so
-its key has no noise level, and lower scales are served by its output downscaled.
+its key has no noise level, and lower scales are served by its output downscaled. A sharp model's card may
+name a ``sharpness`` step below 1 (``csd-sr average`` of x4-real and x4-sharp: their weights interpolated,
+as Real-ESRGAN's ``-dn``): a request's ``sharpness`` is served by the nearest step shipped.
 """
 
 from __future__ import annotations
@@ -39,25 +41,35 @@ STYLES = (FAITHFUL, SHARP)
 
 @dataclass(frozen=True, order=True)
 class ModelKey:
-    """A served model: its native scale, the noise level it was trained for and its style."""
+    """A served model: its native scale, the noise level it was trained for, its style and (style sharp) its
+    sharpness step: 1 for the distilled model, below 1 for its interpolation with the faithful one."""
 
     scale: int = 4
     noise: str = NONE
     style: str = FAITHFUL
+    sharpness: float = 1.0
+
+    @property
+    def look(self) -> str:
+        """The style with its step: ``faithful``, ``sharp``, ``sharp-0.5`` (the metrics' ``style`` label)."""
+        return self.style if self.sharpness == 1 else f"{self.style}-{self.sharpness:g}"
 
     @property
     def name(self) -> str:
-        """``x4``, ``x4-real``, ``x2``, ``x4-sharp``: the shipped file's stem without ``csd-edsr-``."""
+        """``x4``, ``x4-real``, ``x2``, ``x4-sharp``, ``x4-sharp-0.5``: the model's name in ladders and logs."""
         if self.style != FAITHFUL:
-            return f"x{self.scale}-{self.style}"
+            return f"x{self.scale}-{self.look}"
         return f"x{self.scale}" if self.noise == NONE else f"x{self.scale}-{self.noise}"
 
     @classmethod
     def of(cls, scale: int, card: dict) -> ModelKey:
         """The key of a model of ``scale`` whose card names its noise level (``"noise"``, default ``none``) and
-        style (``"style"``, default ``faithful``; a sharp model serves every noise level: none in its key)."""
+        style (``"style"``, default ``faithful``; a sharp model serves every noise level: none in its key, and
+        its ``"sharpness"`` step, default 1)."""
         style = str(card.get("style", FAITHFUL))
-        return cls(scale, NONE, style) if style != FAITHFUL else cls(scale, str(card.get("noise", NONE)))
+        if style == FAITHFUL:
+            return cls(scale, str(card.get("noise", NONE)))
+        return cls(scale, NONE, style, float(card.get("sharpness", 1.0)))
 
 
 @dataclass(frozen=True, order=True)
@@ -89,12 +101,21 @@ def styles(keys: Iterable[ModelKey], factor: float) -> set[str]:
     return {k.style for k in keys if k.scale >= factor - 1e-9}
 
 
-def resolve(keys: Iterable[ModelKey], factor: float, noise: str, style: str = FAITHFUL) -> ModelKey | None:
+def sharpness_steps(keys: Iterable[ModelKey], factor: float) -> list[float]:
+    """The sharpness steps of style sharp served at ``factor``, ascending (empty without a sharp model)."""
+    return sorted({k.sharpness for k in keys if k.style == SHARP and k.scale >= factor - 1e-9})
+
+
+def resolve(
+    keys: Iterable[ModelKey], factor: float, noise: str, style: str = FAITHFUL, sharpness: float = 1.0
+) -> ModelKey | None:
     """The model of ``keys`` for ``factor`` at a concrete noise level and style: the smallest scale >= ``factor``
     that serves both (a JPEG at x3 goes to x4-jpeg when there is no x3-jpeg; any input of style sharp to the
-    smallest sharp model that reaches the factor); ``None`` when none does."""
+    smallest sharp model that reaches the factor, at the step nearest ``sharpness``, the sharper of two as near);
+    ``None`` when none does."""
     return min(
         (k for k in keys if k.style == style and (style != FAITHFUL or k.noise == noise) and k.scale >= factor - 1e-9),
+        key=lambda k: (k.scale, abs(k.sharpness - sharpness), -k.sharpness),
         default=None,
     )
 
@@ -188,9 +209,13 @@ class Registry:
         """The styles served at ``factor`` (``styles``)."""
         return styles(self.models, factor)
 
-    def resolve(self, factor: float, noise: str, style: str = FAITHFUL) -> ModelKey | None:
-        """The model for ``factor`` at a concrete noise level and style (``resolve``)."""
-        return resolve(self.models, factor, noise, style)
+    def sharpness_steps(self, factor: float) -> list[float]:
+        """The sharpness steps served at ``factor`` (``sharpness_steps``)."""
+        return sharpness_steps(self.models, factor)
+
+    def resolve(self, factor: float, noise: str, style: str = FAITHFUL, sharpness: float = 1.0) -> ModelKey | None:
+        """The model for ``factor`` at a concrete noise level, style and sharpness (``resolve``)."""
+        return resolve(self.models, factor, noise, style, sharpness)
 
     @property
     def ladder_keys(self) -> tuple[LadderKey, ...]:
@@ -240,8 +265,8 @@ class Registry:
 
 
 def _kin(a: ModelKey, b: ModelKey) -> bool:
-    """Whether ``a`` and ``b`` serve the same requests at different scales: one noise level, one style."""
-    return (a.noise, a.style) == (b.noise, b.style)
+    """Whether ``a`` and ``b`` serve the same requests at different scales: one noise level, one style and step."""
+    return (a.noise, a.style, a.sharpness) == (b.noise, b.style, b.sharpness)
 
 
 def _reaching(measured: dict[int, dict], factor: float) -> int:

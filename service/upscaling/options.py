@@ -26,6 +26,7 @@ class UpscaleOptions:
     out_height: int | None = None
     noise: str = AUTO
     style: str = "faithful"  # service.catalog.registry.STYLES: the models of a style serve it
+    sharpness: float | None = None  # style sharp only, in [0, 1]: the nearest step served (none: 1)
     width: str = "auto"
     precision: str = "auto"
     min_width: str | None = None

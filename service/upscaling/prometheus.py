@@ -1,7 +1,8 @@
 """Prometheus metrics on the app's own registry (base units, ``_total`` counters, bounded labels).
 
 Labels only take values from fixed sets: route templates, HTTP status codes,
-the served rungs (``scale``, ``noise`` and ``style`` of the model, ``width`` and ``precision``),
+the served rungs (``scale``, ``noise`` and ``style`` of the model, ``width`` and ``precision``; a sharpness step
+below 1 is in the style: ``sharp-0.5``),
 the policy's reasons and the jobs' final states. Jobs count in ``csd_sr_jobs_*`` and the pixel counters,
 never in the interactive latency histograms.
 """
@@ -48,7 +49,7 @@ RUNG_LABELS = ["scale", "noise", "style", "width", "precision"]
 def rung_labels(rung: ServedRung) -> tuple[str, str, str, str, str]:
     """The ``scale``, ``noise``, ``style``, ``width`` and ``precision`` label values of a served rung."""
     m = rung.model
-    return str(m.scale), m.noise, m.style, width_label(rung.width), rung.precision
+    return str(m.scale), m.noise, m.look, width_label(rung.width), rung.precision
 
 
 class Metrics:

@@ -266,6 +266,7 @@ class Upscaler:
             if req.key.style == FAITHFUL
             else f"{req.noise.header}; not used by style sharp",
             "X-Style": req.key.style,
+            **({"X-Sharpness": f"{req.key.sharpness:g}"} if req.key.style == SHARP else {}),
             "X-Width": width_label(rung.width),
             "X-Precision": rung.precision,
             "X-Width-Reason": decision.reason,
@@ -315,9 +316,9 @@ class Upscaler:
             probe = images.probe(data, max(map(limit, reg.scales)))
             factor, size = output_size(probe.width, probe.height, opts, max(reg.scales))
             levels = self._check_noise(factor, opts.noise)
-            self._check_style(factor, opts.style)
+            self._check_style(factor, opts)
             noise = choose_for_probe(opts.noise, probe, levels)
-            key = reg.resolve(factor, noise.level, opts.style)
+            key = reg.resolve(factor, noise.level, opts.style, 1.0 if opts.sharpness is None else opts.sharpness)
             assert key is not None  # choose_for_probe picks among the levels served at this factor, and the style
             plan = plan_size(probe.width, probe.height, factor, size, key.scale, limit)
         except ApiError as exc:
@@ -402,15 +403,17 @@ class Upscaler:
             raise ApiError(422, "invalid_option", f"noise must be one of {choices} at scale {factor:g}, got {noise!r}")
         return levels
 
-    def _check_style(self, factor: float, style: str) -> None:
-        """422 for a style the server does not serve at ``factor``."""
+    def _check_style(self, factor: float, opts: UpscaleOptions) -> None:
+        """422 for a style the server does not serve at ``factor``, or a sharpness asked of another style."""
         served = self.registry.styles(factor)
-        if style not in served:
+        if opts.style not in served:
             raise ApiError(
                 422,
                 "invalid_option",
-                f"style must be one of {', '.join(sorted(served))} at scale {factor:g}, got {style!r}",
+                f"style must be one of {', '.join(sorted(served))} at scale {factor:g}, got {opts.style!r}",
             )
+        if opts.sharpness is not None and opts.style != SHARP:
+            raise ApiError(422, "invalid_option", f"sharpness applies to style sharp, not {opts.style}")
 
     def refusal(self, decision: Decision, target_s: float) -> ApiError:
         """The error for a request refused at admission: 422 when it can never finish in time, else 503."""

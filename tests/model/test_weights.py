@@ -42,3 +42,27 @@ def test_average_refuses_different_architectures(tmp_path: Path) -> None:
     save_weights(tiny(scale=2), tmp_path / "x2.safetensors")
     with pytest.raises(ValueError, match="architectures"):
         average(tmp_path, "x4", "x2")
+
+
+def test_a_weighted_mean_of_faithful_and_sharp_is_a_sharpness_step(tmp_path: Path) -> None:
+    faithful, sharp = tiny(), tiny()
+    torch.manual_seed(2)
+    for p in sharp.parameters():
+        p.data.normal_()
+    save_weights(faithful, tmp_path / "real.safetensors", {"noise": "real"})
+    save_weights(sharp, tmp_path / "sharp.safetensors", {"style": "sharp", "training": {"steps": 975}})
+    sources = [str(tmp_path / f"{n}.safetensors") for n in ("real", "sharp")]
+    main(["average", "--weights", *sources, "--ratios", "0.75", "0.25", "--out", str(tmp_path / "m.safetensors")])
+    mean, card = load_weights(tmp_path / "m.safetensors")
+    for name, t in mean.state_dict().items():
+        torch.testing.assert_close(t, 0.75 * faithful.state_dict()[name] + 0.25 * sharp.state_dict()[name])
+    assert card["style"] == "sharp" and card["sharpness"] == 0.25
+    assert [s["ratio"] for s in card["weight_average"]] == [0.75, 0.25]
+
+
+def test_average_refuses_ratios_that_do_not_sum_to_one(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        save_weights(tiny(), tmp_path / f"{name}.safetensors")
+    sources = [str(tmp_path / f"{n}.safetensors") for n in ("a", "b")]
+    with pytest.raises(ValueError, match="summing to 1"):
+        main(["average", "--weights", *sources, "--ratios", "0.5", "0.6", "--out", str(tmp_path / "m.safetensors")])

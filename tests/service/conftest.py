@@ -197,8 +197,9 @@ def model_file(folder: Path, card: dict, seed: int) -> Path:
 
 @pytest.fixture(scope="module")
 def two_styles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A server with a faithful and a sharp tiny x4 model (fp32 rungs)."""
+    """A server with a faithful and a sharp tiny x4 model, and a sharpness step 0.5 between them (fp32 rungs)."""
     folder = tmp_path_factory.mktemp("styles")
-    weights = (model_file(folder, CARD, 0), model_file(folder, SHARP_CARD, 1))
+    half = {**SHARP_CARD, "sharpness": 0.5}
+    weights = (model_file(folder, CARD, 0), model_file(folder, SHARP_CARD, 1), model_file(folder, half, 2))
     with running_server(settings(weights, tile_size=32, precisions=("fp32",))) as url:
         yield url

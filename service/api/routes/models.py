@@ -14,7 +14,7 @@ from service.api.auth import require_api_key
 from service.api.deps import UpscalerDep
 from service.api.errors import ErrorBody
 from service.catalog.cards import card_quality
-from service.catalog.registry import LadderKey, ServedModel, ServedRung
+from service.catalog.registry import SHARP, LadderKey, ServedModel, ServedRung
 from service.inference.hardware import cpu_info
 from service.scheduling.policy import RequestPlan, RungCost
 from service.upscaling.upscaler import Upscaler
@@ -70,9 +70,11 @@ class PolicyState(BaseModel):
 
 class ModelInfo(BaseModel):
     ready: bool
-    name: str  # the model key: x4, x4-real, x2, x4-sharp (scale, and noise level when not none, or style)
+    name: str  # the model key: x4, x4-real, x2, x4-sharp, x4-sharp-0.5 (scale, and noise level when not none,
+    # or style and sharpness step)
     noise: str  # the noise level it serves: none (clean bicubic LR) or e.g. real; none for a sharp model
     style: str  # faithful (fidelity to the original) or sharp (distilled from a GAN teacher: every input)
+    sharpness: float | None  # style sharp: its step (1: the distilled model; below: interpolated with x4-real)
     weights: str
     weights_sha256: str
     scale: int
@@ -100,6 +102,7 @@ class ModelsInfo(BaseModel):
     scales: list[int]
     noise_levels: dict[str, list[str]]  # per scale: its models' and the larger ones' (served with a downscale)
     styles: dict[str, list[str]]  # per scale: the styles served (faithful; sharp where a sharp model reaches it)
+    sharpness_steps: dict[str, list[float]]  # per scale: the sharpness steps of style sharp served there
     models: list[ModelInfo]
 
 
@@ -136,6 +139,7 @@ async def models_info(upscaler: UpscalerDep) -> ModelsInfo:
         scales=list(reg.scales),
         noise_levels={str(s): sorted(reg.noise_levels(s)) for s in reg.scales},
         styles={str(s): sorted(reg.styles(s)) for s in reg.scales},
+        sharpness_steps={str(s): reg.sharpness_steps(s) for s in reg.scales},
         models=[_info(upscaler, m) for m in reg],
     )
 
@@ -172,6 +176,7 @@ def _info(upscaler: Upscaler, m: ServedModel) -> ModelInfo:
         name=m.key.name,
         noise=m.key.noise,
         style=m.key.style,
+        sharpness=m.key.sharpness if m.key.style == SHARP else None,
         weights=m.path.name,
         weights_sha256=m.sha256,
         scale=m.engine.scale,

@@ -56,6 +56,10 @@ RESPONSES: dict = {
                 "schema": {"type": "string"},
             },
             "X-Style": {"description": "the style served: faithful or sharp", "schema": {"type": "string"}},
+            "X-Sharpness": {
+                "description": "style sharp: the sharpness step served (the nearest to the one asked)",
+                "schema": {"type": "string"},
+            },
             "X-Expected-Sharpness": {
                 "description": "style sharp, instead of X-Expected-PSNR: the model card's sharpness of the rung used "
                 "(% of the luma's spectral power above a quarter of Nyquist), per eval set, e.g. "
@@ -150,6 +154,16 @@ def _rung_options(
             "which card row X-Expected-Sharpness reads); X-Style says which served"
         ),
     ] = "faithful",
+    sharpness: Annotated[
+        float | None,
+        Query(
+            ge=0,
+            le=1,
+            description="style sharp only: how sharp, from 0 (the faithful real-photo model's look) to 1 (default, "
+            "the distilled model); served by the nearest step the server ships (x4-real's and x4-sharp's weights "
+            "interpolated), X-Sharpness says which",
+        ),
+    ] = None,
     width: Annotated[str, Query(description="'auto' (policy) or a width of the ladder, e.g. 0.25")] = "auto",
     precision: Annotated[
         Literal["auto", "fp32", "bf16", "int8"],
@@ -160,7 +174,14 @@ def _rung_options(
         Query(description="with width=auto: never narrower than this width (503 rather than narrower)"),
     ] = None,
 ) -> dict[str, Any]:
-    return {"noise": noise, "style": style, "width": width, "precision": precision, "min_width": min_width}
+    return {
+        "noise": noise,
+        "style": style,
+        "sharpness": sharpness,
+        "width": width,
+        "precision": precision,
+        "min_width": min_width,
+    }
 
 
 def _format_options(

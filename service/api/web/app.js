@@ -167,6 +167,7 @@ function applyModel(model) {
   state.model = model;
   if (first) {
     buildWidths(model);
+    renderWidthQuality();
     loadModels();
   }
   const p = model.policy;
@@ -229,12 +230,43 @@ function chosenNative() {
 }
 
 // The styles served at the chosen factor: the page offers sharp first (the look people expect of an upscaler),
-// the API's default stays faithful.
+// the API's default stays faithful; with style sharp, the sharpness steps served (the strongest first).
 function renderStyle() {
   const styles = state.models?.styles?.[String(chosenNative())] ?? ["faithful"];
   const style = $("style");
   $("style-row").hidden = !styles.includes("sharp");
   if (!styles.includes(style.value)) style.value = styles.includes("sharp") ? "sharp" : "faithful";
+  const steps = [...(state.models?.sharpness_steps?.[String(chosenNative())] ?? [])].reverse();
+  const sharpness = $("sharpness");
+  const kept = sharpness.value;
+  sharpness.replaceChildren(...steps.map((s) => new Option(s === 1 ? "1 (strongest)" : String(s), String(s))));
+  sharpness.value = steps.map(String).includes(kept) ? kept : String(steps[0] ?? 1);
+  $("sharpness-row").hidden = style.value !== "sharp" || steps.length < 2;
+  renderWidthQuality();
+}
+
+function sharpChosen() {
+  return !$("style-row").hidden && $("style").value === "sharp";
+}
+
+// What each width box expects, from the card of the model the chosen style (and sharpness) runs: Set5 PSNR for
+// faithful, Set5 sharpness (% of the luma's spectral power above a quarter of Nyquist) for sharp.
+function renderWidthQuality() {
+  const sharp = sharpChosen();
+  const step = Number($("sharpness").value || 1);
+  const pick = (m) => m.style === "sharp" && m.sharpness === step && m.scale === chosenNative();
+  const model = (sharp && state.models?.models.find(pick)) || state.model;
+  const bicubic = model.card?.metrics?.Set5?.bicubic;
+  const figure = (q) => (sharp ? `Set5 sharpness ${q.sharpness.toFixed(2)} %` : `Set5 ${q.psnr.toFixed(2)} dB`);
+  $("widths-hint").textContent =
+    (sharp ? "Expected sharpness on Set5 from the model card" : "Expected quality: PSNR on Set5 from the model card") +
+    (bicubic ? ` (bicubic: ${figure(bicubic).replace("Set5 ", "")})` : "") +
+    ". Cost: compute time relative to the full width, measured by the server.";
+  for (const row of model.per_width) {
+    const el = document.querySelector(`.quality[data-width="${widthLabel(row.width)}"]`);
+    const q = row.quality?.Set5;
+    if (el) el.textContent = q && (sharp ? q.sharpness : q.psnr) !== undefined ? `, ${figure(q)}` : "";
+  }
 }
 
 function renderNoise() {
@@ -251,22 +283,14 @@ function renderNoise() {
   renderWidthCosts();
 }
 $("scale").addEventListener("change", renderNoise);
+$("style").addEventListener("change", renderStyle);
+$("sharpness").addEventListener("change", renderWidthQuality);
 
 function buildWidths(model) {
   const box = $("widths");
-  const set5 = model.card?.metrics?.Set5?.bicubic?.psnr;
-  $("widths-hint").textContent =
-    "Expected quality: PSNR on Set5 from the model card" +
-    (set5 ? ` (bicubic: ${set5.toFixed(2)} dB)` : "") +
-    ". Cost: compute time relative to the full width, measured by the server.";
   const options = [{ value: "auto", title: "auto", info: "the server picks the best rung that meets its target" }];
   for (const row of model.per_width) {
-    const psnr = row.quality?.Set5?.psnr;
-    options.push({
-      value: widthLabel(row.width),
-      title: widthLabel(row.width),
-      info: `${row.channels} channels` + (psnr ? `, Set5 ${psnr.toFixed(2)} dB` : ""),
-    });
+    options.push({ value: widthLabel(row.width), title: widthLabel(row.width), info: `${row.channels} channels` });
   }
   for (const opt of options) {
     const id = `width-${opt.value}`;
@@ -281,10 +305,13 @@ function buildWidths(model) {
     const info = document.createElement("span");
     info.className = "hint";
     info.textContent = ` ${opt.info}`;
+    const quality = document.createElement("span");
+    quality.className = "quality";
+    quality.dataset.width = opt.value;
     const cost = document.createElement("span");
     cost.className = "cost";
     cost.dataset.width = opt.value;
-    label.append(title, info, cost);
+    label.append(title, info, quality, cost);
     wrap.append(input, label);
     box.append(wrap);
   }
@@ -498,6 +525,7 @@ function query() {
   params.set("scale", String(chosenScale()));
   params.set("noise", $("noise").value);
   if (!$("style-row").hidden) params.set("style", $("style").value);
+  if (!$("sharpness-row").hidden) params.set("sharpness", $("sharpness").value);
   params.set("width", document.querySelector('input[name="width"]:checked')?.value ?? "auto");
   const fmt = $("format").value;
   params.set("format", fmt);
@@ -769,7 +797,8 @@ async function showResult(xhr, total) {
   const width = header("X-Width");
   const reason = header("X-Width-Reason");
   $("res-scale").textContent = `×${header("X-Scale")}`;
-  $("res-style").textContent = header("X-Style") || "faithful";
+  const step = header("X-Sharpness");
+  $("res-style").textContent = (header("X-Style") || "faithful") + (step && step !== "1" ? `, sharpness ${step}` : "");
   $("res-noise").textContent = header("X-Noise"); // "real; jpeg q~75 < 96": the level and why
   $("res-width").textContent = width;
   const row = state.model.per_width.find((r) => widthLabel(r.width) === width);

@@ -479,15 +479,24 @@ def test_the_page_offers_sharp_first_and_faithful_on_request(open_page, two_styl
     page = ready(watched)
     expect(page.locator("#style-row")).to_be_visible()
     assert page.input_value("#style") == "sharp"  # the page's default; the API's stays faithful
+    expect(page.locator("#sharpness-row")).to_be_visible()
+    assert page.input_value("#sharpness") == "1"  # the strongest step first
+    assert page.locator("#sharpness option").evaluate_all("els => els.map(e => e.value)") == ["1", "0.5"]
+    expect(page.locator('.quality[data-width="1"]')).to_have_text(", Set5 sharpness 5.00 %")  # the sharp card's
     choose(page, "photo.png", png_bytes(24, 32), "image/png")
     response = upscale(page)
     assert "style=sharp" in response.url and response.headers["x-style"] == "sharp"
     assert text(page, "#res-style") == "sharp"
     assert text(page, "#res-psnr").endswith("%") and text(page, "#res-psnr-label") == "Expected sharpness"
-    page.select_option("#style", "faithful")
+    page.select_option("#sharpness", "0.5")
     response = upscale(page)
-    assert "style=faithful" in response.url and text(page, "#res-style") == "faithful"
-    assert text(page, "#res-psnr-label") == "Expected PSNR"
+    assert "sharpness=0.5" in response.url and text(page, "#res-style") == "sharp, sharpness 0.5"
+    page.select_option("#style", "faithful")
+    expect(page.locator("#sharpness-row")).to_be_hidden()
+    expect(page.locator('.quality[data-width="1"]')).to_contain_text(" dB")
+    response = upscale(page)
+    assert "style=faithful" in response.url and "sharpness" not in response.url
+    assert text(page, "#res-style") == "faithful" and text(page, "#res-psnr-label") == "Expected PSNR"
     watched.clean()
     plain = open_page(server)  # a server without a sharp model: no style to choose, none sent
     ready(plain)

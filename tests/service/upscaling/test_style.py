@@ -1,4 +1,5 @@
-"""``style=faithful|sharp``: a faithful and a sharp tiny model side by side on a real server."""
+"""``style=faithful|sharp`` and ``sharpness``: a faithful and a sharp tiny model, and a sharpness step between
+them, side by side on a real server."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from service.catalog.registry import FAITHFUL, SHARP, ModelKey, resolve, styles
+from service.catalog.registry import FAITHFUL, SHARP, ModelKey, resolve, sharpness_steps, styles
 from tests.service.conftest import client_for, decode, png_bytes, running_server, settings
 
 
@@ -30,6 +31,37 @@ def test_keys_and_resolution_keep_the_styles_apart() -> None:
     assert resolve(keys, 2, "none") == ModelKey(2)
     assert styles(keys, 2) == {FAITHFUL, SHARP}
     assert styles((faithful, ModelKey(2)), 2) == {FAITHFUL}
+
+
+def test_a_sharpness_goes_to_the_nearest_step() -> None:
+    full, half = ModelKey.of(4, {"style": SHARP}), ModelKey.of(4, {"style": SHARP, "sharpness": 0.5})
+    assert (half.name, half.look, full.look) == ("x4-sharp-0.5", "sharp-0.5", "sharp")
+    keys = (ModelKey(4, "real"), full, half)
+    assert sharpness_steps(keys, 4) == [0.5, 1.0]
+    assert resolve(keys, 4, "none", SHARP) == full  # no sharpness asked: the distilled model
+    assert [resolve(keys, 4, "none", SHARP, s) for s in (0.0, 0.6, 0.75, 0.9)] == [half, half, full, full]
+
+
+def post(client: httpx.Client, **params: str) -> httpx.Response:
+    return client.post("/v1/upscale", params=params, content=png_bytes(), headers={"Content-Type": "image/png"})
+
+
+def test_a_sharpness_step_serves_its_own_weights(client: httpx.Client) -> None:
+    full, half = post(client, style="sharp", width="1"), post(client, style="sharp", width="1", sharpness="0.3")
+    assert (full.status_code, half.status_code) == (200, 200), half.text
+    assert (full.headers["X-Sharpness"], half.headers["X-Sharpness"]) == ("1", "0.5")
+    assert not np.array_equal(*(np.asarray(decode(r.content)) for r in (full, half)))
+    assert "X-Sharpness" not in post(client).headers
+
+
+def test_a_sharpness_outside_style_sharp_or_0_to_1_is_a_422(client: httpx.Client) -> None:
+    r = post(client, sharpness="0.5")
+    assert r.status_code == 422
+    assert r.json() == {"error": "invalid_option", "detail": "sharpness applies to style sharp, not faithful"}
+    assert post(client, style="sharp", sharpness="1.5").status_code == 422
+    info = client.get("/v1/models").json()
+    assert info["sharpness_steps"] == {"4": [0.5, 1.0]}
+    assert [m["sharpness"] for m in info["models"]] == [None, 1.0, 0.5]
 
 
 def test_the_default_stays_faithful(client: httpx.Client) -> None:
@@ -90,10 +122,14 @@ def test_metrics_carry_the_style(client: httpx.Client) -> None:
     client.post("/v1/upscale", params={"style": "sharp"}, content=png_bytes(), headers={"Content-Type": "image/png"})
     text = client.get("/metrics").text
     assert 'csd_sr_inference_duration_seconds_count{noise="none",precision="fp32",scale="4",style="sharp"' in text
+    post(client, style="sharp", sharpness="0.5")
+    text = client.get("/metrics").text
+    assert 'csd_sr_inference_duration_seconds_count{noise="none",precision="fp32",scale="4",style="sharp-0.5"' in text
 
 
-def test_a_job_takes_the_style(client: httpx.Client) -> None:
-    r = client.post("/v1/jobs", params={"style": "sharp"}, content=png_bytes(), headers={"Content-Type": "image/png"})
+def job_result(client: httpx.Client, **params: str) -> dict:
+    """A job's final record, submitted with ``params``."""
+    r = client.post("/v1/jobs", params=params, content=png_bytes(), headers={"Content-Type": "image/png"})
     assert r.status_code == 202, r.text
     job = r.json()
     deadline = time.monotonic() + 60
@@ -101,7 +137,12 @@ def test_a_job_takes_the_style(client: httpx.Client) -> None:
         time.sleep(0.1)
         job = client.get(f"/v1/jobs/{job['id']}").json()
     assert job["state"] == "done", job
-    assert job["rung"].startswith("x4-sharp/")
+    return job
+
+
+def test_a_job_takes_the_style_and_sharpness(client: httpx.Client) -> None:
+    assert job_result(client, style="sharp")["rung"].startswith("x4-sharp/")
+    assert job_result(client, style="sharp", sharpness="0.5")["rung"].startswith("x4-sharp-0.5/")
 
 
 def test_a_server_without_a_sharp_model_refuses_the_style(tiny_weights: Path) -> None:
