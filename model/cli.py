@@ -159,10 +159,10 @@ def _evaluate_sharp(args: argparse.Namespace) -> None:
         )
         prefix = f"{Path(weights).stem.removeprefix('csd-edsr-')} " if len(args.weights) > 1 else ""
         forwards |= rung_forwards(rungs, prefix)
-    sets = load_sets(args.data) if args.data else {}
-    if args.holdout:
-        sets["holdout"] = holdout_pairs(args.holdout_data, args.holdout)
-    result = evaluate_sharp(sets, forwards, load_teacher(), tuple(args.degradation))
+    sets = load_sets(args.data, args.scale) if args.data else {}
+    if args.holdout:  # crops of 320 HR px at every scale
+        sets["holdout"] = holdout_pairs(args.holdout_data, args.holdout, 320 // args.scale, args.scale)
+    result = evaluate_sharp(sets, forwards, load_teacher(), tuple(args.degradation), args.scale)
     print(to_markdown(result))
     if args.out:
         from model.train import describe_hardware
@@ -173,7 +173,8 @@ def _evaluate_sharp(args: argparse.Namespace) -> None:
         from model.weights import card_path, merge_sharp_metrics
 
         path = card_path(args.weights[0])
-        path.write_text(json.dumps(merge_sharp_metrics(json.loads(path.read_text()), result), indent=2) + "\n")
+        card = merge_sharp_metrics(json.loads(path.read_text()), result, args.scale)
+        path.write_text(json.dumps(card, indent=2) + "\n")
 
 
 def _average(args: argparse.Namespace) -> None:
@@ -264,6 +265,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-sharp", help="sharpness, PIQE, PSNR to the teacher and to the HR, per rung")
     p.add_argument("--weights", nargs="+", required=True, help="one or more .safetensors (rows side by side)")
     p.add_argument("--data", nargs="*", default=[], help="HR image folders (e.g. Set5/HR Set14/HR)")
+    p.add_argument(
+        "--scale",
+        type=int,
+        choices=(2, 3, 4),
+        default=4,
+        help="below 4: the x4 outputs (the teacher's too) Lanczos-downscaled, as the service serves x2 and x3; the "
+        "card keeps them under at_scale",
+    )
     p.add_argument("--holdout", type=int, default=0, help="also N crops of the images held out from the targets")
     p.add_argument("--holdout-data", nargs="+", default=[str(TRAIN_DATA / n / "HR") for n in TRAIN_SETS])
     p.add_argument("--degradation", nargs="+", default=["clean", "jpeg75", "camera"], choices=EVAL_DEGRADATIONS)

@@ -3,7 +3,8 @@
 Per set, LR degradation and rung: sharpness (``model.perceptual_metrics``; % of the luma's spectral power
 above a quarter of Nyquist), PIQE (no-reference, lower is better), Y-PSNR to the teacher's output on the
 same LR, and Y-PSNR / SSIM to the HR. Rows for bicubic and the teacher itself frame the rungs. The
-teacher runs once per (image, degradation) in PyTorch (bf16), at training time only.
+teacher runs once per (image, degradation) in PyTorch (bf16), at training time only. Below x4 (``scale`` 2
+or 3) every x4 output, the teacher's too, is Lanczos-downscaled to the HR's size, as the service serves it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model.data import Pair, as_rgb, degrade_pairs, downscale, load_image, load_pairs, upscale
+from model.data import Pair, as_rgb, degrade_pairs, downscale, load_image, load_pairs, resize_lanczos, upscale
 from model.evaluate import Forward, set_name, super_resolve
 from model.metrics import psnr_y, ssim_y
 from model.perceptual_metrics import piqe, sharpness
@@ -67,14 +68,15 @@ def evaluate_sharp(
     degradations: tuple[str, ...] = SHARP_DEGRADATIONS,
     scale: int = 4,
 ) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """``result[degradation][set][row]`` for rows bicubic, teacher and every entry of ``forwards``."""
+    """``result[degradation][set][row]`` for rows bicubic, teacher and every entry of ``forwards``, on pairs of
+    ``scale`` (the x4 teacher and rungs downscaled below 4)."""
     result: dict = {}
     for degradation in degradations:
         for name, clean in pairs_by_set.items():
             pairs = degrade_pairs(clean, degradation)
-            targets = [teacher_upscale(teacher, as_rgb(p.lr)) for p in pairs]
+            targets = [_served(teacher_upscale(teacher, as_rgb(p.lr)), p) for p in pairs]
             outputs = {"bicubic": [upscale(as_rgb(p.lr), scale) for p in pairs], "teacher": targets}
-            outputs |= {key: [super_resolve(f, p.lr) for p in pairs] for key, f in forwards.items()}
+            outputs |= {key: [super_resolve(f, p.lr, size=_size(p)) for p in pairs] for key, f in forwards.items()}
             result.setdefault(degradation, {})[name] = {
                 key: _mean(
                     [sharp_scores(sr, as_rgb(p.hr), t, scale) for sr, p, t in zip(srs, pairs, targets, strict=True)]
@@ -82,6 +84,17 @@ def evaluate_sharp(
                 for key, srs in outputs.items()
             }
     return result
+
+
+def _size(pair: Pair) -> tuple[int, int]:
+    return pair.hr.shape[1], pair.hr.shape[0]
+
+
+def _served(x4: np.ndarray, pair: Pair) -> np.ndarray:
+    """A x4 output as served at ``pair``'s scale: itself, or Lanczos-downscaled to the HR's size."""
+    if x4.shape[:2] == pair.hr.shape[:2]:
+        return x4
+    return np.clip(np.rint(resize_lanczos(x4.astype(np.float32), _size(pair))), 0, 255).astype(np.uint8)
 
 
 def load_sets(folders: list[str | Path], scale: int = 4) -> dict[str, list[Pair]]:

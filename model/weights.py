@@ -73,10 +73,14 @@ def merge_metrics(card: dict, results: Iterable[dict], self_ensemble: bool = Fal
     return card
 
 
-def merge_sharp_metrics(card: dict, result: dict) -> dict:
+def merge_sharp_metrics(card: dict, result: dict, scale: int | None = None) -> dict:
     """``card`` with ``model.evaluate_sharp`` figures merged into the rows of its tables (``metrics`` for clean,
     ``metrics_degraded[degradation]`` otherwise): sharpness, PIQE and PSNR to the teacher beside PSNR / SSIM.
-    The teacher's own row is kept under ``teacher``, so the card says what the style aims at."""
+    The teacher's own row is kept under ``teacher``, so the card says what the style aims at. Figures at a
+    ``scale`` below the model's go to the same tables in ``card["at_scale"][scale]``."""
+    if scale is not None and scale != card["architecture"]["scale"]:
+        merge_sharp_metrics(card.setdefault("at_scale", {}).setdefault(str(scale), {}), result)
+        return card
     for degradation, sets in result.items():
         if degradation == "clean":
             tables = card.setdefault("metrics", {})

@@ -43,3 +43,17 @@ def test_sharp_figures_join_the_card_rows() -> None:
         "sharpness": 4.0,
     }
     assert merged["metrics_degraded"]["camera"]["Set5"]["1"]["psnr_teacher"] == 27.0
+
+
+def test_below_x4_every_output_is_downscaled_to_the_hr_and_kept_under_at_scale() -> None:
+    torch.manual_seed(0)
+    hr = synthetic_image(48, 48, seed=4)
+    pairs = {"tiny": [Pair("a", downscale(hr, 2), hr)]}
+    teacher = RRDBNet(RRDBConfig(num_feat=8, num_block=1, num_grow_ch=4)).eval()
+    forwards = rung_forwards(torch_forwards(EDSR(EDSRConfig(n_resblocks=1, n_feats=16))))
+    result = evaluate_sharp(pairs, forwards, teacher, ("clean",), scale=2)  # shapes differing from the HR: raises
+    assert result["clean"]["tiny"]["teacher"]["psnr_teacher"] == float("inf")
+    card = {"architecture": {"scale": 4}, "metrics": {"Set5": {"1": {"psnr": 30.0}}}}
+    merged = merge_sharp_metrics(card, {"clean": {"Set5": {"1": {"sharpness": 3.0}}}}, scale=2)
+    assert merged["metrics"]["Set5"]["1"] == {"psnr": 30.0}  # x4's own figures untouched
+    assert merged["at_scale"]["2"]["metrics"]["Set5"]["1"] == {"sharpness": 3.0}
