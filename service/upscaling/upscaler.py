@@ -182,7 +182,8 @@ class Upscaler:
         """
         s, m = self.settings, self.metrics
         self._check_ready()
-        req = self.prepare(data, opts)
+        # off the event loop: noise=auto may decode the image to measure its blur (15 ms a megapixel)
+        req = await asyncio.to_thread(self.prepare, data, opts)
         _log_input(log, req, len(data))
         target_s = opts.deadline_ms / 1000 if opts.deadline_ms else s.latency_target_s
         decision, queued = self.scheduler.admit(self._plan(req, target_s, from_deadline=opts.deadline_ms is not None))
@@ -218,7 +219,7 @@ class Upscaler:
         leave free, tile by tile, into its result file (``JobRun``). Its latencies are the jobs' own
         (``csd_sr_job_duration_seconds``), never in the interactive histograms."""
         self._check_ready()
-        req = self.prepare_job(data, opts)
+        req = await asyncio.to_thread(self.prepare_job, data, opts)
         _log_input(log, req, len(data))
         plan = self._plan(req, job.deadline_s, from_deadline=True)
         decision = self._choose_for_job(plan)
