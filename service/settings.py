@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         description="when set, the jobs' state is in this Redis (e.g. redis://redis:6379/0), shared by replicas "
         "that also share JOBS_DIR (inputs and results); unset: SQLite in JOBS_DIR, one server's own",
     )
+    redis_prefix: str = Field(
+        "csd-sr",
+        min_length=1,
+        description="the prefix of every key in Redis; on Redis Cluster give it in braces ({csd-sr}) so that each "
+        "script's keys share one hash slot",
+    )
 
     api_key: SecretStr | None = Field(None, description="when set, /v1/* require it (Bearer or X-API-Key)")
     log_level: Literal["debug", "info", "warning", "error"] = "info"

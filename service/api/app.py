@@ -42,7 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     upscaler = _build_upscaler(settings)
     # with Redis, replicas share the jobs' state; their files stay in jobs_dir, which they share too (a volume)
     url, folder = settings.redis_url, settings.jobs_dir
-    store: JobStore = RedisJobStore(url.get_secret_value(), folder) if url else SqliteJobStore(folder)
+    store: JobStore = (
+        RedisJobStore(url.get_secret_value(), folder, settings.redis_prefix) if url else SqliteJobStore(folder)
+    )
     jobs = JobManager(upscaler, store)
 
     @asynccontextmanager

@@ -9,7 +9,7 @@ Implements ``service.jobs.base.JobStore`` with the SQLite store's semantics. Lay
 more than one key, or reads before it writes, is one Lua script: atomic across replicas.
 
 Each script declares every key it touches in ``KEYS`` (Redis Cluster and proxies route by them); on a
-cluster, give a prefix in braces (``{csd-sr}``) so that all the keys are in one slot.
+cluster, give a prefix in braces (``CSD_SR_REDIS_PREFIX={csd-sr}``) so that all the keys are in one slot.
 """
 
 from __future__ import annotations

@@ -226,13 +226,16 @@ def test_a_store_from_before_the_disk_counter_is_counted_once(open_store: Callab
 
 # -- two replicas: one Redis, one jobs folder --
 
+CLUSTER_PREFIX = "{csd-sr}"
+
 
 @pytest.fixture(scope="module")
 def replicas(tiny_weights: Path, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
-    """Replicas A and B (their URLs), the Redis URL and the jobs folder they share."""
+    """Replicas A and B (their URLs), the Redis URL and the jobs folder they share; their keys under a prefix in
+    braces, as on Redis Cluster."""
     shared = tmp_path_factory.mktemp("shared-jobs")
     url = redis_url.rsplit("/", 1)[0] + "/1"  # a database of their own: the store tests' keys stay apart
-    s = settings(tiny_weights, tile_size=32, jobs_dir=shared, redis_url=url)
+    s = settings(tiny_weights, tile_size=32, jobs_dir=shared, redis_url=url, redis_prefix=CLUSTER_PREFIX)
     with running_server(s) as a, running_server(s) as b:
         yield a, b, url, shared
 
@@ -264,7 +267,7 @@ def test_jobs_submitted_to_one_replica_are_served_by_the_other(replicas: tuple) 
             result = cb.get(status["result"])
             assert result.status_code == 200 and decode(result.content).size == (4 * w, 4 * h)
             assert ca.get(f"/v1/jobs/{job_id}").json()["state"] == "done"  # the same state on both
-    store = RedisJobStore(url, shared)
+    store = RedisJobStore(url, shared, CLUSTER_PREFIX)  # the replicas' keys are under the prefix they were given
     try:
         assert [store.get(i).attempts for i in ids] == [1] * len(ids)  # each claimed by one replica, once
     finally:
