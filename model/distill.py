@@ -8,7 +8,8 @@ scaled to 0..1 so the weights read as Real-ESRGAN's (L1 1, perceptual 1, GAN 0.1
 
 P is the L1 between feature maps of the frozen feature network, G the generator's side of a vanilla GAN
 against :class:`model.discriminator.UNetDiscriminatorSN` whose real samples are the teacher's outputs,
-F the L1 between the amplitude spectra (phase-free: texture energy without exact placement), CL the
+F the L1 between the amplitude spectra (phase-free: texture energy without exact placement; per window of
+``fft_window`` px, so the energy goes where the teacher has it and not into its flat areas), CL the
 method's contrastive term with the teacher's output as the positive.
 """
 
@@ -36,6 +37,8 @@ class DistillWeights(BaseModel):
     perceptual: float = 1.0
     gan: float = 0.1
     fft: float = 0.0
+    # 0: one spectrum per patch (stages 1-4: a grid in flat areas at fft 2); N: per N x N window
+    fft_window: int = 0
     contrast: float = 0.0
     neg_num: int = 4
     # widths whose outputs meet the discriminator (its passes cost about what the network's do on a CPU;
@@ -45,9 +48,17 @@ class DistillWeights(BaseModel):
     disc_lr: float = 1e-4
 
 
-def amplitude_l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Mean absolute difference of the 2-D amplitude spectra (orthonormal FFT, per channel)."""
+def amplitude_l1(a: torch.Tensor, b: torch.Tensor, window: int = 0) -> torch.Tensor:
+    """Mean absolute difference of the 2-D amplitude spectra (orthonormal FFT, per channel): of the whole
+    image, or of each non-overlapping ``window`` x ``window`` block (a remainder at the edges is left out)."""
+    if window:
+        a, b = (_blocks(x, window) for x in (a, b))
     return (torch.fft.rfft2(a, norm="ortho").abs() - torch.fft.rfft2(b, norm="ortho").abs()).abs().mean()
+
+
+def _blocks(x: torch.Tensor, size: int) -> torch.Tensor:
+    """N x C x H x W -> N x C x H/size x W/size x size x size (the last two dims: one block)."""
+    return x.unfold(2, size, size).unfold(3, size, size)
 
 
 class DistillObjective(nn.Module):
@@ -84,7 +95,7 @@ class DistillObjective(nn.Module):
             if w.l1_hr:
                 parts["l1_hr"] = w.l1_hr * F.l1_loss(out01, hr01)
             if w.fft:
-                parts["fft"] = w.fft * amplitude_l1(out01, t01)
+                parts["fft"] = w.fft * amplitude_l1(out01, t01, w.fft_window)
             if reference is not None:
                 feats = self.contrastive.features(out)
                 if w.perceptual:

@@ -95,3 +95,13 @@ def test_a_distilled_export_is_a_sharp_card(cache: Path, tmp_path: Path) -> None
     _, card = load_weights(export)
     assert card["style"] == "sharp"
     assert card["training"]["objective"]["distill"]["fft"] == 1.0
+
+
+def test_a_windowed_amplitude_l1_sees_texture_moved_into_a_flat_area() -> None:
+    flat = torch.full((1, 1, 32, 32), 0.5)
+    texture = flat.clone()
+    texture[..., :16, :16] += 0.2 * torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(8, 8)  # a checker, top left
+    moved = torch.roll(texture, shifts=(16, 16), dims=(2, 3))  # the same checker, bottom right
+    assert amplitude_l1(moved, texture) < 1e-5  # one spectrum: the same energy, wherever it is
+    assert amplitude_l1(moved, texture, window=16) > 1e-2  # per window: energy where the other is flat
+    assert amplitude_l1(texture, texture, window=16) == 0
