@@ -1,8 +1,9 @@
 """Evaluation of the sharp style: how close each rung comes to the GAN teacher's look, and at what fidelity.
 
 Per set, LR degradation and rung: sharpness (``model.perceptual_metrics``; % of the luma's spectral power
-above a quarter of Nyquist), PIQE (no-reference, lower is better), Y-PSNR to the teacher's output on the
-same LR, and Y-PSNR / SSIM to the HR. Rows for bicubic and the teacher itself frame the rungs. The
+above a quarter of Nyquist), PIQE (no-reference, lower is better), fine detail where the teacher is flat
+(``flat_noise``: artifacts, lower is better), Y-PSNR to the teacher's output on the same LR, and Y-PSNR /
+SSIM to the HR. Rows for bicubic and the teacher itself frame the rungs. The
 teacher runs once per (image, degradation) in PyTorch (bf16), at training time only. Below x4 (``scale`` 2
 or 3) every x4 output, the teacher's too, is Lanczos-downscaled to the HR's size, as the service serves it.
 """
@@ -18,7 +19,7 @@ import torch
 from model.data import Pair, as_rgb, degrade_pairs, downscale, load_image, load_pairs, resize_lanczos, upscale
 from model.evaluate import Forward, set_name, super_resolve
 from model.metrics import psnr_y, ssim_y
-from model.perceptual_metrics import piqe, sharpness
+from model.perceptual_metrics import flat_noise, piqe, sharpness
 from model.rrdbnet import RRDBNet
 from model.rungs import Rung
 from model.teacher import teacher_upscale
@@ -28,11 +29,12 @@ SHARP_DEGRADATIONS = ("clean", "jpeg75", "camera")
 
 
 def sharp_scores(sr: np.ndarray, hr: np.ndarray, teacher: np.ndarray, shave: int) -> dict[str, float]:
-    """The five figures of one output (``shave`` px off each border for every figure)."""
+    """The six figures of one output (``shave`` px off each border for every figure)."""
     inner = (slice(shave, -shave), slice(shave, -shave)) if shave else (slice(None), slice(None))
     return {
         "sharpness": sharpness(sr, shave),
         "piqe": piqe(sr[inner]),
+        "flat_noise": flat_noise(sr, teacher, shave),
         "psnr_teacher": psnr_y(sr, teacher, shave),
         "psnr": psnr_y(sr, hr, shave),
         "ssim": ssim_y(sr, hr, shave),
@@ -108,13 +110,13 @@ def to_markdown(result: dict) -> str:
             lines += [
                 f"### {name}, LR {degradation}",
                 "",
-                "| row | sharpness % | PIQE | PSNR to teacher | PSNR to HR | SSIM |",
-                "|---|---|---|---|---|---|",
+                "| row | sharpness % | PIQE | flat noise | PSNR to teacher | PSNR to HR | SSIM |",
+                "|---|---|---|---|---|---|---|",
             ]
             for key, r in rows.items():
                 lines.append(
-                    f"| {key} | {r['sharpness']:.2f} | {r['piqe']:.1f} | {r['psnr_teacher']:.2f} | {r['psnr']:.2f} | "
-                    f"{r['ssim']:.4f} |"
+                    f"| {key} | {r['sharpness']:.2f} | {r['piqe']:.1f} | {r['flat_noise']:.2f} | "
+                    f"{r['psnr_teacher']:.2f} | {r['psnr']:.2f} | {r['ssim']:.4f} |"
                 )
             lines.append("")
     return "\n".join(lines)

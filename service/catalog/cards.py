@@ -14,7 +14,7 @@ HEADER_SETS = ("Set5", "Set14")  # the expected PSNR a response reports (X-Expec
 STYLE_METRIC = {"faithful": "psnr", "sharp": "sharpness"}
 # The inputs the sharp ladder is ranked on: typical web photos (a sharp model serves every noise level).
 SHARP_LADDER_DEGRADATION = "jpeg75"
-FIGURES = ("psnr", "ssim", "psnr_teacher", "sharpness", "piqe")
+FIGURES = ("psnr", "ssim", "psnr_teacher", "sharpness", "piqe", "flat_noise")
 
 
 def card_tables(card: dict, degradation: str = "clean") -> dict:

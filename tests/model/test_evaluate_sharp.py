@@ -24,7 +24,7 @@ def test_rows_frame_the_rungs_with_bicubic_and_the_teacher() -> None:
     assert set(rows) == {"bicubic", "teacher", "0.25", "0.5", "1"}
     assert rows["teacher"]["psnr_teacher"] == float("inf")  # its own output
     for row in rows.values():
-        assert set(row) == {"sharpness", "piqe", "psnr_teacher", "psnr", "ssim"}
+        assert set(row) == {"sharpness", "piqe", "flat_noise", "psnr_teacher", "psnr", "ssim"}
         assert 0 <= row["sharpness"] <= 100
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from model.perceptual_metrics import piqe, sharpness
+from model.perceptual_metrics import flat_noise, piqe, sharpness
 from tests.conftest import synthetic_image
 
 
@@ -80,3 +80,17 @@ def test_piqe_input_conventions() -> None:
     assert piqe(np.repeat(gray[..., None], 3, axis=2)) == pytest.approx(piqe(gray), rel=1e-12)
     with pytest.raises(ValueError):
         piqe(np.zeros((32, 32, 4), np.uint8))
+
+
+def test_flat_noise_sees_a_grid_where_the_reference_is_flat_and_not_its_texture() -> None:
+    rng = np.random.default_rng(0)
+    reference = np.full((64, 64, 3), 128, np.uint8)
+    reference[:, :32] = rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)  # texture left, flat right
+    checker = np.indices((64, 64)).sum(axis=0) % 2 * 16 - 8
+    gridded = reference.astype(int)
+    gridded[:, 32:] += checker[:, 32:, None]  # a grid drawn in the flat half
+    assert flat_noise(reference, reference) == pytest.approx(0, abs=1e-9)  # flat is flat
+    assert flat_noise(np.clip(gridded, 0, 255).astype(np.uint8), reference) > 5  # ~8 levels of checker
+    retextured = reference.copy()
+    retextured[:, :32] = rng.integers(0, 256, (64, 32, 3), dtype=np.uint8)  # other texture, same place
+    assert flat_noise(retextured, reference) == pytest.approx(0, abs=1e-9)

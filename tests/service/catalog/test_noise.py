@@ -311,10 +311,12 @@ def test_models_lists_every_model_and_metrics_label_them(multi: httpx.Client) ->
     by_name = {m["name"]: m for m in info["models"]}
     assert set(by_name) == {"x4", "x4-jpeg", "x4-real", "x3", "x2"}
     assert by_name["x2"]["scale"] == 2 and by_name["x4-real"]["noise"] == REAL
-    # each model has its own ladder, ranked by its own card (the real model's at camera)
-    assert by_name["x4-real"]["ladder"] == ["1", "0.25"]
+    # each model has its own ladder, ranked by its own card (the real model's at camera); which rungs below the
+    # best are dropped as dominated depends on the costs warm-up measures, so only the best rung is asserted
+    ladders = by_name["x4-real"]["ladders"]
+    assert ladders["4"] == by_name["x4-real"]["ladder"] and ladders["4"][0] == "1"
     # and one per scale its card measures, ranked by the figures at that scale
-    assert by_name["x4-real"]["ladders"] == {"4": ["1", "0.25"], "2": ["0.5", "0.25"]}
+    assert set(ladders) == {"4", "2"} and ladders["2"][0] == "0.5"
     # x4-real is x4's network: warm-up measures one and starts the other at its costs
     x4_costs = {r["key"]: r["cost"] for r in by_name["x4"]["rungs"]}
     assert all(r["cost"] is not None for r in by_name["x4-real"]["rungs"] + by_name["x2"]["rungs"])
