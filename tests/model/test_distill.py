@@ -105,3 +105,16 @@ def test_a_windowed_amplitude_l1_sees_texture_moved_into_a_flat_area() -> None:
     assert amplitude_l1(moved, texture) < 1e-5  # one spectrum: the same energy, wherever it is
     assert amplitude_l1(moved, texture, window=16) > 1e-2  # per window: energy where the other is flat
     assert amplitude_l1(texture, texture, window=16) == 0
+
+
+def test_a_new_stage_may_resize_the_discriminator_and_set_its_learning_rate(cache: Path, tmp_path: Path) -> None:
+    first = DistillTrainer(tiny_cfg(cache, tmp_path / "run"))
+    first.train_step()
+    first.save_checkpoint()
+    faster = DistillTrainer(tiny_cfg(cache, tmp_path / "run", disc_lr=4e-4))
+    assert [g["lr"] for g in faster.disc_optimizer.param_groups] == [4e-4]  # the stage's, not the checkpoint's
+    for x, y in zip(first.objective.disc.parameters(), faster.objective.disc.parameters(), strict=True):
+        torch.testing.assert_close(x, y)  # the discriminator resumed
+    wider = DistillTrainer(tiny_cfg(cache, tmp_path / "run", disc_feats=8))
+    assert wider.step == 1 and wider.objective.disc.conv0.out_channels == 8  # a fresh one of the new size
+    wider.train_step()
