@@ -1,4 +1,4 @@
-"""Crop sheet of the two styles: bicubic | faithful | sharp at each width | the teacher | HR.
+"""Crop sheet of the two styles: bicubic | faithful | sharp at each width | sharpness steps | the teacher | HR.
 
     python -m bench.crop_sheet --out docs/screenshots/sharp-crops.png
 
@@ -61,12 +61,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--faithful", default="weights/csd-edsr-x4-real.safetensors")
     parser.add_argument("--sharp", default="weights/csd-edsr-x4-sharp.safetensors")
+    parser.add_argument(
+        "--steps", nargs="*", default=["weights/csd-edsr-x4-sharp-0.5.safetensors"], help="sharpness steps (width 1)"
+    )
     parser.add_argument("--out", default="docs/screenshots/sharp-crops.png")
     parser.add_argument("--zoom", type=int, default=2, help="nearest-neighbour zoom of each tile")
     args = parser.parse_args()
     torch.set_num_threads(2)
     faithful, _ = load_weights(args.faithful)
     sharp, _ = load_weights(args.sharp)
+    steps = [load_weights(p) for p in args.steps]
     teacher = load_teacher()
     rows = []
     for name, degradation, x, y in CROPS:
@@ -74,7 +78,8 @@ def main() -> None:
         hr = crop_hr(path, x, y)
         lr = degrade(downscale(hr, 4), degradation, image_seed(path.stem))
         tiles = [("bicubic", upscale(lr, 4)), ("faithful 1", super_resolve(faithful.dense(1.0), lr))]
-        tiles += [(f"sharp {w:g}", super_resolve(sharp.dense(w), lr)) for w in sharp.widths]
+        tiles += [(f"sharp w{w:g}", super_resolve(sharp.dense(w), lr)) for w in sharp.widths]
+        tiles += [(f"sharpness {card['sharpness']:g}", super_resolve(m.dense(1.0), lr)) for m, card in steps]
         tiles += [("teacher", teacher_upscale(teacher, lr)), (f"HR ({path.stem}, {degradation})", hr)]
         rows.append(np.concatenate([label(t, text) for text, t in tiles], axis=1))
     sheet = np.concatenate(rows, axis=0)
