@@ -49,6 +49,12 @@ def super_resolve(
     return to_image(out)
 
 
+def report_paths(out: str | Path) -> tuple[Path, Path]:
+    """``OUT.json`` and ``OUT.md``, the suffixes appended (``eval-x4-sharp-0.5`` keeps its ``.5``)."""
+    out = Path(out)
+    return out.parent / f"{out.name}.json", out.parent / f"{out.name}.md"
+
+
 def score(sr: np.ndarray, hr: np.ndarray, shave: int) -> dict[str, float]:
     return {"psnr": psnr_y(sr, hr, shave), "ssim": ssim_y(sr, hr, shave)}
 
@@ -208,5 +214,6 @@ def to_markdown(results: dict[str, dict]) -> str:
 def write_results(results: dict, out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(results))
+    json_path, md_path = report_paths(out)
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path.write_text(to_markdown(results))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from model.data import Pair, as_rgb, degrade_pairs, downscale, load_image, load_pairs, resize_lanczos, upscale
-from model.evaluate import Forward, set_name, super_resolve
+from model.evaluate import Forward, report_paths, set_name, super_resolve
 from model.metrics import psnr_y, ssim_y
 from model.perceptual_metrics import flat_noise, piqe, sharpness
 from model.rrdbnet import RRDBNet
@@ -125,8 +125,9 @@ def to_markdown(result: dict) -> str:
 def write_results(result: dict, out: str | Path, meta: dict) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({**meta, "results": result}, indent=1) + "\n")
-    out.with_suffix(".md").write_text(to_markdown(result))
+    json_path, md_path = report_paths(out)
+    json_path.write_text(json.dumps({**meta, "results": result}, indent=1) + "\n")
+    md_path.write_text(to_markdown(result))
 
 
 def rung_forwards(forwards: dict[Rung, Forward], prefix: str = "") -> dict[str, Forward]:
