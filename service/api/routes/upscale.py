@@ -159,9 +159,9 @@ def _rung_options(
         Query(
             ge=0,
             le=1,
-            description="style sharp only: how sharp, from 0 (the faithful real-photo model's look) to 1 (default, "
+            description="style sharp: how sharp, from 0 (the faithful real-photo model's look) to 1 (default, "
             "the distilled model); served by the nearest step the server ships (x4-real's and x4-sharp's weights "
-            "interpolated), X-Sharpness says which",
+            "interpolated), X-Sharpness says which. Ignored by style faithful",
         ),
     ] = None,
     width: Annotated[str, Query(description="'auto' (policy) or a width of the ladder, e.g. 0.25")] = "auto",

@@ -54,10 +54,10 @@ def test_a_sharpness_step_serves_its_own_weights(client: httpx.Client) -> None:
     assert "X-Sharpness" not in post(client).headers
 
 
-def test_a_sharpness_outside_style_sharp_or_0_to_1_is_a_422(client: httpx.Client) -> None:
-    r = post(client, sharpness="0.5")
-    assert r.status_code == 422
-    assert r.json() == {"error": "invalid_option", "detail": "sharpness applies to style sharp, not faithful"}
+def test_a_sharpness_outside_0_to_1_is_a_422_and_style_faithful_ignores_it(client: httpx.Client) -> None:
+    faithful = post(client, sharpness="0.5")  # valid by the spec, whose parameters are independent
+    assert faithful.status_code == 200 and faithful.headers["X-Style"] == FAITHFUL
+    assert "X-Sharpness" not in faithful.headers
     assert post(client, style="sharp", sharpness="1.5").status_code == 422
     info = client.get("/v1/models").json()
     assert info["sharpness_steps"] == {"4": [0.5, 1.0]}
