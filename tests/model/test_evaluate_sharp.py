@@ -13,13 +13,18 @@ from model.weights import merge_sharp_metrics
 from tests.conftest import synthetic_image
 
 
-def test_rows_frame_the_rungs_with_bicubic_and_the_teacher() -> None:
+def tiny_evaluation(side: int, scale: int, seed: int, degradations: tuple[str, ...]) -> dict:
+    """evaluate-sharp of a tiny EDSR against a tiny teacher on one synthetic image of ``side`` px at ``scale``."""
     torch.manual_seed(0)
-    hr = synthetic_image(64, 64, seed=3)
-    pairs = {"tiny": [Pair("a", downscale(hr, 4), hr)]}
+    hr = synthetic_image(side, side, seed=seed)
+    pairs = {"tiny": [Pair("a", downscale(hr, scale), hr)]}
     teacher = RRDBNet(RRDBConfig(num_feat=8, num_block=1, num_grow_ch=4)).eval()
     forwards = rung_forwards(torch_forwards(EDSR(EDSRConfig(n_resblocks=1, n_feats=16))))
-    result = evaluate_sharp(pairs, forwards, teacher, ("clean", "jpeg75"))
+    return evaluate_sharp(pairs, forwards, teacher, degradations, scale)
+
+
+def test_rows_frame_the_rungs_with_bicubic_and_the_teacher() -> None:
+    result = tiny_evaluation(64, 4, 3, ("clean", "jpeg75"))
     rows = result["jpeg75"]["tiny"]
     assert set(rows) == {"bicubic", "teacher", "0.25", "0.5", "1"}
     assert rows["teacher"]["psnr_teacher"] == float("inf")  # its own output
@@ -46,12 +51,7 @@ def test_sharp_figures_join_the_card_rows() -> None:
 
 
 def test_below_x4_every_output_is_downscaled_to_the_hr_and_kept_under_at_scale() -> None:
-    torch.manual_seed(0)
-    hr = synthetic_image(48, 48, seed=4)
-    pairs = {"tiny": [Pair("a", downscale(hr, 2), hr)]}
-    teacher = RRDBNet(RRDBConfig(num_feat=8, num_block=1, num_grow_ch=4)).eval()
-    forwards = rung_forwards(torch_forwards(EDSR(EDSRConfig(n_resblocks=1, n_feats=16))))
-    result = evaluate_sharp(pairs, forwards, teacher, ("clean",), scale=2)  # shapes differing from the HR: raises
+    result = tiny_evaluation(48, 2, 4, ("clean",))  # shapes differing from the HR: raises
     assert result["clean"]["tiny"]["teacher"]["psnr_teacher"] == float("inf")
     card = {"architecture": {"scale": 4}, "metrics": {"Set5": {"1": {"psnr": 30.0}}}}
     merged = merge_sharp_metrics(card, {"clean": {"Set5": {"1": {"sharpness": 3.0}}}}, scale=2)
