@@ -1,7 +1,10 @@
-"""U-Net discriminator with spectral normalisation (Real-ESRGAN's), for the sharp style's adversarial term.
+"""Discriminators for the sharp style's adversarial term.
 
-It scores every output pixel real or fake, so it judges local texture where a patch discriminator's
-few outputs average it away. ``num_feat`` 64 in Real-ESRGAN; narrower here for a CPU.
+:class:`UNetDiscriminatorSN` is Real-ESRGAN's (``num_feat`` 64 there; narrower here for a CPU): one logit per
+output pixel. On this project's CPU budget it stayed at chance for thousands of steps (stages 1-6 of
+``bench/results/sharp/recipes.md``) and cost about as much as the generator's step. :class:`PatchDiscriminator`
+(pix2pix's PatchGAN without normalisation) costs a fourteenth of it and, on the same batches, told the teacher's
+outputs from the student's on batches it had not seen within a few hundred steps.
 """
 
 from __future__ import annotations
@@ -38,3 +41,24 @@ class UNetDiscriminatorSN(nn.Module):
         for conv in self.extra:
             h = F.leaky_relu(conv(h), 0.2)
         return self.out(h)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: three stride-2 convolutions and two 3x3, one logit per 8x8 output block (a receptive field of
+    46 px). No normalisation layer: batch statistics would mix the real and fake batches it scores apart."""
+
+    def __init__(self, num_in_ch: int = 3, num_feat: int = 32) -> None:
+        super().__init__()
+        f = num_feat
+        layers: list[nn.Module] = []
+        for a, b in ((num_in_ch, f), (f, 2 * f), (2 * f, 4 * f)):
+            layers += [nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.2)]
+        layers += [nn.Conv2d(4 * f, 8 * f, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(8 * f, 1, 3, 1, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for ``x`` in 0..1, shape Bx1x(H/8)x(W/8)."""
+        return self.net(x)
+
+
+DISCRIMINATORS: dict[str, type[nn.Module]] = {"unet": UNetDiscriminatorSN, "patch": PatchDiscriminator}

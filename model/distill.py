@@ -7,7 +7,7 @@ scaled to 0..1 so the weights read as Real-ESRGAN's (L1 1, perceptual 1, GAN 0.1
              + fft * F(S_w, T) + contrast * CL(S_w; positive T, negatives bicubic(LR))
 
 P is the L1 between feature maps of the frozen feature network, G the generator's side of a vanilla GAN
-against :class:`model.discriminator.UNetDiscriminatorSN` whose real samples are the teacher's outputs,
+against a discriminator of :mod:`model.discriminator` whose real samples are the teacher's outputs,
 F the L1 between the amplitude spectra (phase-free: texture energy without exact placement; per window of
 ``fft_window`` px, so the energy goes where the teacher has it and not into its flat areas), CL the
 method's contrastive term with the teacher's output as the positive.
@@ -15,12 +15,14 @@ method's contrastive term with the teacher's output as the positive.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from model.discriminator import UNetDiscriminatorSN
+from model.discriminator import DISCRIMINATORS
 from model.edsr import EDSR
 from model.losses import ContrastiveLoss, bicubic_negatives
 
@@ -44,6 +46,7 @@ class DistillWeights(BaseModel):
     # widths whose outputs meet the discriminator (its passes cost about what the network's do on a CPU;
     # the narrower widths share these weights and learn the look through them and the other terms)
     gan_widths: tuple[float, ...] = (1.0,)
+    disc: Literal["unet", "patch"] = "unet"
     disc_feats: int = 16
     disc_lr: float = 1e-4
 
@@ -71,7 +74,7 @@ class DistillObjective(nn.Module):
         if needs_features and features is None:
             raise ValueError("the perceptual and contrastive terms need a feature network")
         self.contrastive = ContrastiveLoss(features) if needs_features else None
-        self.disc = UNetDiscriminatorSN(num_feat=weights.disc_feats) if weights.gan > 0 else None
+        self.disc = DISCRIMINATORS[weights.disc](num_feat=weights.disc_feats) if weights.gan > 0 else None
 
     def _perceptual(self, feats: list[torch.Tensor], ref: list[torch.Tensor]) -> torch.Tensor:
         return sum(v * F.l1_loss(a, r) for v, a, r in zip(PERCEPTUAL_WEIGHTS, feats, ref, strict=True))

@@ -36,14 +36,15 @@ class DistillTrainer(Trainer):
         return {"disc": self.objective.disc.state_dict(), "disc_optimizer": self.disc_optimizer.state_dict()}
 
     def load_extra_state(self, state: dict) -> None:
-        """The discriminator and its optimizer, at this config's ``disc_lr``; a discriminator of another size
-        (``disc_feats`` changed between stages) starts afresh against the resumed generator."""
+        """The discriminator and its optimizer, at this config's ``disc_lr``; a discriminator of another kind or
+        size (``disc``, ``disc_feats`` changed between stages) starts afresh against the resumed generator."""
         if self.disc_optimizer is None or "disc" not in state:
             return
         disc = self.objective.disc
         shapes = {k: v.shape for k, v in disc.state_dict().items()}
         if shapes != {k: v.shape for k, v in state["disc"].items()}:
-            self._log(f"discriminator of {self.cfg.distill.disc_feats} features: starts afresh")
+            weights = self.cfg.distill
+            self._log(f"{weights.disc} discriminator of {weights.disc_feats} features: starts afresh")
             return
         disc.load_state_dict(state["disc"])
         self.disc_optimizer.load_state_dict(state["disc_optimizer"])

@@ -27,6 +27,14 @@ _SEGMENT = 6  # edge segment length; segments slide by 1 px, 11 per 16-px edge
 _C = 1.0  # keeps the pooled score finite when no block is active
 
 
+def _shaved_luma(img: np.ndarray, shave: int) -> np.ndarray:
+    """``model.metrics.luma(img)`` without ``shave`` px at each border."""
+    if shave < 0:
+        raise ValueError(f"shave must be >= 0, got {shave}")
+    y = luma(img)
+    return y[shave:-shave, shave:-shave] if shave else y
+
+
 def sharpness(img: np.ndarray, shave: int = 0) -> float:
     """Percentage (0-100) of the luma's spectral power above a quarter of Nyquist.
 
@@ -35,11 +43,7 @@ def sharpness(img: np.ndarray, shave: int = 0) -> float:
     ``P = |FFT2(z)|**2``; ``r = sqrt(fx**2 + fy**2)`` with fx, fy from ``np.fft.fftfreq`` (cycles/pixel,
     Nyquist 0.5); the result is ``100 * P[r > 0.125].sum() / P.sum()``, and 0.0 for a constant image.
     """
-    if shave < 0:
-        raise ValueError(f"shave must be >= 0, got {shave}")
-    y = luma(img)
-    if shave:
-        y = y[shave:-shave, shave:-shave]
+    y = _shaved_luma(img, shave)
     if y.shape[0] < 2 or y.shape[1] < 2:
         raise ValueError(f"image too small after shaving {shave} px: {y.shape}")
     # Test flatness on the values, not on the power: the mean of a float constant need not be exact, and
@@ -67,9 +71,7 @@ def flat_noise(img: np.ndarray, reference: np.ndarray, shave: int = 0, block: in
     """
     detail = []
     for x in (img, reference):
-        y = luma(x)
-        if shave:
-            y = y[shave:-shave, shave:-shave]
+        y = _shaved_luma(x, shave)
         h, w = (n - n % block for n in y.shape)
         high = (y - gaussian_filter(y, 1.0))[:h, :w]
         detail.append(np.sqrt((high.reshape(h // block, block, w // block, block) ** 2).mean(axis=(1, 3))))
