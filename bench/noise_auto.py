@@ -53,7 +53,8 @@ def main() -> None:
         "--weights",
         nargs="+",
         type=Path,
-        default=[Path("weights/csd-edsr-x4.safetensors"), Path("weights/csd-edsr-x4-real.safetensors")],
+        default=[Path(f"weights/csd-edsr-{name}.safetensors") for name in ("x4", "x4-jpeg", "x4-real")],
+        help="the noise levels' models (default: the three x4 levels auto picks between)",
     )
     ap.add_argument("--scale", type=int, help="the factor measured (default: the models' scale)")
     ap.add_argument("--qualities", nargs="+", type=int, default=QUALITIES, help="JPEG qualities (default 30..95)")
