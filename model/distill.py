@@ -7,7 +7,8 @@ scaled to 0..1 so the weights read as Real-ESRGAN's (L1 1, perceptual 1, GAN 0.1
              + fft * F(S_w, T) + contrast * CL(S_w; positive T, negatives bicubic(LR))
 
 P is the L1 between feature maps of the frozen feature network, G the generator's side of a vanilla GAN
-against a discriminator of :mod:`model.discriminator` whose real samples are the teacher's outputs,
+against a discriminator of :mod:`model.discriminator` whose real samples are the teacher's outputs
+(optionally judging their high frequencies alone),
 F the L1 between the amplitude spectra (phase-free: texture energy without exact placement; per window of
 ``fft_window`` px, so the energy goes where the teacher has it and not into its flat areas), CL the
 method's contrastive term with the teacher's output as the positive.
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from model.discriminator import DISCRIMINATORS
+from model.discriminator import build_discriminator
 from model.edsr import EDSR
 from model.losses import ContrastiveLoss, bicubic_negatives
 
@@ -49,6 +50,10 @@ class DistillWeights(BaseModel):
     disc: Literal["unet", "patch"] = "unet"
     disc_feats: int = 16
     disc_lr: float = 1e-4
+    # discriminator updates per generator update, on the same outputs (a patch discriminator's cost little)
+    disc_steps: int = 1
+    # > 0: the discriminator judges the image minus its Gaussian blur of this sigma (model.discriminator.HighPass)
+    disc_highpass: float = 0.0
 
 
 def amplitude_l1(a: torch.Tensor, b: torch.Tensor, window: int = 0) -> torch.Tensor:
@@ -57,6 +62,14 @@ def amplitude_l1(a: torch.Tensor, b: torch.Tensor, window: int = 0) -> torch.Ten
     if window:
         a, b = (_blocks(x, window) for x in (a, b))
     return (torch.fft.rfft2(a, norm="ortho").abs() - torch.fft.rfft2(b, norm="ortho").abs()).abs().mean()
+
+
+def as_8bit(x01: torch.Tensor) -> torch.Tensor:
+    """``x01`` clamped and rounded to the 8-bit grid the teacher's outputs are on, the gradient passing as if
+    unrounded. Without it a discriminator tells a float output from an 8-bit one by the rounding's dither in flat
+    areas alone, and the generator learns to draw that dither (flat noise 4.6 in 150 steps, a probe)."""
+    x01 = x01.clamp(0, 1)
+    return x01 + (torch.round(x01 * 255) / 255 - x01).detach()
 
 
 def _blocks(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -74,7 +87,9 @@ class DistillObjective(nn.Module):
         if needs_features and features is None:
             raise ValueError("the perceptual and contrastive terms need a feature network")
         self.contrastive = ContrastiveLoss(features) if needs_features else None
-        self.disc = DISCRIMINATORS[weights.disc](num_feat=weights.disc_feats) if weights.gan > 0 else None
+        self.disc = (
+            build_discriminator(weights.disc, weights.disc_feats, weights.disc_highpass) if weights.gan > 0 else None
+        )
 
     def _perceptual(self, feats: list[torch.Tensor], ref: list[torch.Tensor]) -> torch.Tensor:
         return sum(v * F.l1_loss(a, r) for v, a, r in zip(PERCEPTUAL_WEIGHTS, feats, ref, strict=True))
@@ -93,7 +108,8 @@ class DistillObjective(nn.Module):
             out = self.model(lr, width).float()
             out01, tag = out / 255, f"@{width:g}"
             if width in w.gan_widths:
-                outputs[tag] = out01.detach()
+                served = as_8bit(out01)
+                outputs[tag] = served.detach()
             parts = {"l1": w.l1 * F.l1_loss(out01, t01)}
             if w.l1_hr:
                 parts["l1_hr"] = w.l1_hr * F.l1_loss(out01, hr01)
@@ -106,7 +122,7 @@ class DistillObjective(nn.Module):
                 if w.contrast:
                     parts["cl"] = w.contrast * self.contrastive.ratio(feats, reference)
             if self.disc is not None and width in w.gan_widths:
-                logits = self.disc(out01)
+                logits = self.disc(served)
                 parts["gan"] = w.gan * F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
             for name, value in parts.items():
                 total = total + value

@@ -1,7 +1,7 @@
 """Training loop of the sharp style: :class:`model.train.Trainer` with the distillation objective.
 
 Adds what a GAN needs to the CSD loop: the discriminator's own Adam (Real-ESRGAN's betas 0.9 / 0.99),
-one discriminator update per generator update on the same outputs, both in the checkpoint so a resumed
+``disc_steps`` discriminator updates per generator update on the same outputs, both in the checkpoint so a resumed
 run continues exactly. The shared weights and every width train as in CSD (one weight file).
 """
 
@@ -67,11 +67,12 @@ class DistillTrainer(Trainer):
         self.optimizer.step()
         if disc is not None:
             disc.requires_grad_(True)
-            with self._autocast():
-                d_loss, terms["d"] = self.objective.disc_loss(target, outputs)
-            self.disc_optimizer.zero_grad(set_to_none=True)
-            d_loss.backward()
-            self.disc_optimizer.step()
+            for _ in range(self.cfg.distill.disc_steps):
+                with self._autocast():
+                    d_loss, terms["d"] = self.objective.disc_loss(target, outputs)
+                self.disc_optimizer.zero_grad(set_to_none=True)
+                d_loss.backward()
+                self.disc_optimizer.step()
         self.step += 1
         return {"loss": loss.item(), **terms}
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.discriminator import PatchDiscriminator
-from model.distill import DistillObjective, DistillWeights, amplitude_l1
+from model.discriminator import HighPass, PatchDiscriminator, build_discriminator
+from model.distill import DistillObjective, DistillWeights, amplitude_l1, as_8bit
 from model.distill_train import DistillTrainer, train
 from model.edsr import EDSR, EDSRConfig
 from model.train import TrainConfig
@@ -151,3 +151,29 @@ def test_the_patch_discriminator_learns_to_tell_texture_from_its_blur() -> None:
         p_real = torch.sigmoid(disc(sharp)).mean()
         p_fake = torch.sigmoid(disc(torch.nn.functional.avg_pool2d(sharp, 3, 1, 1))).mean()
     assert p_real > 0.8 and p_fake < 0.2
+
+
+def test_the_high_pass_discriminator_is_blind_to_what_the_l1_term_covers() -> None:
+    torch.manual_seed(0)
+    disc = build_discriminator("patch", 8, highpass_sigma=1.0)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(disc(x + 0.2), disc(x))  # a brightness change is low frequency
+        assert HighPass(1.0)(torch.full((1, 3, 16, 16), 0.7)).abs().max() < 1e-6
+        checker = torch.tensor([[0.0, 1.0], [1.0, 0.0]]).repeat(8, 8).expand(1, 3, 16, 16)
+        assert HighPass(1.0)(checker).abs().mean() > 1.0  # gain 4 x a residual of ~0.4
+
+
+def test_the_discriminator_sees_outputs_as_8_bit_with_a_straight_through_gradient() -> None:
+    x = torch.tensor([0.1234, 0.5, -0.2, 1.3], requires_grad=True)
+    y = as_8bit(x)
+    torch.testing.assert_close(y * 255, torch.round(y * 255))
+    assert y[2] == 0 and y[3] == 1
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([1.0, 1.0, 0.0, 0.0]))  # clamped values pass none
+
+
+def test_disc_steps_updates_the_discriminator_that_many_times(cache: Path, tmp_path: Path) -> None:
+    trainer = DistillTrainer(tiny_cfg(cache, tmp_path / "run", disc="patch", disc_feats=8, disc_steps=3))
+    trainer.train_step()
+    assert {int(s["step"]) for s in trainer.disc_optimizer.state.values()} == {3}
