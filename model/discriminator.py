@@ -49,7 +49,7 @@ class UNetDiscriminatorSN(nn.Module):
 
 class PatchDiscriminator(nn.Module):
     """PatchGAN: three stride-2 convolutions and two 3x3, one logit per 8x8 output block (a receptive field of
-    46 px). No normalisation layer: batch statistics would mix the real and fake batches it scores apart."""
+    54 px). No normalisation layer: batch statistics would mix the real and fake batches it scores apart."""
 
     def __init__(self, num_in_ch: int = 3, num_feat: int = 32) -> None:
         super().__init__()

@@ -66,8 +66,8 @@ def amplitude_l1(a: torch.Tensor, b: torch.Tensor, window: int = 0) -> torch.Ten
 
 def as_8bit(x01: torch.Tensor) -> torch.Tensor:
     """``x01`` clamped and rounded to the 8-bit grid the teacher's outputs are on, the gradient passing as if
-    unrounded. Without it a discriminator tells a float output from an 8-bit one by the rounding's dither in flat
-    areas alone, and the generator learns to draw that dither (flat noise 4.6 in 150 steps, a probe)."""
+    unrounded. Without it a discriminator could tell a float output from an 8-bit one by the rounding's dither in
+    flat areas alone (in a probe at GAN 0.03, flat noise 4.61 without, 3.41 with it: bench/results/sharp)."""
     x01 = x01.clamp(0, 1)
     return x01 + (torch.round(x01 * 255) / 255 - x01).detach()
 
