@@ -62,9 +62,7 @@ class DistillTrainer(Trainer):
             disc.requires_grad_(False)  # the generator's step must not move the discriminator
         with self._autocast():
             loss, outputs, terms = self.objective(lr, target, hr, self.generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.optimizer_step(loss)
         if disc is not None:
             disc.requires_grad_(True)
             for _ in range(self.cfg.distill.disc_steps):

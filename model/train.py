@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from model.data import PatchSampler, default_cache_dir, degrade_pairs, load_pairs
@@ -72,6 +73,9 @@ class TrainConfig(BaseModel):
     lr_milestones: tuple[int, ...] = ()
     lr_gamma: float = 0.1
     warmup_steps: int = 0
+    # > 0: keep an exponential moving average of the weights (Real-ESRGAN's 0.999), checkpointed, and export it
+    # instead of the last step's (a GAN's step-to-step oscillation averages out)
+    ema_decay: float = 0.0
     init_weights: str | None = None
     # run
     out_dir: str = "runs/x4"
@@ -204,6 +208,12 @@ class Trainer:
             DistributedDataParallel(self.objective, broadcast_buffers=False) if self.distributed else self.objective
         )
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+        # starts from the first step's weights (n_averaged 0), or from the checkpoint's average
+        self.ema = (
+            AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            if cfg.ema_decay
+            else None
+        )
         self.generator = torch.Generator().manual_seed(cfg.seed * 1000 + self.rank)
         self.sampler = self._build_sampler()
         self.val_pairs = degrade_pairs(load_pairs(cfg.val_dir, cfg.scale), cfg.val_degradation) if cfg.val_dir else []
@@ -245,6 +255,8 @@ class Trainer:
         self.step, self.history = state["step"], json.loads(state["history"])
         self.lineage = json.loads(state.get("lineage", "null"))
         self.train_seconds = state.get("train_seconds", 0.0)
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
         self.load_extra_state(state)
         torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["generators"][self.rank])
@@ -268,6 +280,7 @@ class Trainer:
             "config": json.dumps(self.cfg.model_dump()),
             "lineage": json.dumps(self.lineage),
             "train_seconds": self.train_seconds,
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
             **self.extra_state(),
         }
         tmp = self.ckpt_path.with_suffix(".tmp")
@@ -287,6 +300,19 @@ class Trainer:
     def _lr_factor(self) -> float:
         return lr_factor(self.cfg, self.step)
 
+    def optimizer_step(self, loss: torch.Tensor) -> None:
+        """One step of the network's weights down ``loss`` (and of their moving average)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+
+    @property
+    def exported_model(self) -> EDSR:
+        """What an export ships: the moving average of the weights if kept, else the last step's."""
+        return self.model if self.ema is None else self.ema.module
+
     def train_step(self) -> dict[str, float]:
         lr, hr = (t.to(self.device) for t in self.sampler.sample(self.cfg.batch_size, self.generator))
         for group in self.optimizer.param_groups:
@@ -294,14 +320,12 @@ class Trainer:
         self.objective.train()
         with self._autocast():
             loss, terms = self.step_fn(lr, hr, self.generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        self.optimizer_step(loss)
         self.step += 1
         return {"loss": loss.item(), **terms}
 
     def validate(self) -> dict:
-        scores = evaluate_widths(self.model, self.val_pairs, self.model.widths)
+        scores = evaluate_widths(self.exported_model, self.val_pairs, self.model.widths)
         record = {"step": self.step, "psnr": {w: s["psnr"] for w, s in scores.items()}}
         self.history.append(record)
         self._log(f"step {self.step} val PSNR " + " ".join(f"{w}:{p:.3f}" for w, p in record["psnr"].items()))
@@ -331,7 +355,7 @@ class Trainer:
 
     def export(self, path: str | Path) -> None:
         card = training_card(self.cfg, self.step, self.history, self.lineage, self.train_seconds)
-        save_weights(self.model, path, card)
+        save_weights(self.exported_model, path, card)
         self._log(f"exported {path}")
 
 
@@ -386,7 +410,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> None:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = TrainConfig(**json.loads(state["config"]))
     model = EDSR(cfg.edsr())
-    model.load_state_dict(state["model"])
+    if "ema" in state:  # the moving average, as Trainer.export ships it
+        model.load_state_dict({k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"})
+    else:
+        model.load_state_dict(state["model"])
     lineage = json.loads(state.get("lineage", "null"))
     card = training_card(cfg, state["step"], json.loads(state["history"]), lineage, state.get("train_seconds"))
     save_weights(model, out, card)

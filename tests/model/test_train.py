@@ -173,3 +173,37 @@ def test_every_shipped_config_is_a_valid_run(config: Path) -> None:
     if cfg.init_weights:
         assert (root / cfg.init_weights).is_file(), cfg.init_weights
     assert cfg.degradation in TRAINING_RECIPES and (cfg.export is None or cfg.export.startswith("weights/"))
+
+
+def test_the_moving_average_resumes_exactly_and_is_what_ships(data_dir, tmp_path) -> None:
+    """ema_decay: the average of the weights is checkpointed, resumed and exported (by the run and by
+    ``csd-sr export``), and it is the average: after step 1 the first weights, then decay x old + rest x new."""
+    cfg = tiny_cfg(data_dir, tmp_path / "a", ema_decay=0.5, export=str(tmp_path / "run.safetensors"))
+    straight = Trainer(cfg)
+    straight.train_step()
+    first = {k: v.clone() for k, v in straight.model.state_dict().items()}
+    torch.testing.assert_close(straight.exported_model.state_dict(), first)
+    straight.train_step()
+    for name, v in straight.model.state_dict().items():
+        torch.testing.assert_close(straight.exported_model.state_dict()[name], 0.5 * first[name] + 0.5 * v)
+    straight.run()
+    interrupted = Trainer(tiny_cfg(data_dir, tmp_path / "b", ema_decay=0.5))
+    interrupted.train_step()
+    interrupted.train_step()
+    interrupted.save_checkpoint()
+    torch.manual_seed(123)
+    resumed = Trainer(tiny_cfg(data_dir, tmp_path / "b", ema_decay=0.5))
+    resumed.run()
+    torch.testing.assert_close(
+        resumed.exported_model.state_dict(), straight.exported_model.state_dict(), rtol=0, atol=0
+    )
+    shipped, _ = load_weights(tmp_path / "run.safetensors")
+    torch.testing.assert_close(shipped.state_dict(), straight.exported_model.state_dict())
+    cli_main(["export", "--checkpoint", str(tmp_path / "b" / "last.pt"), "--out", str(tmp_path / "cli.safetensors")])
+    exported, _ = load_weights(tmp_path / "cli.safetensors")
+    torch.testing.assert_close(exported.state_dict(), straight.exported_model.state_dict(), rtol=0, atol=0)
+    assert not any(
+        torch.equal(a, b)
+        for a, b in zip(exported.state_dict().values(), straight.model.state_dict().values(), strict=True)
+        if a.dtype.is_floating_point and a.numel() > 1
+    )
