@@ -10,6 +10,7 @@ interior, away from the borders where the teacher saw zero padding.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass
@@ -57,6 +58,11 @@ def _shard_crops(images: list[np.ndarray], spec: CropSpec, recipe: RealWorld | N
     return np.stack(lrs), np.stack(hrs)
 
 
+def _recipe_record(recipe: RealWorld | None) -> dict | None:
+    """The recipe as the manifest stores it (JSON: tuples become lists), so a resumed cache keeps one recipe."""
+    return None if recipe is None else json.loads(json.dumps(dataclasses.asdict(recipe)))
+
+
 def build_targets(
     teacher: RRDBNet,
     folders: list[str | Path],
@@ -71,9 +77,11 @@ def build_targets(
     images = [as_rgb(load_image(p)) for f in folders for p in split_folder(f)[0]]
     images = [img for img in images if min(img.shape[:2]) >= spec.lr_size * spec.scale]
     log = out / "manifest.json"
-    manifest = json.loads(log.read_text()) if log.exists() else {"spec": spec.__dict__, "shards": {}}
-    if manifest["spec"] != spec.__dict__:
-        raise ValueError(f"{out} was built with {manifest['spec']}, not {spec.__dict__}")
+    made = {"spec": spec.__dict__, "recipe": _recipe_record(recipe)}
+    manifest = json.loads(log.read_text()) if log.exists() else {**made, "shards": {}}
+    manifest.setdefault("recipe", made["recipe"])  # a cache from before the manifest named its recipe
+    if {k: manifest[k] for k in made} != made:
+        raise ValueError(f"{out} was built with {manifest['spec']} and recipe {manifest['recipe']}, not {made}")
     for k in range(shards):
         path = out / f"shard-{k:04d}.npz"
         if path.exists():

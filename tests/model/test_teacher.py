@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from model.degradations import RealWorld
 from model.ncnn import FP16_TAG, FP32_TAG, read_param
 from model.rrdbnet import RRDBConfig, RRDBNet
 from model.teacher import load_teacher, teacher_upscale
@@ -106,6 +107,8 @@ def test_targets_cache_is_resumable_and_seeded(tmp_path: Path, monkeypatch: pyte
     (tmp_path / "cache" / "shard-0001.npz").unlink()
     build_targets(teacher, [folder], tmp_path / "cache", 2, None, spec)
     np.testing.assert_array_equal(np.load(tmp_path / "cache" / "shard-0001.npz")["target"], first)
+    with pytest.raises(ValueError, match="recipe"):  # one cache, one recipe: resuming with another is refused
+        build_targets(teacher, [folder], tmp_path / "cache", 3, RealWorld(), spec)
 
     sampler = DistillSampler(tmp_path / "cache", patch_size=16, margin=4)
     assert len(sampler) == 6
