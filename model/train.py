@@ -257,6 +257,8 @@ class Trainer:
         self.train_seconds = state.get("train_seconds", 0.0)
         if self.ema is not None and "ema" in state:
             self.ema.load_state_dict(state["ema"])
+        elif self.ema is not None:  # a checkpoint without an average: it starts from the resumed weights
+            self.ema.module.load_state_dict(self.model.state_dict())
         self.load_extra_state(state)
         torch.set_rng_state(state["torch_rng"])
         self.generator.set_state(state["generators"][self.rank])

@@ -207,3 +207,11 @@ def test_the_moving_average_resumes_exactly_and_is_what_ships(data_dir, tmp_path
         for a, b in zip(exported.state_dict().values(), straight.model.state_dict().values(), strict=True)
         if a.dtype.is_floating_point and a.numel() > 1
     )
+
+
+def test_a_run_that_starts_averaging_at_a_checkpoint_averages_from_its_weights(data_dir, tmp_path) -> None:
+    plain = Trainer(tiny_cfg(data_dir, tmp_path / "run"))
+    plain.train_step()
+    plain.save_checkpoint()
+    averaging = Trainer(tiny_cfg(data_dir, tmp_path / "run", ema_decay=0.9))
+    torch.testing.assert_close(averaging.exported_model.state_dict(), plain.model.state_dict(), rtol=0, atol=0)
