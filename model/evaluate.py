@@ -211,9 +211,14 @@ def to_markdown(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: dict, out: str | Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+def write_report(out: str | Path, data: object, markdown: str | None = None, indent: int = 2) -> None:
+    """``OUT.json`` (and ``OUT.md`` when given; ``report_paths``), the folder made if missing."""
     json_path, md_path = report_paths(out)
-    json_path.write_text(json.dumps(results, indent=2) + "\n")
-    md_path.write_text(to_markdown(results))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(data, indent=indent) + "\n")
+    if markdown is not None:
+        md_path.write_text(markdown)
+
+
+def write_results(results: dict, out: str | Path) -> None:
+    write_report(out, results, to_markdown(results))

@@ -10,14 +10,13 @@ or 3) every x4 output, the teacher's too, is Lanczos-downscaled to the HR's size
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from model.data import Pair, as_rgb, degrade_pairs, downscale, load_image, load_pairs, resize_lanczos, upscale
-from model.evaluate import Forward, report_paths, set_name, super_resolve
+from model.evaluate import Forward, set_name, super_resolve, write_report
 from model.metrics import psnr_y, ssim_y
 from model.perceptual_metrics import flat_noise, piqe, sharpness
 from model.rrdbnet import RRDBNet
@@ -123,11 +122,7 @@ def to_markdown(result: dict) -> str:
 
 
 def write_results(result: dict, out: str | Path, meta: dict) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = report_paths(out)
-    json_path.write_text(json.dumps({**meta, "results": result}, indent=1) + "\n")
-    md_path.write_text(to_markdown(result))
+    write_report(out, {**meta, "results": result}, to_markdown(result), indent=1)
 
 
 def rung_forwards(forwards: dict[Rung, Forward], prefix: str = "") -> dict[str, Forward]:

@@ -138,7 +138,7 @@ def test_the_patch_discriminator_learns_to_tell_texture_from_its_blur() -> None:
     opt = torch.optim.Adam(disc.parameters(), lr=1e-3, betas=(0.9, 0.99))
     for _ in range(60):
         sharp = torch.rand(4, 3, 32, 32)
-        soft = torch.nn.functional.avg_pool2d(sharp, 3, 1, 1)
+        soft = F.avg_pool2d(sharp, 3, 1, 1)
         real, fake = disc(sharp), disc(soft)
         assert real.shape == (4, 1, 4, 4)  # one logit per 8x8 block
         loss = F.binary_cross_entropy_with_logits(real, torch.ones_like(real))
@@ -149,7 +149,7 @@ def test_the_patch_discriminator_learns_to_tell_texture_from_its_blur() -> None:
     sharp = torch.rand(4, 3, 32, 32)  # unseen
     with torch.no_grad():
         p_real = torch.sigmoid(disc(sharp)).mean()
-        p_fake = torch.sigmoid(disc(torch.nn.functional.avg_pool2d(sharp, 3, 1, 1))).mean()
+        p_fake = torch.sigmoid(disc(F.avg_pool2d(sharp, 3, 1, 1))).mean()
     assert p_real > 0.8 and p_fake < 0.2
 
 
