@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.common import cpu_description, write_results
+from bench.common import cpu_description
 from model.data import as_rgb, downscale, list_images, load_image, mod_crop
 from model.degradations import degraded_file, image_seed
+from model.report import write_report
 from service.catalog.noise import BLUR_CHECK_QUALITY, BLURRED_DETAIL_RATIO, CLEAN_JPEG_QUALITY, jpeg_detail_ratio
 
 INPUTS = ("jpeg30", "jpeg50", "jpeg60", "jpeg70", "jpeg75", "jpeg80", "jpeg85", "camera")
@@ -51,7 +52,7 @@ def main() -> None:
         f"blurred below {BLURRED_DETAIL_RATIO}"
     )
     if args.out:
-        write_results(args.out, {"header": header, "sets": sets}, _markdown(header, sets))
+        write_report(args.out, {"header": header, "sets": sets}, _markdown(header, sets))
 
 
 def _row(v: np.ndarray) -> dict[str, float]:

@@ -21,7 +21,8 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from bench.common import PHOTOS, ROOT, cpu_info, free_port, png, rss_mb, wait_ready, write_json
+from bench.common import PHOTOS, ROOT, cpu_info, free_port, png, rss_mb, wait_ready
+from model.report import write_report
 
 
 def photo_png(path: Path, long_side: int) -> bytes:
@@ -71,7 +72,7 @@ def main() -> None:
         proc.wait(timeout=30)
     print(json.dumps(report, indent=2))
     if args.out:
-        write_json(args.out.with_suffix(".json"), report)
+        write_report(args.out, report)
 
 
 def _png() -> dict[str, str]:

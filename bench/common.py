@@ -1,5 +1,5 @@
 """What the benchmarks share: where things are, the CPU they ran on, median timing, a ``csd-sr serve``
-subprocess on loopback, the photo inputs, a process's memory, and writing OUT.json / OUT.md.
+subprocess on loopback, the photo inputs and a process's memory (reports: ``model.report``).
 
 The one module of ``bench`` the others import; it uses the service's and the model's public
 functions only.
@@ -49,18 +49,6 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
 
 
 # --- output ---------------------------------------------------------------------------------------
-
-
-def write_json(path: Path, data: object, indent: int = 2) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=indent) + "\n")
-
-
-def write_results(out: Path, data: object, markdown: str | None = None, indent: int = 2) -> None:
-    """``out``.json (and ``out``.md when given), the folder made if missing."""
-    write_json(out.with_suffix(".json"), data, indent)
-    if markdown is not None:
-        out.with_suffix(".md").write_text(markdown)
 
 
 # --- a server on loopback -------------------------------------------------------------------------

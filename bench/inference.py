@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import DATA, ROOT, available_cpus, cpu_description, median_ms, write_results
+from bench.common import DATA, ROOT, available_cpus, cpu_description, median_ms
 from model.edsr import count_macs
 from model.openvino import cpu_config, native_bf16
+from model.report import report_path, write_report
 from model.rungs import Rung
 from model.weights import load_weights
 from service.inference.backends import Cores, create_backend
@@ -212,8 +213,8 @@ def main() -> None:
         f"{t} thread(s): " + ", ".join(f"{p} {v:.0f}" for p, v in by.items()) for t, by in peaks.items()
     )
     markdown = to_markdown(rows, args.sizes, header)
-    write_results(args.out, {"header": header, "peaks": peaks, "rows": rows}, markdown)
-    plot(rows, args.sizes[-1], args.out.with_suffix(".png"))
+    write_report(args.out, {"header": header, "peaks": peaks, "rows": rows}, markdown)
+    plot(rows, args.sizes[-1], report_path(args.out, ".png"))
     print(markdown)
 
 

@@ -29,7 +29,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.common import DATA, OUT, PHOTOS, ROOT, cpu_info, free_port, photo_inputs, rss_mb, wait_ready, write_json
+from bench.common import DATA, OUT, PHOTOS, ROOT, cpu_info, free_port, photo_inputs, rss_mb, wait_ready
+from model.report import write_report
 
 PHOTO = sorted((DATA / "train" / "Wiki49" / "HR").glob("*"))[0]
 
@@ -144,7 +145,7 @@ def main() -> None:
         proc.wait(30)
     print(json.dumps(report, indent=2))
     if args.out:
-        write_json(args.out.with_suffix(".json"), report)
+        write_report(args.out, report)
 
 
 if __name__ == "__main__":

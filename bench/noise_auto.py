@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.common import cpu_description, write_results
+from bench.common import cpu_description
 from model.data import as_rgb, downscale, list_images, load_image, mod_crop, upscale
 from model.degradations import degraded_file, image_seed
 from model.evaluate import openvino_forwards, super_resolve
 from model.metrics import psnr_y
+from model.report import write_report
 from model.rungs import Rung
 from model.weights import load_weights
 from service.catalog.noise import choose_for_probe
@@ -107,7 +108,7 @@ def main() -> None:
     summary = f"auto on JPEG {qualities}: {loss:.3f} dB below the best level per input on average"
     print(summary)
     if args.out:
-        write_results(
+        write_report(
             args.out, {"header": header, "rows": rows, "summary": summary}, _markdown(rows, levels, header, summary)
         )
 

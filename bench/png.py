@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.common import cpu_description, cpu_info, write_results
+from bench.common import cpu_description, cpu_info
+from model.report import write_report
 from service.inference.png import encode_png
 
 
@@ -75,7 +76,7 @@ def main() -> None:
         speed, size = ref["ms_per_output_mp"] / r["ms_per_output_mp"], r["bytes"] / ref["bytes"]
         lines.append(f"| {r['writer']} | {r['ms_per_output_mp']:.1f} | {speed:.2f}x | {size:.3f} |")
     markdown = "\n".join(lines) + "\n"
-    write_results(args.out, {"cpu": cpu_info(), "rows": rows}, markdown, indent=1)
+    write_report(args.out, {"cpu": cpu_info(), "rows": rows}, markdown, indent=1)
     print(markdown)
 
 

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import available_cpus, cpu_description, write_results
+from bench.common import available_cpus, cpu_description
 from model.evaluate import Forward, evaluate_sets, openvino_forwards
 from model.quantize import Recipe, quantize
+from model.report import write_report
 from model.weights import load_weights
 from service.settings import DEFAULT_WEIGHTS
 
@@ -104,7 +105,7 @@ def main() -> None:
             variant_ms = ms[f"{name} {key}"]
             lines.append(f"| {name} | {key} | {cells} | {variant_ms:.0f} ({ref_ms / variant_ms:.2f}x) |")
     markdown = "\n".join(lines) + "\n"
-    write_results(args.out, results, markdown)
+    write_report(args.out, results, markdown)
     print(markdown)
 
 

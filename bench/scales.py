@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bench.common import cpu_description, write_results
+from bench.common import cpu_description
 from model.data import as_rgb, list_images, load_image, resize_lanczos, to_image, to_tensor
 from model.metrics import psnr_y
+from model.report import write_report
 from model.weights import load_weights
 from service.settings import WEIGHTS_DIR
 
@@ -75,7 +76,6 @@ def main() -> None:
         print(f"x{f:g} via x{native} at {width:g}: bicubic {row['bicubic']:.2f}  model {row['model']:.2f}", flush=True)
     header = f"CPU: {cpu_description()}; {len(hrs)} images ({', '.join(args.data)}); fp32 (PyTorch)"
     if args.out:
-        write_results(args.out, {"header": header, "rows": rows})
         lines = [header, "", "| factor | served by | width | bicubic | model | gain |", "|---|---|---|---|---|---|"]
         for r in rows:
             gain = r["model"] - r["bicubic"]
@@ -87,7 +87,7 @@ def main() -> None:
                 f"{r['model']:.2f}",
             ]
             lines.append(f"| {' | '.join(cells)} | {gain:+.2f} |")
-        args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        write_report(args.out, {"header": header, "rows": rows}, "\n".join(lines) + "\n")
 
 
 def _lr_hr_sides(side: int, f: float) -> tuple[int, int]:

@@ -53,9 +53,9 @@ from bench.common import (
     png,
     rss_mb,
     wait_ready,
-    write_json,
 )
 from model.edsr import EDSR, EDSRConfig
+from model.report import write_report
 from model.rungs import Rung
 from model.weights import read_config, save_weights
 from service.settings import DEFAULT_WEIGHTS, shipped_weights
@@ -507,10 +507,9 @@ def main() -> None:
         + ", ".join(f"{b} {mb:.0f} MB" for b, mb in run.peak_rss.items())
         + "\n"
     )
-    (args.out / "bench.md").write_text(markdown)
     meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     results = {"args": meta, "rows": rows, "doomed": run.doomed, "idle": run.idle, "costs": run.costs}
-    write_json(args.out / "bench.json", {**results, "peak_rss_mb": run.peak_rss})
+    write_report(args.out / "bench", {**results, "peak_rss_mb": run.peak_rss}, markdown)
     if rows:
         plot(rows, args.latency_target_s, args.out / "bench.png")
     print(markdown)

@@ -9,15 +9,14 @@ Prints the CPU, median ms per image per row and each row's throughput over the t
 from __future__ import annotations
 
 import argparse
-import json
 import os
-from pathlib import Path
 
 import torch
 
 from bench.common import median_ms
 from model.evaluate import openvino_forwards
 from model.openvino import cpu_description
+from model.report import write_report
 from model.rungs import PRECISIONS
 from model.teacher import load_teacher
 from model.weights import load_weights
@@ -52,11 +51,8 @@ def main() -> None:
     lines += [f"| {k} | {v:.0f} | {best_teacher / v:.1f}x |" for k, v in rows.items()]
     print("\n".join(lines))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         meta = {"cpu": cpu_description(), "threads": threads, "lr": args.size, "repeats": args.repeats}
-        out.with_suffix(".json").write_text(json.dumps({**meta, "ms": rows}, indent=1) + "\n")
-        out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+        write_report(args.out, {**meta, "ms": rows}, "\n".join(lines) + "\n", indent=1)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.common import available_cpus, cpu_description, write_results
+from bench.common import available_cpus, cpu_description
+from model.report import write_report
 from model.rungs import Rung
 from model.weights import load_weights
 from service.inference.backends import Cores, create_backend
@@ -142,7 +143,7 @@ def main() -> None:
     cost = cost_rows(backend, model.cfg, args)
     error = error_rows(backend, model.cfg, load_inputs(args.data), args) if args.data else []
     markdown = to_markdown(cost, error, header, args)
-    write_results(args.out, {"header": header, "cost": cost, "error": error}, markdown)
+    write_report(args.out, {"header": header, "cost": cost, "error": error}, markdown)
     print(markdown)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch
 from model.data import Pair, degrade_pairs, load_pairs, resize_lanczos, to_image, to_tensor, upscale
 from model.edsr import EDSR, count_macs, count_params
 from model.metrics import psnr_y, ssim_y
+from model.report import write_report
 from model.rungs import Precision, Rung
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -47,12 +47,6 @@ def super_resolve(
     if size is not None and size != (out.shape[3], out.shape[2]):
         out = torch.from_numpy(resize_lanczos(out[0].permute(1, 2, 0).numpy(), size)).permute(2, 0, 1)[None]
     return to_image(out)
-
-
-def report_paths(out: str | Path) -> tuple[Path, Path]:
-    """``OUT.json`` and ``OUT.md``, the suffixes appended (``eval-x4-sharp-0.5`` keeps its ``.5``)."""
-    out = Path(out)
-    return out.parent / f"{out.name}.json", out.parent / f"{out.name}.md"
 
 
 def score(sr: np.ndarray, hr: np.ndarray, shave: int) -> dict[str, float]:
@@ -209,15 +203,6 @@ def to_markdown(results: dict[str, dict]) -> str:
             lines.append(f"| {key} | {r['psnr']:.2f} | {r['ssim']:.4f} | {params} | {gmacs} | {ms} |")
         lines.append("")
     return "\n".join(lines)
-
-
-def write_report(out: str | Path, data: object, markdown: str | None = None, indent: int = 2) -> None:
-    """``OUT.json`` (and ``OUT.md`` when given; ``report_paths``), the folder made if missing."""
-    json_path, md_path = report_paths(out)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(data, indent=indent) + "\n")
-    if markdown is not None:
-        md_path.write_text(markdown)
 
 
 def write_results(results: dict, out: str | Path) -> None:

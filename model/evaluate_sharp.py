@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from model.data import Pair, as_rgb, degrade_pairs, downscale, load_image, load_pairs, resize_lanczos, upscale
-from model.evaluate import Forward, set_name, super_resolve, write_report
+from model.evaluate import Forward, set_name, super_resolve
 from model.metrics import psnr_y, ssim_y
 from model.perceptual_metrics import flat_noise, piqe, sharpness
+from model.report import write_report
 from model.rrdbnet import RRDBNet
 from model.rungs import Rung
 from model.teacher import teacher_upscale

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -9,7 +8,7 @@ import torch.nn.functional as F
 
 from model.cli import main as cli_main
 from model.edsr import EDSR, EDSRConfig
-from model.evaluate import report_paths, super_resolve
+from model.evaluate import super_resolve
 from model.openvino import cpu_description, native_bf16
 from model.weights import save_weights
 from tests.conftest import synthetic_image, write_png
@@ -87,7 +86,3 @@ def test_openvino_evaluation_names_the_cpu_of_its_bf16_rows(tmp_path) -> None:
     else:
         assert not bf16
     assert not any("cpu" in row for k, row in rows.items() if k not in bf16)
-
-
-def test_reports_keep_a_dotted_name() -> None:
-    assert report_paths("w/eval-x4-sharp-0.5") == (Path("w/eval-x4-sharp-0.5.json"), Path("w/eval-x4-sharp-0.5.md"))
