@@ -13,7 +13,7 @@ import torch
 
 from model.distill import DistillObjective
 from model.teacher_data import DistillSampler
-from model.train import TrainConfig, Trainer, build_feature_net
+from model.train import TrainConfig, Trainer, build_feature_net, descend
 
 
 class DistillTrainer(Trainer):
@@ -54,8 +54,7 @@ class DistillTrainer(Trainer):
     def train_step(self) -> dict[str, float]:
         batch = self.sampler.sample(self.cfg.batch_size, self.generator)
         lr, target, hr = (t.to(self.device) for t in batch)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.lr * self._lr_factor()
+        self.set_lr()
         self.objective.train()
         disc = self.objective.disc
         if disc is not None:
@@ -68,9 +67,7 @@ class DistillTrainer(Trainer):
             for _ in range(self.cfg.distill.disc_steps):
                 with self._autocast():
                     d_loss, terms["d"] = self.objective.disc_loss(target, outputs)
-                self.disc_optimizer.zero_grad(set_to_none=True)
-                d_loss.backward()
-                self.disc_optimizer.step()
+                descend(self.disc_optimizer, d_loss)
         self.step += 1
         return {"loss": loss.item(), **terms}
 

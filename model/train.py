@@ -299,14 +299,14 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
-    def _lr_factor(self) -> float:
-        return lr_factor(self.cfg, self.step)
+    def set_lr(self) -> None:
+        """The schedule's learning rate for this step."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.cfg.lr * lr_factor(self.cfg, self.step)
 
     def optimizer_step(self, loss: torch.Tensor) -> None:
         """One step of the network's weights down ``loss`` (and of their moving average)."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        descend(self.optimizer, loss)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 
@@ -317,8 +317,7 @@ class Trainer:
 
     def train_step(self) -> dict[str, float]:
         lr, hr = (t.to(self.device) for t in self.sampler.sample(self.cfg.batch_size, self.generator))
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.cfg.lr * self._lr_factor()
+        self.set_lr()
         self.objective.train()
         with self._autocast():
             loss, terms = self.step_fn(lr, hr, self.generator)
@@ -359,6 +358,13 @@ class Trainer:
         card = training_card(self.cfg, self.step, self.history, self.lineage, self.train_seconds)
         save_weights(self.exported_model, path, card)
         self._log(f"exported {path}")
+
+
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One step of ``optimizer``'s parameters down ``loss``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def describe_hardware(device: str, threads: int | None) -> str:
