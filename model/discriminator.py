@@ -65,26 +65,35 @@ class PatchDiscriminator(nn.Module):
         return self.net(x)
 
 
+class GaussianBlur(nn.Module):
+    """Separable Gaussian blur of ``sigma`` px, reflect-padded: an image's coarse content alone."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        radius = math.ceil(3 * sigma)
+        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        kernel = torch.exp(-(x**2) / (2 * sigma**2))
+        self.register_buffer("kernel", kernel / kernel.sum(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, r = x.shape[1], self.kernel.numel() // 2
+        k = self.kernel.to(x.dtype)
+        x = F.conv2d(F.pad(x, (r, r, r, r), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+        return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
 class HighPass(nn.Module):
-    """``gain`` x (the image minus its Gaussian blur of ``sigma`` px, reflect-padded): its fine detail alone.
+    """``gain`` x (the image minus its :class:`GaussianBlur` of ``sigma`` px): its fine detail alone.
 
     The detail is a few levels of 255 beside content of hundreds; on the image itself a discriminator spends
     its first hundreds of steps on the content, which teacher and student share (``gain`` 4: the probe's)."""
 
     def __init__(self, sigma: float, gain: float = 4.0) -> None:
         super().__init__()
-        radius = math.ceil(3 * sigma)
-        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-(x**2) / (2 * sigma**2))
-        self.register_buffer("kernel", kernel / kernel.sum(), persistent=False)
-        self.gain = gain
+        self.blur, self.gain = GaussianBlur(sigma), gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c, r = x.shape[1], self.kernel.numel() // 2
-        k = self.kernel.to(x.dtype)
-        blurred = F.conv2d(F.pad(x, (r, r, r, r), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        blurred = F.conv2d(blurred, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-        return self.gain * (x - blurred)
+        return self.gain * (x - self.blur(x))
 
 
 DISCRIMINATORS: dict[str, type[nn.Module]] = {"unet": UNetDiscriminatorSN, "patch": PatchDiscriminator}

@@ -3,10 +3,11 @@
 Per width ``w`` (the full width included: here the teacher is the external GAN, not width 1), on images
 scaled to 0..1 so the weights read as Real-ESRGAN's (L1 1, perceptual 1, GAN 0.1):
 
-    loss_w = l1 * L1(S_w, T) + l1_hr * L1(S_w, HR) + perceptual * P(S_w, T) + gan * G(S_w)
+    loss_w = l1 * L1(B(S_w), B(T)) + l1_hr * L1(S_w, HR) + perceptual * P(S_w, T) + gan * G(S_w)
              + fft * F(S_w, T) + contrast * CL(S_w; positive T, negatives bicubic(LR))
 
-P is the L1 between feature maps of the frozen feature network, G the generator's side of a vanilla GAN
+B is the identity, or a Gaussian blur of ``l1_sigma`` px (the detail above it left to F and G), P the L1
+between feature maps of the frozen feature network, G the generator's side of a vanilla GAN
 against a discriminator of :mod:`model.discriminator` whose real samples are the teacher's outputs
 (optionally judging their high frequencies alone),
 F the L1 between the amplitude spectra (phase-free: texture energy without exact placement; per window of
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from model.discriminator import build_discriminator
+from model.discriminator import GaussianBlur, build_discriminator
 from model.edsr import EDSR
 from model.losses import ContrastiveLoss, bicubic_negatives
 
@@ -36,6 +37,9 @@ class DistillWeights(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     l1: float = 1.0
+    # > 0: L1 to the teacher compares the images' Gaussian blurs of this sigma, leaving the detail above it to
+    # the phase-free and adversarial terms (the frequency separation of Fritsche et al. 2019)
+    l1_sigma: float = 0.0
     l1_hr: float = 0.0
     perceptual: float = 1.0
     gan: float = 0.1
@@ -90,6 +94,7 @@ class DistillObjective(nn.Module):
         self.disc = (
             build_discriminator(weights.disc, weights.disc_feats, weights.disc_highpass) if weights.gan > 0 else None
         )
+        self.l1_view = GaussianBlur(weights.l1_sigma) if weights.l1_sigma > 0 else nn.Identity()
 
     def _perceptual(self, feats: list[torch.Tensor], ref: list[torch.Tensor]) -> torch.Tensor:
         return sum(v * F.l1_loss(a, r) for v, a, r in zip(PERCEPTUAL_WEIGHTS, feats, ref, strict=True))
@@ -100,6 +105,7 @@ class DistillObjective(nn.Module):
         """(generator loss, the ``gan_widths`` outputs detached for the discriminator, logged terms)."""
         w, total, terms, outputs = self.w, lr.new_zeros(()), {}, {}
         t01, hr01 = target / 255, hr / 255
+        t01_l1 = self.l1_view(t01)
         reference = None
         if self.contrastive is not None:
             negatives = bicubic_negatives(lr, self.model.cfg.scale, w.neg_num, generator)
@@ -110,7 +116,7 @@ class DistillObjective(nn.Module):
             if width in w.gan_widths:
                 served = as_8bit(out01)
                 outputs[tag] = served.detach()
-            parts = {"l1": w.l1 * F.l1_loss(out01, t01)}
+            parts = {"l1": w.l1 * F.l1_loss(self.l1_view(out01), t01_l1)}
             if w.l1_hr:
                 parts["l1_hr"] = w.l1_hr * F.l1_loss(out01, hr01)
             if w.fft:

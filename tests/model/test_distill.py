@@ -164,6 +164,23 @@ def test_the_high_pass_discriminator_is_blind_to_what_the_l1_term_covers() -> No
         assert HighPass(1.0)(checker).abs().mean() > 1.0  # gain 4 x a residual of ~0.4
 
 
+def test_l1_sigma_leaves_the_detail_above_it_to_the_other_terms() -> None:
+    torch.manual_seed(0)
+    model = EDSR(SMALL)
+    lr = torch.rand(1, 3, 8, 8) * 255
+    with torch.no_grad():
+        out = model(lr, 1.0)
+    checker = torch.tensor([[0.0, 1.0], [1.0, 0.0]]).repeat(16, 16).expand_as(out)
+    target = out + 20 * (checker - 0.5)  # the teacher's output: the student's plus a fine texture
+    only_l1 = {"perceptual": 0.0, "gan": 0.0, "fft": 0.0, "contrast": 0.0}
+    terms = {
+        sigma: DistillObjective(model, DistillWeights(l1_sigma=sigma, **only_l1), None)(lr, target, target)[2]["l1@1"]
+        for sigma in (0.0, 1.5)
+    }
+    assert terms[0.0] > 0.035  # 10 / 255: the texture counts in full
+    assert terms[1.5] < 0.002  # blurred away: only the border's reflect padding leaves a trace
+
+
 def test_the_discriminator_sees_outputs_as_8_bit_with_a_straight_through_gradient() -> None:
     x = torch.tensor([0.1234, 0.5, -0.2, 1.3], requires_grad=True)
     y = as_8bit(x)
