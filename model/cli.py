@@ -70,7 +70,8 @@ def _evaluate(args: argparse.Namespace) -> None:
 
     import torch
 
-    from model.evaluate import evaluate_sets, openvino_forwards, to_markdown, torch_forwards, write_results
+    from model.evaluate import evaluate_sets, openvino_forwards, to_markdown, torch_forwards
+    from model.report import write_report
     from model.weights import load_weights
 
     threads = args.threads or len(os.sched_getaffinity(0))
@@ -89,9 +90,10 @@ def _evaluate(args: argparse.Namespace) -> None:
         for name, res in run.items():
             res |= {"backend": args.backend, "threads": threads}
             results[name if degradation == "clean" else f"{name}/{degradation}"] = res
-    print(to_markdown(results))
+    markdown = to_markdown(results)
+    print(markdown)
     if args.out:
-        write_results(results, args.out)
+        write_report(args.out, results, markdown)
     if args.update_card:
         from model.weights import card_path, merge_metrics
 
@@ -141,7 +143,8 @@ def _evaluate_sharp(args: argparse.Namespace) -> None:
     import torch
 
     from model.evaluate import openvino_forwards, torch_forwards
-    from model.evaluate_sharp import evaluate_sharp, holdout_pairs, load_sets, rung_forwards, to_markdown, write_results
+    from model.evaluate_sharp import evaluate_sharp, holdout_pairs, load_sets, rung_forwards, to_markdown
+    from model.report import write_report
     from model.teacher import load_teacher
     from model.weights import load_weights
 
@@ -163,12 +166,13 @@ def _evaluate_sharp(args: argparse.Namespace) -> None:
     if args.holdout:  # crops of 320 HR px at every scale
         sets["holdout"] = holdout_pairs(args.holdout_data, args.holdout, 320 // args.scale, args.scale)
     result = evaluate_sharp(sets, forwards, load_teacher(), tuple(args.degradation), args.scale)
-    print(to_markdown(result))
+    markdown = to_markdown(result)
+    print(markdown)
     if args.out:
         from model.train import describe_hardware
 
         meta = {"weights": args.weights, "backend": args.backend, "hardware": describe_hardware("cpu", threads)}
-        write_results(result, args.out, meta)
+        write_report(args.out, {**meta, "results": result}, markdown, indent=1)
     if args.update_card:
         from model.weights import card_path, merge_sharp_metrics
 

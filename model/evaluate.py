@@ -12,7 +12,6 @@ import torch
 from model.data import Pair, degrade_pairs, load_pairs, resize_lanczos, to_image, to_tensor, upscale
 from model.edsr import EDSR, count_macs, count_params
 from model.metrics import psnr_y, ssim_y
-from model.report import write_report
 from model.rungs import Precision, Rung
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -203,7 +202,3 @@ def to_markdown(results: dict[str, dict]) -> str:
             lines.append(f"| {key} | {r['psnr']:.2f} | {r['ssim']:.4f} | {params} | {gmacs} | {ms} |")
         lines.append("")
     return "\n".join(lines)
-
-
-def write_results(results: dict, out: str | Path) -> None:
-    write_report(out, results, to_markdown(results))

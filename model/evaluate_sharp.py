@@ -19,7 +19,6 @@ from model.data import Pair, as_rgb, degrade_pairs, downscale, load_image, load_
 from model.evaluate import Forward, set_name, super_resolve
 from model.metrics import psnr_y, ssim_y
 from model.perceptual_metrics import flat_noise, piqe, sharpness
-from model.report import write_report
 from model.rrdbnet import RRDBNet
 from model.rungs import Rung
 from model.teacher import teacher_upscale
@@ -120,10 +119,6 @@ def to_markdown(result: dict) -> str:
                 )
             lines.append("")
     return "\n".join(lines)
-
-
-def write_results(result: dict, out: str | Path, meta: dict) -> None:
-    write_report(out, {**meta, "results": result}, to_markdown(result), indent=1)
 
 
 def rung_forwards(forwards: dict[Rung, Forward], prefix: str = "") -> dict[str, Forward]:

@@ -418,10 +418,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path) -> None:
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     cfg = TrainConfig(**json.loads(state["config"]))
     model = EDSR(cfg.edsr())
+    model.load_state_dict(state["model"])
     if "ema" in state:  # the moving average, as Trainer.export ships it
-        model.load_state_dict({k.removeprefix("module."): v for k, v in state["ema"].items() if k != "n_averaged"})
-    else:
-        model.load_state_dict(state["model"])
+        averaged = AveragedModel(model, use_buffers=True)
+        averaged.load_state_dict(state["ema"])
+        model = averaged.module
     lineage = json.loads(state.get("lineage", "null"))
     card = training_card(cfg, state["step"], json.loads(state["history"]), lineage, state.get("train_seconds"))
     save_weights(model, out, card)
